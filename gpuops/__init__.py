@@ -1,0 +1,12 @@
+"""gpuops: GPU tensor operations in Python (numba-cuda), for numpy, PyTorch, CuPy and JAX.
+
+The functional API below is framework-agnostic: it takes numpy arrays (CPU mirrors), torch tensors
+(CPU or CUDA), CuPy arrays or any ``__cuda_array_interface__`` object, and returns the kind it was
+given.  Autograd lives in the adapters: ``gpuops.torch`` (PyTorch ops and modules) and ``gpuops.jax``
+(custom_vjp functions).  Importing gpuops compiles nothing and imports neither torch nor JAX.
+"""
+from gpuops.elementwise import gsmelu, gsmelu_backward, ncrelu, ncrelu_backward
+
+__version__ = "0.1.0"
+
+__all__ = ["gsmelu", "gsmelu_backward", "ncrelu", "ncrelu_backward"]

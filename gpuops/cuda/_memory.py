@@ -1,0 +1,73 @@
+"""Element loads and stores that hide the storage dtype from kernel code.
+
+``load(a, i)`` returns the element in the compute type (float32 for float16/bfloat16/float32,
+float64 for float64); ``store(a, i, v)`` rounds a compute-type value into the array's storage type.
+bfloat16 arrays arrive as uint16 (see gpuops._dtypes): load shifts the 16 bits into the high half
+of a float32, store rounds to nearest-even (NaN stays NaN).
+
+Each function has two bodies: the plain-Python one runs under the CUDA simulator (where arrays are
+numpy arrays), the ``@overload`` is what the CUDA compiler inlines.
+"""
+import numpy as np
+
+from gpuops._toolchain import libdevice, nt, overload
+
+
+def load(a, i):
+    v = a[i]
+    if a.dtype == np.uint16:
+        return np.array(np.uint32(v) << np.uint32(16), dtype=np.uint32).view(np.float32)[()]
+    if a.dtype == np.float16:
+        return np.float32(v)
+    return v
+
+
+def store(a, i, v):
+    if a.dtype == np.uint16:
+        a[i] = _round_bf16_bits(np.array(v, dtype=np.float32).view(np.uint32)[()])
+    else:
+        a[i] = v
+
+
+def _round_bf16_bits(bits):
+    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+        return np.uint16(0x7FC0)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return np.uint16(rounded & np.uint32(0xFFFF))
+
+
+@overload(load, target="cuda")
+def _load_cuda(a, i):
+    if a.dtype == nt.uint16:
+        def impl(a, i):
+            return libdevice.int_as_float(nt.int32(nt.uint32(a[i]) << nt.uint32(16)))
+        return impl
+    if a.dtype == nt.float16:
+        def impl(a, i):
+            return nt.float32(a[i])
+        return impl
+
+    def impl(a, i):
+        return a[i]
+    return impl
+
+
+@overload(store, target="cuda")
+def _store_cuda(a, i, v):
+    if a.dtype == nt.uint16:
+        def impl(a, i, v):
+            bits = nt.uint32(libdevice.float_as_int(nt.float32(v)))
+            if (bits & nt.uint32(0x7FFFFFFF)) > nt.uint32(0x7F800000):
+                a[i] = nt.uint16(0x7FC0)
+            else:
+                a[i] = nt.uint16((bits + nt.uint32(0x7FFF) + ((bits >> nt.uint32(16)) & nt.uint32(1)))
+                                 >> nt.uint32(16))
+        return impl
+    if a.dtype == nt.float16:
+        def impl(a, i, v):
+            a[i] = nt.float16(v)
+        return impl
+
+    def impl(a, i, v):
+        a[i] = v
+    return impl

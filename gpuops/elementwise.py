@@ -1,0 +1,123 @@
+"""The elementwise family: gsmelu (generalized smooth ReLU) and ncrelu (negative concatenated ReLU).
+
+Contract: spec/ops.md §1, §2.  Kernels: gpuops/cuda/elementwise.py; CPU mirrors: gpuops/cpu/elementwise.py.
+"""
+from gpuops import _core
+from gpuops._core import In, Out
+
+_THREADS = 256
+_ITEMS = 4          # elements per thread in the gsmelu kernels (gpuops.cuda.elementwise.ITEMS)
+
+
+def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
+    slope, neg_slope = _core.real("slope", slope), _core.real("neg_slope", neg_slope)
+    alpha, beta, delta_t = _core.real("alpha", alpha), _core.real("beta", beta), _core.real("delta_t", delta_t)
+    if not alpha + beta > 0:
+        raise ValueError(f"alpha + beta must be > 0, got alpha={alpha}, beta={beta}")
+    return slope, neg_slope, alpha, beta, delta_t
+
+
+def _elementwise_grid(n):
+    return lambda: (_core.blocks_for(n, _THREADS, _ITEMS),)
+
+
+def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
+    """Generalized smooth ReLU, elementwise.
+
+    x: any shape, float16/bfloat16/float32/float64 (CPU: float32/float64; 16-bit is upcast).
+    Returns an array of x's shape, dtype and kind.  With g₊ = slope, g₋ = neg_slope, α, β, Δt:
+
+        h(x) = 0 (x <= -α);  (x + α)² / (2(α + β)) (-α < x <= β);  x + (α - β)/2 otherwise (and NaN)
+        y    = g₋·x + Δt + (g₊ - g₋)·h(x)
+
+    C¹ everywhere; requires α + β > 0.  ``out`` (an array to write into) and ``stream`` (CUDA stream;
+    default: the caller's current one) are optional.
+
+    >>> import numpy as np, gpuops
+    >>> gpuops.gsmelu(np.array([-1.0, 0.0, 1.0]), neg_slope=0.0)
+    array([0.  , 0.025, 1.  ])
+    """
+    x = _core.contiguous(_core.floating("x", x))
+    slope, neg_slope, alpha, beta, delta_t = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    out = _core.output(out, x, x.shape)
+    n = x.size
+    if n:
+        _core.run("elementwise", "gsmelu_forward",
+                  (In(x, (n,)), Out(out, (n,)), neg_slope, delta_t, alpha, beta, slope - neg_slope,
+                   0.5 / (alpha + beta), 0.5 * (alpha - beta)),
+                  like=x, grid=_elementwise_grid(n), block=(_THREADS,), stream=stream)
+    return out.obj
+
+
+def gsmelu_backward(grad_out, x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None,
+                    stream=None):
+    """Gradient of `gsmelu` w.r.t. x: ``grad_out · y'(x)``.
+
+    grad_out, x: same shape and dtype (grad_out may have any strides, stride 0 included).
+    y'(x) = g₋ (x <= -α);  g₋ + (g₊ - g₋)(x + α)/(α + β) (-α < x <= β);  g₊ otherwise (also NaN x).
+    ``delta_t`` is accepted for symmetry with the forward and does not enter the gradient.
+    """
+    x = _core.contiguous(_core.floating("x", x))
+    grad_out = _core.contiguous(_core.floating("grad_out", grad_out))
+    _core.same_dtype_and_device(x, grad_out)
+    _core.same_shape(x, grad_out)
+    slope, neg_slope, alpha, beta, _ = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    out = _core.output(out, x, x.shape)
+    n = x.size
+    if n:
+        _core.run("elementwise", "gsmelu_backward",
+                  (In(grad_out, (n,)), In(x, (n,)), Out(out, (n,)), neg_slope, slope, alpha, beta,
+                   slope - neg_slope, 0.5 / (alpha + beta)),
+                  like=x, grid=_elementwise_grid(n), block=(_THREADS,), stream=stream)
+    return out.obj
+
+
+def ncrelu_shape(shape):
+    """Output shape of ncrelu: (N, C, ...) -> (N, 2C, ...)."""
+    return (shape[0], 2 * shape[1]) + tuple(shape[2:])
+
+
+def _ncrelu_plane(shape):
+    inner = 1
+    for s in shape[2:]:
+        inner *= s
+    return shape[1] * inner
+
+
+def ncrelu(x, *, out=None, stream=None):
+    """Negative concatenated ReLU: (N, C, ...) -> (N, 2C, ...).
+
+    x: ndim >= 2, floating.  ``out[:, :C] = x if x >= 0 else 0``, ``out[:, C:] = 0 if x >= 0 else x``
+    (NaN goes to the second half).
+
+    >>> import numpy as np, gpuops
+    >>> gpuops.ncrelu(np.array([[1.0, -2.0]]))
+    array([[ 1.,  0.,  0., -2.]])
+    """
+    x = _core.contiguous(_core.floating("x", x, min_ndim=2))
+    out = _core.output(out, x, ncrelu_shape(x.shape))
+    n = x.size
+    if n:
+        _core.run("elementwise", "ncrelu_forward", (In(x, (n,)), Out(out, (2 * n,)), _ncrelu_plane(x.shape)),
+                  like=x, grid=lambda: (_core.blocks_for(n, _THREADS),), block=(_THREADS,), stream=stream)
+    return out.obj
+
+
+def ncrelu_backward(grad_out, x, *, out=None, stream=None):
+    """Gradient of `ncrelu`: ``grad_x = grad_out[:, c] if x >= 0 else grad_out[:, C + c]``.
+
+    grad_out: (N, 2C, ...), x: (N, C, ...); at x == 0 the gradient comes from the first half.
+    """
+    x = _core.contiguous(_core.floating("x", x, min_ndim=2))
+    grad_out = _core.contiguous(_core.floating("grad_out", grad_out))
+    _core.same_dtype_and_device(x, grad_out)
+    if grad_out.shape != ncrelu_shape(x.shape):
+        raise ValueError(f"grad_out must have shape {list(ncrelu_shape(x.shape))} for x of shape "
+                         f"{list(x.shape)}, got {list(grad_out.shape)}")
+    out = _core.output(out, x, x.shape)
+    n = x.size
+    if n:
+        _core.run("elementwise", "ncrelu_backward",
+                  (In(grad_out, (2 * n,)), In(x, (n,)), Out(out, (n,)), _ncrelu_plane(x.shape)),
+                  like=x, grid=lambda: (_core.blocks_for(n, _THREADS),), block=(_THREADS,), stream=stream)
+    return out.obj

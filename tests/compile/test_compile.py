@@ -1,0 +1,79 @@
+"""Tier 3: every registered (kernel, dtype) compiles for sm_80 and sm_90 without a GPU; the kernel
+ABI matches what the fast launcher flattens; ptxas reports no spills and a register budget.
+
+Runs in its own process, without the simulator (``make test-compile``).
+"""
+import contextlib
+import importlib
+import pkgutil
+import re
+import types
+
+import pytest
+
+import gpuops.cuda
+from gpuops._launch import KERNELS
+from gpuops._toolchain import SIMULATOR, cuda, nt
+
+pytestmark = pytest.mark.skipif(SIMULATOR, reason="compile checks need the real numba-cuda compiler")
+
+for _mod in pkgutil.iter_modules(gpuops.cuda.__path__):
+    importlib.import_module(f"gpuops.cuda.{_mod.name}")
+
+CCS = [(8, 0), (9, 0)]
+REGISTER_BUDGET = 128                  # leaves >= 2 blocks of 256 threads per SM at full occupancy
+CASES = [(k, d) for k in KERNELS for d in k.dtypes]
+
+
+@contextlib.contextmanager
+def _fake_device(cc):
+    """compile_device() asks the driver for the current device's compute capability; CI has none."""
+    import numba.cuda.dispatcher as dispatcher
+    saved = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = saved
+
+
+def _abi_params(sig):
+    return sum(5 + 2 * t.ndim if isinstance(t, nt.Array) else 1 for t in sig)
+
+
+def test_registry_is_populated():
+    names = {k.name.rsplit(".", 1)[-1] for k in KERNELS}
+    assert {"_gsmelu_forward", "_gsmelu_backward", "_ncrelu_forward", "_ncrelu_backward"} <= names
+
+
+@pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
+@pytest.mark.parametrize("kernel,dtype", CASES, ids=[f"{k.name.rsplit('.', 1)[-1]}-{d}" for k, d in CASES])
+def test_ptx_and_abi(kernel, dtype, cc):
+    sig = tuple(kernel.signature(dtype))
+    with _fake_device(cc):
+        ptx, _ = cuda.compile_ptx(kernel.pyfunc, sig, cc=cc, **_ptx_options(kernel))
+    entry = re.search(r"\.entry\s+\S+\(([^)]*)\)", ptx, re.S)
+    assert entry, "no kernel entry in the PTX"
+    params = entry.group(1).count(".param")
+    assert params == _abi_params(sig), "kernel ABI differs from gpuops._launch's flattening"
+
+
+def _ptx_options(kernel):
+    return {k: v for k, v in kernel.jit_options.items() if k in ("fastmath", "lineinfo", "max_registers")}
+
+
+@pytest.mark.parametrize("kernel,dtype", CASES, ids=[f"{k.name.rsplit('.', 1)[-1]}-{d}" for k, d in CASES])
+def test_registers_and_spills_sm90(kernel, dtype):
+    from cuda.core import Linker, LinkerOptions, ObjectCode
+    cc = (9, 0)
+    with _fake_device(cc):
+        codes, _ = cuda.compile_all(kernel.pyfunc, tuple(kernel.signature(dtype)), device=False, abi="numba",
+                                    output="ltoir", cc=cc, **_ptx_options(kernel))
+    objects = [ObjectCode.from_ltoir(c) if isinstance(c, bytes) else c for c in codes]
+    linker = Linker(*objects, options=LinkerOptions(arch="sm_90", link_time_optimization=True, verbose=True))
+    linker.link("cubin")
+    log = linker.get_info_log()
+    registers = int(re.search(r"Used (\d+) registers", log).group(1))
+    spills = [int(v) for v in re.findall(r"(\d+) bytes spill", log)]
+    assert registers <= getattr(kernel, "register_budget", REGISTER_BUDGET), log
+    assert not any(spills), log
