@@ -529,3 +529,8 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
             else:
                 cpu_args.append(a)
         getattr(cpu_mod, kernel)(*cpu_args)
+
+
+def register_kind(cls, kind: _Kind):
+    """Treat instances of ``cls`` as arrays of ``kind`` (adapters register their buffer views)."""
+    _KIND_BY_TYPE[cls] = kind

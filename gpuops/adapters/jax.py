@@ -1,0 +1,172 @@
+"""JAX ops over the gpuops core (exposed as ``gpuops.jax``).
+
+Each op is a ``jax.custom_vjp`` function whose forward and backward are
+``jax.experimental.buffer_callback`` calls: XLA hands the callback its own buffers (zero-copy numpy
+views on CPU, ``__cuda_array_interface__`` device memory on GPU) and, on GPU, its stream, and the
+callback runs the same core function as every other entry point, writing into XLA's output buffer.
+No host round-trips.  Static parameters travel by closure, and one callback object is cached per
+static configuration: a new callback object per call would recompile the XLA computation each time.
+
+Works under ``jax.jit``, ``jax.grad``, ``jax.vmap`` (batched buffers are folded into the op's own
+leading axis where the op allows it) and inside Flax modules.  The adapter holds no math.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.experimental.buffer_callback import buffer_callback
+
+from gpuops import _core, elementwise
+
+_KDL_CUDA = 2
+
+
+class _BufferView:
+    """A callback buffer seen with another shape of the same size (folding vmap's batch axes)."""
+
+    __slots__ = ("buffer", "shape", "dtype")
+
+    def __init__(self, buffer, shape):
+        self.buffer, self.shape, self.dtype = buffer, tuple(shape), buffer.dtype
+
+    def __dlpack_device__(self):
+        return self.buffer.__dlpack_device__()
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.buffer).reshape(self.shape)
+
+    @property
+    def __cuda_array_interface__(self):
+        return {**self.buffer.__cuda_array_interface__, "shape": self.shape, "strides": None}
+
+
+_core.register_kind(_BufferView, _core.XLA)
+
+
+def _stream(ctx, buffer):
+    """XLA's stream on GPU; None on CPU (where ``ctx.stream`` raises)."""
+    return ctx.stream if buffer.__dlpack_device__()[0] == _KDL_CUDA else None
+
+
+def _folded(buffer, rank: int):
+    """View a buffer with any extra (vmapped) leading axes merged into its first axis."""
+    extra = buffer.ndim - rank
+    if extra <= 0:
+        return buffer
+    shape = tuple(buffer.shape)
+    lead = 1
+    for s in shape[:extra + 1]:
+        lead *= s
+    return _BufferView(buffer, (lead,) + shape[extra + 1:])
+
+
+def _call(callback, result, *args, vmap_method="broadcast_all"):
+    return buffer_callback(callback, result, vmap_method=vmap_method)(*args)
+
+
+def _like(x, shape=None):
+    return jax.ShapeDtypeStruct(x.shape if shape is None else shape, x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# gsmelu
+
+
+@functools.lru_cache(maxsize=None)
+def _gsmelu_forward_callback(params):
+    slope, neg_slope, alpha, beta, delta_t = params
+
+    def callback(ctx, out, x):
+        elementwise.gsmelu(x, slope=slope, neg_slope=neg_slope, alpha=alpha, beta=beta, delta_t=delta_t,
+                           out=out, stream=_stream(ctx, x))
+    return callback
+
+
+@functools.lru_cache(maxsize=None)
+def _gsmelu_backward_callback(params):
+    slope, neg_slope, alpha, beta, delta_t = params
+
+    def callback(ctx, grad_x, grad_out, x):
+        elementwise.gsmelu_backward(grad_out, x, slope=slope, neg_slope=neg_slope, alpha=alpha, beta=beta,
+                                    delta_t=delta_t, out=grad_x, stream=_stream(ctx, x))
+    return callback
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _gsmelu(x, params):
+    return _call(_gsmelu_forward_callback(params), _like(x), x)
+
+
+def _gsmelu_fwd(x, params):
+    return _gsmelu(x, params), x
+
+
+def _gsmelu_bwd(params, x, grad):
+    return (_call(_gsmelu_backward_callback(params), _like(x), grad, x),)
+
+
+_gsmelu.defvjp(_gsmelu_fwd, _gsmelu_bwd)
+
+
+def _check_floating(name, x):
+    if jax.numpy.dtype(x.dtype).name not in _core.FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
+                        f"got {jax.numpy.dtype(x.dtype).name}")
+
+
+def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0):
+    """`gpuops.gsmelu` as a differentiable JAX function (any shape; jit, grad, vmap).
+
+    y = g₋·x + Δt + (g₊ − g₋)·h(x), h = 0 (x ≤ −α), (x+α)²/(2(α+β)) (−α < x ≤ β), x + (α−β)/2 otherwise.
+    The parameters are static (Python floats).
+    """
+    _check_floating("x", x)
+    return _gsmelu(x, elementwise._gsmelu_params(slope, neg_slope, alpha, beta, delta_t))
+
+
+# ---------------------------------------------------------------------------------------------
+# ncrelu
+
+
+@functools.lru_cache(maxsize=None)
+def _ncrelu_forward_callback(rank):
+    def callback(ctx, out, x):
+        elementwise.ncrelu(_folded(x, rank), out=_folded(out, rank), stream=_stream(ctx, x))
+    return callback
+
+
+@functools.lru_cache(maxsize=None)
+def _ncrelu_backward_callback(rank):
+    def callback(ctx, grad_x, grad_out, x):
+        elementwise.ncrelu_backward(_folded(grad_out, rank), _folded(x, rank), out=_folded(grad_x, rank),
+                                    stream=_stream(ctx, x))
+    return callback
+
+
+@jax.custom_vjp
+def _ncrelu(x):
+    return _call(_ncrelu_forward_callback(x.ndim), _like(x, elementwise.ncrelu_shape(x.shape)), x)
+
+
+def _ncrelu_fwd(x):
+    return _ncrelu(x), x
+
+
+def _ncrelu_bwd(x, grad):
+    return (_call(_ncrelu_backward_callback(x.ndim), _like(x), grad, x),)
+
+
+_ncrelu.defvjp(_ncrelu_fwd, _ncrelu_bwd)
+
+
+def ncrelu(x):
+    """`gpuops.ncrelu` as a differentiable JAX function: (N, C, ...) -> (N, 2C, ...)."""
+    _check_floating("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions, got shape {list(x.shape)}")
+    return _ncrelu(x)
+
+
+__all__ = ["gsmelu", "ncrelu"]
