@@ -127,12 +127,9 @@ class _Torch(_Kind):
         return Arr(obj, self, obj.shape, str(obj.dtype)[6:], device, name)
 
     def contiguous(self, arr):
-        t = arr.obj.detach()
-        if not t.is_contiguous():
-            t = t.contiguous()
-        elif t is arr.obj:
+        if arr.obj.is_contiguous():
             return arr
-        return Arr(t, self, arr.shape, arr.dtype, arr.device, arr.name)
+        return Arr(arr.obj.detach().contiguous(), self, arr.shape, arr.dtype, arr.device, arr.name)
 
     def empty(self, arr, shape, dtype):
         import torch
@@ -433,9 +430,16 @@ def kernel_arg(arr: Arr, shape=None):
     if arr.kind is SIMULATED:
         host = SIMULATED.host(arr)
         return host.view(storage).reshape(shape)
-    from gpuops._launch import DeviceArray
     ptr, _ = arr.kind.pointer(arr)
-    return DeviceArray(ptr, shape, _c_strides(shape, itemsize), itemsize, np.dtype(storage).str, arr.obj)
+    return _DeviceArray()(ptr, shape, _c_strides(shape, itemsize), itemsize, _TYPESTR[arr.dtype], arr.obj)
+
+
+_TYPESTR = {name: np.dtype(storage).str for name, (storage, _, _) in STORAGE.items()}
+
+
+def _DeviceArray():
+    from gpuops._launch import DeviceArray
+    return DeviceArray
 
 
 @contextlib.contextmanager

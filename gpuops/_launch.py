@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -123,10 +124,14 @@ class Kernel:
                 else:
                     flat.append(conv(arg))
             config = _launch_config(grid, block, shmem)
-            if _multi_gpu():
-                with cuda.gpus[device]:
-                    _core_launch(_core_stream(stream), config, entry.kernel, *flat)
-            else:
+            if _THREAD.device != device:
+                _make_current(device)
+            try:
+                _core_launch(_core_stream(stream), config, entry.kernel, *flat)
+            except Exception as err:          # the thread's context changed under us (torch.cuda.set_device …)
+                if "CONTEXT" not in str(err) and "HANDLE" not in str(err):
+                    raise
+                _make_current(device)
                 _core_launch(_core_stream(stream), config, entry.kernel, *flat)
             return
         self._launch_numba(entry, grid, block, stream, device, args, shmem)
@@ -172,7 +177,22 @@ _CORE = {}
 _STREAMS: dict = {}
 _NUMBA_STREAMS: dict = {}
 _CONFIGS: dict = {}
-_MULTI = []
+
+
+class _ThreadState(threading.local):
+    device = None
+
+
+# cuda.core launches in the calling thread's current context.  torch runs backward passes on its own
+# threads, which may have none bound yet: bind the device's primary context (the one numba, torch and
+# JAX share) once per thread and device.
+_THREAD = _ThreadState()
+
+
+def _make_current(device: int):
+    from cuda.core import Device
+    Device(device).set_current()
+    _THREAD.device = device
 
 
 def _core_launch(stream, config, kernel, *args):
@@ -206,9 +226,3 @@ def _numba_stream(handle: int):
         stream = cuda.default_stream() if handle == 0 else cuda.external_stream(handle)
         _NUMBA_STREAMS[handle] = stream
     return stream
-
-
-def _multi_gpu() -> bool:
-    if not _MULTI:
-        _MULTI.append(len(cuda.gpus) > 1)
-    return _MULTI[0]

@@ -6,7 +6,8 @@ from gpuops import _core
 from gpuops._core import In, Out
 
 _THREADS = 256
-_ITEMS = 4          # elements per thread in the gsmelu kernels (gpuops.cuda.elementwise.ITEMS)
+_ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS)
+_MAX_GRID_Y = 65535
 
 
 def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
@@ -35,7 +36,7 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
 
     >>> import numpy as np, gpuops
     >>> gpuops.gsmelu(np.array([-1.0, 0.0, 1.0]), neg_slope=0.0)
-    array([0.  , 0.025, 1.  ])
+    array([0.   , 0.025, 1.   ])
     """
     x = _core.contiguous(_core.floating("x", x))
     slope, neg_slope, alpha, beta, delta_t = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
@@ -77,11 +78,11 @@ def ncrelu_shape(shape):
     return (shape[0], 2 * shape[1]) + tuple(shape[2:])
 
 
-def _ncrelu_plane(shape):
-    inner = 1
-    for s in shape[2:]:
-        inner *= s
-    return shape[1] * inner
+def _ncrelu_views(x):
+    """(N, plane) and (N, 2, plane) views of input and output, and the launch grid."""
+    batch, plane = x.shape[0], x.size // max(x.shape[0], 1)
+    grid = lambda: (_core.blocks_for(plane, _THREADS, _ITEMS), max(1, min(batch, _MAX_GRID_Y)))  # noqa: E731
+    return (batch, plane), (batch, 2, plane), grid
 
 
 def ncrelu(x, *, out=None, stream=None):
@@ -96,10 +97,10 @@ def ncrelu(x, *, out=None, stream=None):
     """
     x = _core.contiguous(_core.floating("x", x, min_ndim=2))
     out = _core.output(out, x, ncrelu_shape(x.shape))
-    n = x.size
-    if n:
-        _core.run("elementwise", "ncrelu_forward", (In(x, (n,)), Out(out, (2 * n,)), _ncrelu_plane(x.shape)),
-                  like=x, grid=lambda: (_core.blocks_for(n, _THREADS),), block=(_THREADS,), stream=stream)
+    if x.size:
+        flat, doubled, grid = _ncrelu_views(x)
+        _core.run("elementwise", "ncrelu_forward", (In(x, flat), Out(out, doubled)),
+                  like=x, grid=grid, block=(_THREADS,), stream=stream)
     return out.obj
 
 
@@ -115,9 +116,8 @@ def ncrelu_backward(grad_out, x, *, out=None, stream=None):
         raise ValueError(f"grad_out must have shape {list(ncrelu_shape(x.shape))} for x of shape "
                          f"{list(x.shape)}, got {list(grad_out.shape)}")
     out = _core.output(out, x, x.shape)
-    n = x.size
-    if n:
-        _core.run("elementwise", "ncrelu_backward",
-                  (In(grad_out, (2 * n,)), In(x, (n,)), Out(out, (n,)), _ncrelu_plane(x.shape)),
-                  like=x, grid=lambda: (_core.blocks_for(n, _THREADS),), block=(_THREADS,), stream=stream)
+    if x.size:
+        flat, doubled, grid = _ncrelu_views(x)
+        _core.run("elementwise", "ncrelu_backward", (In(grad_out, doubled), In(x, flat), Out(out, flat)),
+                  like=x, grid=grid, block=(_THREADS,), stream=stream)
     return out.obj

@@ -35,20 +35,23 @@ def gsmelu_backward(grad_out, x, grad_x, neg_slope, slope, alpha, beta, slope_ga
 
 
 @njit(**CPU_JIT)
-def ncrelu_forward(x, out, plane):
-    for i in prange(x.size):
-        v = x[i]
-        pos = i + (i // plane) * plane
-        if v >= 0:
-            out[pos] = v
-            out[pos + plane] = 0.0
-        else:
-            out[pos] = 0.0
-            out[pos + plane] = v
+def ncrelu_forward(x, out):
+    """x (N, plane), out (N, 2, plane)."""
+    batch, plane = x.shape
+    for b in prange(batch):
+        for j in range(plane):
+            v = x[b, j]
+            if v >= 0:
+                out[b, 0, j] = v
+                out[b, 1, j] = 0.0
+            else:
+                out[b, 0, j] = 0.0
+                out[b, 1, j] = v
 
 
 @njit(**CPU_JIT)
-def ncrelu_backward(grad_out, x, grad_x, plane):
-    for i in prange(x.size):
-        pos = i + (i // plane) * plane
-        grad_x[i] = grad_out[pos] if x[i] >= 0 else grad_out[pos + plane]
+def ncrelu_backward(grad_out, x, grad_x):
+    batch, plane = x.shape
+    for b in prange(batch):
+        for j in range(plane):
+            grad_x[b, j] = grad_out[b, 0, j] if x[b, j] >= 0 else grad_out[b, 1, j]

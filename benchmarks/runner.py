@@ -1,0 +1,204 @@
+"""Side-by-side benchmarks of gpuops against the peer a user would otherwise run.
+
+For each workload: build random inputs, run gpuops and the peer once and check they agree, then
+time both with CUDA events (warm-up, median of >= 20 runs).  Prints and writes a markdown table
+(op, workload, dtype, pass, gpuops ms, peer ms, speed-up, % of the physical floor, peak memory),
+a JSON file and, when matplotlib is present, a PNG chart.  Host-overhead workloads time the Python
+call itself (µs per call, no synchronisation inside the loop).
+
+Workloads register themselves with `workload`; each family adds its own module to `FAMILIES`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+WORKLOADS = []
+FAMILIES = ["benchmarks.elementwise"]
+
+
+def workload(op, name, dtype, kind="device"):
+    """Register ``fn() -> dict(gpuops=callable, peer=callable, peer_name=str, check=callable, bytes=int)``."""
+    def register(fn):
+        WORKLOADS.append(dict(op=op, name=name, dtype=dtype, kind=kind, setup=fn))
+        return fn
+    return register
+
+
+def cuda_time_ms(fn, repeats=30, warmup=5):
+    import torch
+    for _ in range(warmup):
+        fn()
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    stop = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for a, b in zip(start, stop):
+        a.record()
+        fn()
+        b.record()
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) for a, b in zip(start, stop))
+
+
+def host_time_us(fn, sync, calls=3000, warmup=200):
+    for _ in range(warmup):
+        fn()
+    sync()
+    best = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best.append((time.perf_counter() - t0) / calls * 1e6)
+        sync()
+    return min(best)
+
+
+_COPY_BW = {}
+
+
+def copy_bandwidth_gbs():
+    """Measured device-to-device copy bandwidth (bytes read + written per second)."""
+    if not _COPY_BW:
+        import torch
+        a = torch.empty(1 << 28, device="cuda")
+        b = torch.empty_like(a)
+        ms = cuda_time_ms(lambda: b.copy_(a))
+        _COPY_BW["gbs"] = 2 * a.numel() * 4 / ms / 1e6
+    return _COPY_BW["gbs"]
+
+
+def run(only=None):
+    import torch
+    rows = []
+    for family in FAMILIES:
+        importlib.import_module(family)
+    for w in WORKLOADS:
+        if only and only not in w["op"] and only not in w["name"]:
+            continue
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        case = w["setup"]()
+        row = dict(op=w["op"], workload=w["name"], dtype=w["dtype"], kind=w["kind"], peer=case["peer_name"])
+        try:
+            row["pass"] = bool(case["check"]())
+        except Exception as err:  # report, keep going
+            row["pass"] = False
+            row["error"] = f"{type(err).__name__}: {err}"[:200]
+        if w["kind"] == "host":
+            sync = case.get("sync", torch.cuda.synchronize)
+            row["gpuops_us"] = host_time_us(case["gpuops"], sync)
+            row["peer_us"] = host_time_us(case["peer"], sync)
+            row["speedup"] = row["peer_us"] / row["gpuops_us"]
+        else:
+            torch.cuda.reset_peak_memory_stats()
+            row["gpuops_ms"] = cuda_time_ms(case["gpuops"])
+            row["gpuops_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+            row["peer_ms"] = cuda_time_ms(case["peer"])
+            row["peer_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            row["speedup"] = row["peer_ms"] / row["gpuops_ms"]
+            if case.get("bytes"):
+                floor_ms = case["bytes"] / copy_bandwidth_gbs() / 1e6
+                row["floor_ms"] = floor_ms
+                row["pct_of_floor"] = 100 * floor_ms / row["gpuops_ms"]
+        rows.append(row)
+        print(_line(row), flush=True)
+        del case
+    return rows
+
+
+def _line(r):
+    if r["kind"] == "host":
+        return (f"| {r['op']} | {r['workload']} | {r['dtype']} | {'yes' if r['pass'] else 'NO'} | "
+                f"{r['gpuops_us']:.1f} µs | {r['peer_us']:.1f} µs ({r['peer']}) | {r['speedup']:.2f}× | – | – |")
+    pct = f"{r['pct_of_floor']:.0f} %" if "pct_of_floor" in r else "–"
+    return (f"| {r['op']} | {r['workload']} | {r['dtype']} | {'yes' if r['pass'] else 'NO'} | "
+            f"{r['gpuops_ms']:.3f} | {r['peer_ms']:.3f} ({r['peer']}) | {r['speedup']:.2f}× | {pct} | "
+            f"{r['gpuops_peak_mb']:.0f} / {r['peer_peak_mb']:.0f} MB |")
+
+
+HEADER = ("| op | workload | dtype | pass | gpuops ms | peer ms | speed-up | % of floor | peak mem gpuops / peer |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+
+
+def environment():
+    import torch
+    env = dict(date=datetime.date.today().isoformat(), gpu=torch.cuda.get_device_name(), torch=torch.__version__,
+               python=platform.python_version(), copy_bandwidth_gbs=round(copy_bandwidth_gbs(), 1))
+    for mod in ("numba", "numpy", "jax"):
+        try:
+            env[mod] = importlib.import_module(mod).__version__
+        except ImportError:
+            pass
+    from importlib.metadata import version
+    env["numba-cuda"] = version("numba-cuda")
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        pass
+    env["driver"] = _driver()
+    return env
+
+
+def _driver():
+    try:
+        import subprocess
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def write(rows, env, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    tag = env["gpu"].replace(" ", "_")
+    md = [f"# gpuops benchmarks on {env['gpu']}", "",
+          ", ".join(f"{k} {v}" for k, v in env.items()), "",
+          "Times are CUDA-event medians of 30 runs after warm-up (host rows: µs of host time per call). "
+          "The floor is bytes moved over the measured copy bandwidth.", "", HEADER]
+    md += [_line(r) for r in rows]
+    md_path = os.path.join(out_dir, f"{tag}.md")
+    with open(md_path, "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(os.path.join(out_dir, f"{tag}.json"), "w") as f:
+        json.dump(dict(env=env, rows=rows), f, indent=1)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        device_rows = [r for r in rows if r["kind"] == "device"]
+        if device_rows:
+            fig, ax = plt.subplots(figsize=(10, 0.4 * len(device_rows) + 1.5))
+            labels = [f"{r['op']} {r['workload']} {r['dtype']}" for r in device_rows]
+            ax.barh(labels, [r["speedup"] for r in device_rows], color="tab:green")
+            ax.axvline(1.0, color="k", lw=0.8)
+            ax.set_xlabel("speed-up over the peer (×)")
+            ax.set_title(f"gpuops vs peers on {env['gpu']} ({env['date']})")
+            fig.tight_layout()
+            fig.savefig(os.path.join(out_dir, f"{tag}.png"), dpi=110)
+    except ImportError:
+        pass
+    return md_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="run workloads whose op or name contains this")
+    parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
+    args = parser.parse_args(argv)
+    import torch
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks need a CUDA GPU (python -m gpuops runs the CPU checks)")
+    print(HEADER, flush=True)
+    rows = run(args.only)
+    env = environment()
+    path = write(rows, env, args.out)
+    print(f"\nwritten: {path}")

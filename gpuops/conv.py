@@ -1,0 +1,289 @@
+"""The conv family: depthwise 2-D convolution, im2col and col2im (the PyINN ops).
+
+Contract: spec/ops.md §4, §5.  Kernels: gpuops/cuda/conv.py; CPU mirrors: gpuops/cpu/conv.py.
+
+Decisions where the spec is silent:
+
+* ``im2col_backward``'s ``input_size`` is ``(H, W)`` (an int means square), or the whole input
+  shape (``x.shape``), whose leading entries must then match ``grad_out``.
+* ``col2im`` checks that ``input_size`` (when given) is consistent: the windowed output size of
+  ``(H, W)`` must be the columns' ``(Ho, Wo)``, else `ValueError` (otherwise it is not an adjoint).
+* Empty batches/channels give empty outputs (no launch).
+"""
+from gpuops import _core
+from gpuops._core import In, Out
+from gpuops._dtypes import STORAGE
+
+_THREADS = 256
+_TW = 32               # gpuops.cuda.conv.TW
+_TH = 32               # gpuops.cuda.conv.TH (DW_TILED)
+_SHARED = 48 * 1024    # gpuops.cuda.conv.SHARED_BYTES: dynamic shared memory without opt-in
+_WGRAD_BLOCKS = 4096   # stage-1 blocks aimed at by the weight-gradient reduction
+
+
+def _params(stride, padding, dilation):
+    return (_core.pair("stride", stride, minimum=1), _core.pair("padding", padding, minimum=0),
+            _core.pair("dilation", dilation, minimum=1))
+
+
+def _compute_itemsize(dtype):
+    return 8 if STORAGE[dtype][2] == "float64" else 4
+
+
+def _grid(n_blocks):
+    return lambda: (max(1, min(n_blocks, 2**31 - 1)),)
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d_depthwise
+
+
+def _check_depthwise(x, weight, bias, stride, padding, dilation):
+    x = _core.contiguous(_core.floating("x", x, ndim=4))
+    weight = _core.contiguous(_core.floating("weight", weight, ndim=4))
+    _core.same_dtype_and_device(x, weight)
+    N, C, H, W = x.shape
+    Cm, one, kh, kw = weight.shape
+    if C < 1 or one != 1 or Cm < 1 or Cm % C or kh < 1 or kw < 1:
+        raise ValueError(f"weight must have shape (C·m, 1, kh, kw) with C = x.shape[1] = {C}, m >= 1 and "
+                         f"kh, kw >= 1, got {list(weight.shape)}")
+    if bias is not None:
+        bias = _core.contiguous(_core.floating("bias", bias, ndim=1))
+        _core.same_dtype_and_device(x, bias)
+        if bias.shape != (Cm,):
+            raise ValueError(f"bias must have shape [{Cm}] (weight.shape[0]), got {list(bias.shape)}")
+    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    Ho = _core.window_out_size("output height", H, kh, ph, dh, sh)
+    Wo = _core.window_out_size("output width", W, kw, pw, dw, sw)
+    return x, weight, bias, (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw)
+
+
+def _correlate(src, w, bias, dst, *, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd, kh, kw, sh, sw,
+               offy, offx, dh, dw, flip, stream):
+    """dst plane d = Σ_q taps[d·terms + q] ⋆ src plane (d·terms + q) // div (see cuda.conv._dw_tiled_body)."""
+    n = dst.size
+    if not n:
+        return
+    has_bias = 0 if bias is None else 1
+    bias_arg = In(w, (w.size,)) if bias is None else In(bias)
+    args = (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
+            n_dst_ch, terms, div, Hs, Ws, Hd, Wd, kh, kw, sh, sw, offy, offx, dh, dw, flip)
+    PH = (_TH - 1) * sh + (kh - 1) * dh + 1
+    PW = (_TW - 1) * sw + (kw - 1) * dw + 1
+    shmem = (terms * kh * kw + PH * PW) * _compute_itemsize(src.dtype)
+    if shmem <= _SHARED:
+        tiles_x, tiles_y = _ceil(Wd, _TW), _ceil(Hd, _TH)
+        blocks = (dst.size // (Hd * Wd)) * tiles_x * tiles_y
+        _core.run("conv", "dw_tiled", args + (tiles_x, tiles_y), like=src, grid=_grid(blocks),
+                  block=(_THREADS,), stream=stream, shmem=shmem)
+    else:
+        _core.run("conv", "dw_direct", args, like=src, grid=_grid(_core.blocks_for(n, _THREADS)),
+                  block=(_THREADS,), stream=stream)
+
+
+def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None, stream=None):
+    """Depthwise 2-D convolution, exactly ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
+
+    x: (N, C, H, W); weight: (C·m, 1, kh, kw) with depth multiplier m >= 1 (output channel o reads
+    input channel o // m); bias: (C·m,) or None.  stride/padding/dilation: int or (h, w).
+    Returns (N, C·m, Ho, Wo), ``Ho = (H + 2·ph - dh·(kh-1) - 1) // sh + 1`` (`ValueError` if < 1).
+
+    >>> import numpy as np, gpuops
+    >>> gpuops.conv2d_depthwise(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))[0, 0]
+    array([[4., 4.],
+           [4., 4.]])
+    """
+    x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    out = _core.output(out, x, (N, Cm, Ho, Wo))
+    _correlate(x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, terms=1, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo,
+               kh=kh, kw=kw, sh=sh, sw=sw, offy=-ph, offx=-pw, dh=dh, dw=dw, flip=0, stream=stream)
+    return out.obj
+
+
+def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, padding=0, dilation=1, stream=None):
+    """Gradients of `conv2d_depthwise`: ``(grad_x, grad_weight, grad_bias)`` (grad_bias None without bias).
+
+    grad_out: (N, C·m, Ho, Wo), any strides.  grad_x is the transposed convolution (a gather, tiled
+    for stride 1); grad_weight and grad_bias are deterministic two-stage reductions (no atomics).
+    """
+    x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    m = Cm // C
+    grad_out = _core.contiguous(_core.floating("grad_out", grad_out, ndim=4))
+    _core.same_dtype_and_device(x, grad_out)
+    if grad_out.shape != (N, Cm, Ho, Wo):
+        raise ValueError(f"grad_out must have shape {[N, Cm, Ho, Wo]}, got {list(grad_out.shape)}")
+    grad_x = _core.empty(x, x.shape)
+    grad_w = _core.empty(x, weight.shape)
+    grad_b = None if bias is None else _core.empty(x, (Cm,))
+    # input gradient
+    if sh == 1 and sw == 1:
+        _correlate(grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, terms=m, div=1, Hs=Ho, Ws=Wo,
+                   Hd=H, Wd=W, kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw,
+                   dh=dh, dw=dw, flip=1, stream=stream)
+    elif grad_x.size:
+        _core.run("conv", "dw_grad_x_strided",
+                  (In(grad_out, (grad_out.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)),
+                   C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw),
+                  like=x, grid=_grid(_core.blocks_for(grad_x.size, _THREADS)), block=(_THREADS,), stream=stream)
+    # weight (and bias) gradient
+    _weight_grad(x, grad_out, grad_w, grad_b, dims, stream)
+    return grad_x.obj, grad_w.obj, None if grad_b is None else grad_b.obj
+
+
+def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    KK = kh * kw
+    with_bias = 0 if grad_b is None else 1
+    slots = KK + with_bias
+    tpt = max(1, _THREADS // slots)
+    item = _compute_itemsize(x.dtype)
+    th = None
+    tallest = 1
+    while tallest < min(Ho, 32):
+        tallest *= 2
+    for cand in (32, 16, 8, 4, 2, 1):
+        if cand > tallest:
+            continue
+        PH = (cand - 1) * sh + (kh - 1) * dh + 1
+        PW = (_TW - 1) * sw + (kw - 1) * dw + 1
+        if (cand * _TW + PH * PW + _THREADS) * item <= _SHARED:
+            th, shmem = cand, (cand * _TW + PH * PW + _THREADS) * item
+            break
+    common = (C, Cm // C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
+    if th is not None:
+        tiles_x, tiles_y = _ceil(Wo, _TW), _ceil(Ho, th)
+        items = N * tiles_x * tiles_y
+    else:
+        items = N
+    groups = max(1, min(_ceil(_WGRAD_BLOCKS, Cm), max(items, 1)))
+    partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
+    if N == 0:
+        pass
+    elif th is not None:
+        _core.run("conv", "dw_wgrad_tiled",
+                  (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial)) + common
+                  + (th, tiles_x, tiles_y, groups, tpt, with_bias),
+                  like=x, grid=_grid(Cm * groups), block=(_THREADS,), stream=stream, shmem=shmem)
+    else:
+        _core.run("conv", "dw_wgrad_direct",
+                  (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial)) + common
+                  + (groups, tpt, with_bias),
+                  like=x, grid=_grid(Cm * groups), block=(_THREADS,), stream=stream)
+    if N == 0:
+        _zero_fill(partial)
+    # without a bias the kernel gets a 1-element stand-in: never the same array twice as an output
+    gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
+    _core.run("conv", "dw_wgrad_final",
+              (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),
+              like=x, grid=_grid(_core.blocks_for(Cm * slots, _THREADS)), block=(_THREADS,), stream=stream)
+
+
+def _zero_fill(arr):
+    """An empty batch: the weight gradient is zero (partial sums over nothing)."""
+    obj = arr.obj
+    if hasattr(obj, "fill_"):
+        obj.fill_(0)
+    elif arr.kind is _core.NUMPY or arr.kind is _core.CUPY:
+        obj.fill(0)
+    elif arr.kind is _core.SIMULATED:
+        _core.SIMULATED.host(arr)[...] = 0
+    else:
+        import numpy as np
+        from gpuops._toolchain import cuda
+        cuda.to_device(np.zeros(arr.shape, obj.dtype), to=obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
+    """Unfold sliding windows: (C, H, W) -> (C, kh, kw, Ho, Wo), (N, C, H, W) -> (N, C, kh, kw, Ho, Wo).
+
+    ``cols[..., c, i, j, h, w] = x[..., c, h·sh - ph + i·dh, w·sw - pw + j·dw]`` (0 outside); the
+    element order of ``F.unfold(x, k, dilation, padding, stride).view(N, C, kh, kw, Ho, Wo)``.
+    A batch is one launch.
+    """
+    x = _core.contiguous(_core.floating("x", x))
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {list(x.shape)}")
+    kh, kw = _core.pair("kernel_size", kernel_size, minimum=1)
+    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    H, W = x.shape[-2:]
+    Ho = _core.window_out_size("output height", H, kh, ph, dh, sh)
+    Wo = _core.window_out_size("output width", W, kw, pw, dw, sw)
+    out = _core.output(out, x, tuple(x.shape[:-2]) + (kh, kw, Ho, Wo))
+    n = out.size
+    if n:
+        _core.run("conv", "im2col",
+                  (In(x, (x.size,)), Out(out, (n,)), H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw),
+                  like=x, grid=_grid(_core.blocks_for(n, _THREADS)), block=(_THREADS,), stream=stream)
+    return out.obj
+
+
+def col2im(cols, kernel_size, *, stride=1, padding=0, dilation=1, input_size=None, out=None, stream=None):
+    """The exact adjoint of `im2col`: every column entry is added onto the pixel it came from.
+
+    cols: (C, kh, kw, Ho, Wo) or (N, C, kh, kw, Ho, Wo) -> (C, H, W) / (N, C, H, W), with (H, W) =
+    ``input_size`` (int or pair) or, when None, the smallest size giving (Ho, Wo):
+    ``H = (Ho - 1)·sh - 2·ph + dh·(kh - 1) + 1``.  Computed as a gather (no atomics).
+    """
+    cols = _core.contiguous(_core.floating("cols", cols))
+    if cols.ndim not in (5, 6):
+        raise ValueError(f"cols must be 5-D (C, kh, kw, Ho, Wo) or 6-D (N, C, kh, kw, Ho, Wo), "
+                         f"got shape {list(cols.shape)}")
+    kh, kw = _core.pair("kernel_size", kernel_size, minimum=1)
+    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    if tuple(cols.shape[-4:-2]) != (kh, kw):
+        raise ValueError(f"cols must have (kh, kw) = {(kh, kw)} at axes -4, -3 (kernel_size), "
+                         f"got shape {list(cols.shape)}")
+    Ho, Wo = cols.shape[-2:]
+    if input_size is None:
+        H = (Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1
+        W = (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1
+        if H < 1 or W < 1:
+            raise ValueError(f"input_size: the image size implied by cols {list(cols.shape)} and the window "
+                             f"parameters would be {(H, W)}; it must be >= 1 (pass input_size)")
+    else:
+        H, W = _core.pair("input_size", input_size, minimum=1)
+    if Ho < 1 or Wo < 1 or (_window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw)) != (Ho, Wo):
+        raise ValueError(f"input_size {(H, W)} gives a {(_window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw))} "
+                         f"window grid with these parameters, but cols has (Ho, Wo) = {(Ho, Wo)}")
+    out = _core.output(out, cols, tuple(cols.shape[:-4]) + (H, W))
+    n = out.size
+    if n:
+        _core.run("conv", "col2im",
+                  (In(cols, (cols.size,)), Out(out, (n,)), H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw),
+                  like=cols, grid=_grid(_core.blocks_for(n, _THREADS)), block=(_THREADS,), stream=stream)
+    return out.obj
+
+
+def _window(size, k, p, d, s):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def im2col_backward(grad_out, input_size, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
+    """Gradient of `im2col` w.r.t. x: ``col2im(grad_out, kernel_size, ..., input_size=input_size)``.
+
+    ``input_size``: (H, W), an int, or the whole input shape (x.shape).
+    """
+    if isinstance(input_size, (tuple, list)) and len(input_size) in (3, 4):
+        g = _core.wrap("grad_out", grad_out)
+        lead = tuple(input_size[:-2])
+        if lead != tuple(g.shape[:-4]):
+            raise ValueError(f"input_size {list(input_size)} does not match grad_out of shape {list(g.shape)}")
+        input_size = tuple(input_size[-2:])
+    return col2im(grad_out, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                  input_size=input_size, out=out, stream=stream)
+
+
+def col2im_backward(grad_out, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
+    """Gradient of `col2im` w.r.t. cols: ``im2col(grad_out, kernel_size, ...)``."""
+    return im2col(grad_out, kernel_size, stride=stride, padding=padding, dilation=dilation, out=out,
+                  stream=stream)

@@ -1,0 +1,236 @@
+"""The correlation family: spatial_correlation_sample (FlowNetC correlation, raw sums, 5-D output) and
+correlation (the FlowNet/Caffe layer, normalised, 4-D output).
+
+Contract: spec/ops.md §7, §8.  Kernels: gpuops/cuda/correlation.py; CPU mirrors: gpuops/cpu/correlation.py.
+``correlation`` is computed by the sampler's kernels: kernel_size=k, patch_size=D, stride=stride1,
+padding=pad_size − max_displacement (may be negative: the kernels take signed padding), dilation=1,
+dilation_patch=stride2, scaled by 1/(k²·C).
+"""
+import math
+
+from gpuops import _core
+from gpuops._core import In, Out
+
+# launch geometry of gpuops.cuda.correlation (kept here so importing this module does not import numba)
+_TX, _TY = 32, 8
+_G = 21
+_FWD_W2 = 96
+_BWD_W2 = 80
+_BWD_CB = {"float16": 16, "bfloat16": 16, "float32": 16, "float64": 4}
+_MAX_GRID_YZ = 65535
+_DIRECT_THREADS = 256
+
+
+class _Geometry:
+    """Validated parameters of one sampler call (all int pairs) and the derived sizes."""
+
+    __slots__ = ("k", "p", "s", "pad", "dil", "dp", "N", "C", "H", "W", "oH", "oW")
+
+    def params(self):
+        return (self.k[0], self.k[1], self.s[0], self.s[1], self.pad[0], self.pad[1], self.dil[0], self.dil[1],
+                self.p[0], self.p[1], self.dp[0], self.dp[1])
+
+
+def _inputs(input1, input2):
+    a = _core.floating("input1", input1, ndim=4)
+    b = _core.floating("input2", input2, ndim=4)
+    _core.same_dtype_and_device(a, b)
+    _core.same_shape(a, b)
+    return _core.contiguous(a), _core.contiguous(b)
+
+
+def _sampler_geometry(shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch, name):
+    geo = _Geometry()
+    geo.k = _core.pair("kernel_size", kernel_size, minimum=1)
+    geo.p = _core.pair("patch_size", patch_size, minimum=1)
+    geo.s = _core.pair("stride", stride, minimum=1)
+    geo.pad = _core.pair("padding", padding, minimum=0)
+    geo.dil = _core.pair("dilation", dilation, minimum=1)
+    geo.dp = _core.pair("dilation_patch", dilation_patch, minimum=1)
+    geo.N, geo.C, geo.H, geo.W = shape
+    geo.oH = _core.window_out_size(name, geo.H, geo.k[0], geo.pad[0], geo.dil[0], geo.s[0])
+    geo.oW = _core.window_out_size(name, geo.W, geo.k[1], geo.pad[1], geo.dil[1], geo.s[1])
+    return geo
+
+
+def _correlation_geometry(shape, pad_size, kernel_size, max_displacement, stride1, stride2):
+    pad = _core.integer("pad_size", pad_size, minimum=0)
+    k = _core.integer("kernel_size", kernel_size, minimum=1)
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {k}")
+    md = _core.integer("max_displacement", max_displacement, minimum=0)
+    s1 = _core.integer("stride1", stride1, minimum=1)
+    s2 = _core.integer("stride2", stride2, minimum=1)
+    N, C, H, W = shape
+    kr = (k - 1) // 2
+    sizes = []
+    for axis, size in (("height", H), ("width", W)):
+        span = size + 2 * pad - 2 * (md + kr)
+        out = -(-span // s1)                                    # ceil
+        if out < 1:
+            raise ValueError(f"correlation: output {axis} would be {out} (input {size}, pad_size {pad}, "
+                             f"max_displacement {md}, kernel_size {k}, stride1 {s1}); it must be >= 1")
+        sizes.append(out)
+    geo = _Geometry()
+    D = 2 * (md // s2) + 1
+    geo.k, geo.p, geo.s = (k, k), (D, D), (s1, s1)
+    geo.pad, geo.dil, geo.dp = (pad - md, pad - md), (1, 1), (s2, s2)
+    geo.N, geo.C, geo.H, geo.W = shape
+    geo.oH, geo.oW = sizes
+    # the sampler's output size with these parameters is the Caffe size (spec/ops.md §8)
+    assert (H + 2 * (pad - md) - (k - 1) - 1) // s1 + 1 == geo.oH
+    return geo
+
+
+def _group(patch_w, dp_w, w2):
+    return max(1, min(_G, patch_w, (w2 - _TX) // dp_w + 1))
+
+
+def _suffix(dtype):
+    return "64" if dtype == "float64" else ""
+
+
+def _forward(a, b, geo, out, scale, stream):
+    D = geo.p[0] * geo.p[1]
+    out_arr = out
+    if out_arr.size == 0:
+        return
+    out4 = (geo.N, D, geo.oH, geo.oW)
+    ext_y = (geo.k[0] - 1) * geo.dil[0] + 1
+    ext_x = (geo.k[1] - 1) * geo.dil[1] + 1
+    if a.is_cuda and (ext_y > _TY or ext_x > _TX):
+        n = out_arr.size
+        _core.run("correlation", "sample_forward_direct",
+                  (In(a), In(b), Out(out_arr, out4)) + geo.params() + (float(scale), 0.0),
+                  like=a, grid=lambda: (_core.blocks_for(n, _DIRECT_THREADS),), block=(_DIRECT_THREADS,),
+                  stream=stream)
+        return
+    tyo = (_TY - ext_y) // geo.s[0] + 1 if ext_y <= _TY else 1
+    txo = (_TX - ext_x) // geo.s[1] + 1 if ext_x <= _TX else 1
+    tiles_y, tiles_x = -(-geo.oH // tyo), -(-geo.oW // txo)
+    gsz = _group(geo.p[1], geo.dp[1], _FWD_W2)
+    ngroups = -(-geo.p[1] // gsz)
+    grid = (tiles_y * tiles_x, min(geo.p[0] * ngroups, _MAX_GRID_YZ), min(geo.N, _MAX_GRID_YZ))
+    _core.run("correlation", "sample_forward" + _suffix(a.dtype),
+              (In(a), In(b), Out(out_arr, out4)) + geo.params() + (gsz, ngroups, tyo, txo, tiles_x, float(scale)),
+              like=a, grid=grid, block=(_TX, _TY), stream=stream)
+
+
+def _backward_outputs(out, a):
+    if out is None:
+        return _core.empty(a, a.shape), _core.empty(a, a.shape)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError(f"out must be a pair (grad_input1, grad_input2) or None, got {type(out).__name__}")
+    return _core.output(out[0], a, a.shape), _core.output(out[1], a, a.shape)
+
+
+def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
+    g = _core.floating("grad_out", grad_out)
+    _core.same_dtype_and_device(a, g)
+    if tuple(g.shape) != tuple(expected_shape):
+        raise ValueError(f"grad_out must have shape {list(expected_shape)} (the forward output's), "
+                         f"got {list(g.shape)}")
+    g = _core.contiguous(g)
+    gin1, gin2 = _backward_outputs(out, a)
+    if a.size == 0:
+        return gin1.obj, gin2.obj
+    D = geo.p[0] * geo.p[1]
+    g4 = (geo.N, D, geo.oH, geo.oW)
+    gsz = _group(geo.p[1], geo.dp[1], _BWD_W2)
+    ngroups = -(-geo.p[1] // gsz)
+    tiles_x = -(-geo.W // _TX)
+    tiles = -(-geo.H // _TY) * tiles_x
+    cb = _BWD_CB[a.dtype]
+    grid = (tiles, min(-(-geo.C // cb), _MAX_GRID_YZ), min(2 * geo.N, _MAX_GRID_YZ))
+    if g.size == 0:        # nothing flows back (cannot happen with validated sizes; kept for safety)
+        raise ValueError("grad_out must not be empty")
+    _core.run("correlation", "sample_backward" + _suffix(a.dtype),
+              (In(g, g4), In(a), In(b), Out(gin1), Out(gin2)) + geo.params() + (gsz, ngroups, tiles_x, float(scale)),
+              like=a, grid=grid, block=(_TX, _TY), stream=stream)
+    return gin1.obj, gin2.obj
+
+
+# ---------------------------------------------------------------------------------------------
+# spatial_correlation_sample
+
+
+def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
+                               dilation_patch=1, out=None, stream=None):
+    """FlowNetC correlation as raw sums (spec/ops.md §7): (N, C, H, W) × 2 -> (N, pH, pW, oH, oW).
+
+    With u = h·sH − padH, v = w·sW − padW and the patch shift
+    ``sy = (ph − (pH−1)//2)·dpH``, ``sx = (pw − (pW−1)//2)·dpW``::
+
+        out[n, ph, pw, h, w] = Σ_c Σ_{i<kH, j<kW} input1[n, c, u + i·dilH, v + j·dilW]
+                                                  · input2[n, c, u + i·dilH + sy, v + j·dilW + sx]
+
+    A term is dropped when either position is outside the image; no normalisation.  oH, oW are the
+    windowed output sizes of (H, W) for kernel_size, padding, dilation and stride (independent of the
+    patch).  Every parameter is an int or an (h, w) pair; kernel_size, patch_size, stride, dilation and
+    dilation_patch must be >= 1, padding >= 0.  For even patch sizes the shift above (the original's
+    CPU code and backward) is the definition.  FlowNetC: kernel_size=1, patch_size=21,
+    dilation_patch=2.  16-bit inputs accumulate in float32, float64 in float64; output dtype = input
+    dtype.  ``out`` (an (N, pH, pW, oH, oW) array to write into) and ``stream`` are optional.
+    """
+    a, b = _inputs(input1, input2)
+    geo = _sampler_geometry(a.shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch,
+                            "spatial_correlation_sample")
+    res = _core.output(out, a, (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW))
+    _forward(a, b, geo, res, 1.0, stream)
+    return res.obj
+
+
+def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size=1, patch_size=1, stride=1,
+                                        padding=0, dilation=1, dilation_patch=1, out=None, stream=None):
+    """Gradients of `spatial_correlation_sample`: ``(grad_input1, grad_input2)``, the exact adjoint.
+
+    grad_out: (N, pH, pW, oH, oW), any strides.  Computed as deterministic gathers (no atomics).
+    ``out`` may be a pair of arrays to write the two gradients into.
+    """
+    a, b = _inputs(input1, input2)
+    geo = _sampler_geometry(a.shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch,
+                            "spatial_correlation_sample_backward")
+    return _backward(grad_out, a, b, geo, out, 1.0, stream, (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW))
+
+
+# ---------------------------------------------------------------------------------------------
+# correlation (FlowNet / Caffe)
+
+
+def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1, out=None,
+                stream=None):
+    """The FlowNet/Caffe correlation layer (spec/ops.md §8): (N, C, H, W) × 2 -> (N, D², Ho, Wo).
+
+    kr = (k−1)//2, R = max_displacement // stride2, D = 2R+1, both inputs zero-padded by pad_size
+    (P1, P2), ``Ho = ceil((H + 2·pad_size − 2·(max_displacement + kr)) / stride1)`` (Wo alike)::
+
+        out[n, (p+R)·D + (o+R), y, x] = 1/(k²·C) · Σ_c Σ_{i,j<k} P1[n, c, y·s1 + md + i, x·s1 + md + j]
+                                                  · P2[n, c, y·s1 + md + i + p·s2, x·s1 + md + j + o·s2]
+
+    (p vertical, o horizontal displacement: y-displacement-major channels; the window is centred,
+    Caffe's definition, not NVIDIA's shifted one).  kernel_size must be odd; every parameter is an int.
+    FlowNetC: pad_size=20, kernel_size=1, max_displacement=20, stride1=1, stride2=2 (441 channels).
+    """
+    a, b = _inputs(input1, input2)
+    geo = _correlation_geometry(a.shape, pad_size, kernel_size, max_displacement, stride1, stride2)
+    D = geo.p[0]
+    res = _core.output(out, a, (geo.N, D * D, geo.oH, geo.oW))
+    _forward(a, b, geo, res, 1.0 / (geo.k[0] * geo.k[1] * max(geo.C, 1)), stream)
+    return res.obj
+
+
+def correlation_backward(grad_out, input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1,
+                         stride2=1, out=None, stream=None):
+    """Gradients of `correlation`: ``(grad_input1, grad_input2)``, the exact adjoint for every stride.
+
+    grad_out: (N, D², Ho, Wo), any strides.  ``out`` may be a pair of arrays to write into.
+    """
+    a, b = _inputs(input1, input2)
+    geo = _correlation_geometry(a.shape, pad_size, kernel_size, max_displacement, stride1, stride2)
+    D = geo.p[0]
+    return _backward(grad_out, a, b, geo, out, 1.0 / (geo.k[0] * geo.k[1] * max(geo.C, 1)), stream,
+                     (geo.N, D * D, geo.oH, geo.oW))
+
+
+__all__ = ["spatial_correlation_sample", "spatial_correlation_sample_backward", "correlation",
+           "correlation_backward"]

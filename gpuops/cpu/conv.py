@@ -1,0 +1,183 @@
+"""CPU mirrors of gpuops.cuda.conv: same argument lists (flat float32/float64 arrays, int64 scalars),
+same formulas, parallel over planes.
+
+The tiled and direct CUDA variants compute the same thing, so their mirrors share one body (tile
+parameters are ignored).  The weight-gradient stage 1 mirrors put the whole sum of each output
+channel into group 0 and zeros into the other groups: stage 2 (`dw_wgrad_final`) then gives the
+same result as the CUDA reduction, up to rounding.
+"""
+import numpy as np
+
+from gpuops._toolchain import CPU_JIT, njit, prange
+
+_WRAP = dict(cache=True, nogil=True)     # thin entry points over a parallel body
+
+
+@njit(**CPU_JIT)
+def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+             kh, kw, sh, sw, offy, offx, dh, dw, flip):
+    KK = kh * kw
+    planes = dst.size // (Hd * Wd)
+    for plane in prange(planes):
+        n = plane // n_dst_ch
+        d = plane - n * n_dst_ch
+        out_off = plane * Hd * Wd
+        acc = np.zeros(Hd * Wd, dst.dtype)
+        for q in range(terms):
+            s = (d * terms + q) // div
+            src_off = (n * n_src_ch + s) * Hs * Ws
+            w_off = (d * terms + q) * KK
+            for a in range(kh):
+                for b in range(kw):
+                    kk = a * kw + b
+                    if flip:
+                        kk = KK - 1 - kk
+                    wv = w[w_off + kk]
+                    for oy in range(Hd):
+                        iy = oy * sh + offy + a * dh
+                        if iy < 0 or iy >= Hs:
+                            continue
+                        for ox in range(Wd):
+                            ix = ox * sw + offx + b * dw
+                            if ix >= 0 and ix < Ws:
+                                acc[oy * Wd + ox] += wv * src[src_off + iy * Ws + ix]
+        if has_bias:
+            acc += bias[d]
+        dst[out_off:out_off + Hd * Wd] = acc
+
+
+@njit(**_WRAP)
+def dw_tiled(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+             kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+    _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+             kh, kw, sh, sw, offy, offx, dh, dw, flip)
+
+
+@njit(**_WRAP)
+def dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+              kh, kw, sh, sw, offy, offx, dh, dw, flip):
+    _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+             kh, kw, sh, sw, offy, offx, dh, dw, flip)
+
+
+@njit(**CPU_JIT)
+def dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Scatter form of the same adjoint (each grad_out entry adds onto the taps' input pixels)."""
+    KK = kh * kw
+    Cm = C * m
+    planes = gx.size // (H * W)
+    for plane in prange(planes):
+        n = plane // C
+        c = plane - n * C
+        acc = np.zeros(H * W, gx.dtype)
+        for q in range(m):
+            o = c * m + q
+            g_off = (n * Cm + o) * Ho * Wo
+            for a in range(kh):
+                for b in range(kw):
+                    wv = w[o * KK + a * kw + b]
+                    for oy in range(Ho):
+                        iy = oy * sh - ph + a * dh
+                        if iy < 0 or iy >= H:
+                            continue
+                        for ox in range(Wo):
+                            ix = ox * sw - pw + b * dw
+                            if ix >= 0 and ix < W:
+                                acc[iy * W + ix] += wv * g[g_off + oy * Wo + ox]
+        gx[plane * H * W:(plane + 1) * H * W] = acc
+
+
+@njit(**CPU_JIT)
+def _dw_wgrad(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias):
+    KK = kh * kw
+    slots = KK + with_bias
+    Cm = C * m
+    N = x.size // (C * H * W)
+    for o in prange(Cm):
+        c = o // m
+        sums = np.zeros(slots, partial.dtype)
+        for n in range(N):
+            g_off = (n * Cm + o) * Ho * Wo
+            x_off = (n * C + c) * H * W
+            for a in range(kh):
+                for b in range(kw):
+                    s = sums[a * kw + b]
+                    for oy in range(Ho):
+                        iy = oy * sh - ph + a * dh
+                        if iy < 0 or iy >= H:
+                            continue
+                        for ox in range(Wo):
+                            ix = ox * sw - pw + b * dw
+                            if ix >= 0 and ix < W:
+                                s += g[g_off + oy * Wo + ox] * x[x_off + iy * W + ix]
+                    sums[a * kw + b] = s
+            if with_bias:
+                sums[KK] += g[g_off:g_off + Ho * Wo].sum()
+        base = o * groups * slots
+        partial[base:base + groups * slots] = 0.0
+        partial[base:base + slots] = sums
+
+
+@njit(**_WRAP)
+def dw_wgrad_tiled(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                   th, tiles_x, tiles_y, groups, tpt, with_bias):
+    _dw_wgrad(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias)
+
+
+@njit(**_WRAP)
+def dw_wgrad_direct(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, tpt, with_bias):
+    _dw_wgrad(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias)
+
+
+@njit(**CPU_JIT)
+def dw_wgrad_final(partial, gw, gb, groups, KK, with_bias):
+    slots = KK + with_bias
+    Cm = partial.size // (groups * slots)
+    for o in prange(Cm):
+        for k in range(slots):
+            at = o * groups * slots + k
+            acc = partial[at]
+            for grp in range(1, groups):
+                acc += partial[at + grp * slots]
+            if k < KK:
+                gw[o * KK + k] = acc
+            else:
+                gb[o] = acc
+
+
+@njit(**CPU_JIT)
+def im2col(x, cols, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
+    planes = x.size // (H * W)
+    for pk in prange(planes * kh * kw):
+        plane = pk // (kh * kw)
+        a = (pk // kw) % kh
+        b = pk % kw
+        out = pk * Ho * Wo
+        for oy in range(Ho):
+            iy = oy * sh - ph + a * dh
+            row_ok = iy >= 0 and iy < H
+            for ox in range(Wo):
+                ix = ox * sw - pw + b * dw
+                if row_ok and ix >= 0 and ix < W:
+                    cols[out + oy * Wo + ox] = x[(plane * H + iy) * W + ix]
+                else:
+                    cols[out + oy * Wo + ox] = 0.0
+
+
+@njit(**CPU_JIT)
+def col2im(cols, x, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
+    planes = x.size // (H * W)
+    for plane in prange(planes):
+        acc = np.zeros(H * W, x.dtype)
+        for a in range(kh):
+            for b in range(kw):
+                src = ((plane * kh + a) * kw + b) * Ho * Wo
+                for oy in range(Ho):
+                    iy = oy * sh - ph + a * dh
+                    if iy < 0 or iy >= H:
+                        continue
+                    for ox in range(Wo):
+                        ix = ox * sw - pw + b * dw
+                        if ix >= 0 and ix < W:
+                            acc[iy * W + ix] += cols[src + oy * Wo + ox]
+        x[plane * H * W:(plane + 1) * H * W] = acc

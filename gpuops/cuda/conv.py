@@ -1,0 +1,516 @@
+"""CUDA kernels of the conv family: depthwise convolution (forward, input and weight gradients),
+im2col and its adjoint col2im.
+
+All arrays arrive flat (1-D, C-contiguous); shapes travel as int64 scalars, and every offset is
+computed in 64 bits (tensors may exceed 2**31 elements).
+
+Depthwise convolution (spec/ops.md §4), block = ``THREADS`` threads viewed as 32 × 8:
+
+* ``DW_TILED`` — one block computes a ``TH × TW`` (32 × 32) output tile of one (n, channel) plane:
+  the input patch with its halo and the taps go to dynamic shared memory (compute type: float32
+  for 16/32-bit storage, float64 for float64), each thread accumulates ``ROWS`` (4) outputs in
+  registers, 8 rows apart (consecutive lanes read consecutive shared words: no bank conflicts
+  for stride 1).  The same kernel computes the forward pass (one source plane per output plane)
+  and, for stride 1, the input gradient (a correlation of grad_out with the flipped taps, summed
+  over the m output channels of each input channel).  Used when the patch fits in 48 KiB.
+* ``DW_DIRECT`` / ``DW_GRAD_X_STRIDED`` — one thread per output, reading global memory (the
+  fallbacks for patches that do not fit, and the strided input gradient, a gather that tests
+  ``(y + p - i·d) % s == 0``).
+* ``DW_WGRAD_TILED`` / ``DW_WGRAD_DIRECT`` + ``DW_WGRAD_FINAL`` — the weight (and bias) gradient
+  as a deterministic two-stage reduction, no atomics: a block owns one output channel and a fixed
+  subset ("group") of its (image, tile) work items; each thread owns one tap (or the bias) for the
+  block's lifetime and a lane of the pixels; lanes are tree-reduced in shared memory and written
+  to ``partial[o, group, tap]``; the final kernel sums the groups in a fixed order.
+
+im2col is a gather over the columns; col2im is the exact adjoint computed as a gather over the
+image (each pixel sums the column entries that came from it).
+"""
+from gpuops._launch import Kernel, array_type, compute_type
+from gpuops._toolchain import cuda, nt
+from gpuops.cuda._memory import load, store
+
+THREADS = 256
+TW = 32              # tile width (one warp across)
+TROWS = 8            # thread rows of a block
+ROWS = 4             # outputs per thread in DW_TILED (8 rows apart)
+TH = TROWS * ROWS    # tile height of DW_TILED
+SHARED_BYTES = 48 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+@cuda.jit(device=True)
+def _load_patch(smem, at, src, plane_off, Hs, Ws, iy0, ix0, PH, PW, tid):
+    """smem[at + r*PW + c] = src plane at (iy0 + r, ix0 + c), zero outside the image."""
+    r = tid >> 5
+    while r < PH:
+        iy = iy0 + r
+        row_ok = iy >= 0 and iy < Hs
+        row = plane_off + iy * Ws
+        c = tid & 31
+        while c < PW:
+            ix = ix0 + c
+            v = nt.float32(0.0)
+            if row_ok and ix >= 0 and ix < Ws:
+                v = load(src, row + ix)
+            smem[at + r * PW + c] = v
+            c += TW
+        r += TROWS
+
+
+@cuda.jit(device=True)
+def _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+    """dst[n, d, y, x] = bias[d] + Σ_{q<terms} Σ_{i,j} w'[d·terms + q, i, j]
+                                    · src[n, (d·terms + q) // div, y·sh + offy + i·dh, x·sw + offx + j·dw]
+
+    with w' the taps, flipped in both axes when ``flip``.  Forward: terms=1, div=m, offsets -pad.
+    Input gradient (stride 1): terms=m, div=1, flip, offsets pad - (k-1)·dil.
+    """
+    tid = cuda.threadIdx.x
+    tx = tid & 31
+    ty = tid >> 5
+    KK = kh * kw
+    TK = terms * KK
+    PH = (TH - 1) * sh + (kh - 1) * dh + 1
+    PW = (TW - 1) * sw + (kw - 1) * dw + 1
+    tiles = tiles_x * tiles_y
+    plane_d = Hd * Wd
+    total = (dst.size // plane_d) * tiles
+    row_step = TROWS * sh * PW
+    blk = nt.int64(cuda.blockIdx.x)
+    while blk < total:
+        plane = blk // tiles
+        t = blk - plane * tiles
+        n = plane // n_dst_ch
+        d = plane - n * n_dst_ch
+        tyi = t // tiles_x
+        oy0 = tyi * TH
+        ox0 = (t - tyi * tiles_x) * TW
+        k = tid
+        while k < TK:
+            q = k // KK
+            kk = k - q * KK
+            if flip:
+                kk = KK - 1 - kk
+            smem[k] = load(w, (d * terms + q) * KK + kk)
+            k += THREADS
+        acc0 = nt.float32(0.0)
+        acc1 = nt.float32(0.0)
+        acc2 = nt.float32(0.0)
+        acc3 = nt.float32(0.0)
+        for q in range(terms):
+            s = (d * terms + q) // div
+            cuda.syncthreads()
+            _load_patch(smem, TK, src, (n * n_src_ch + s) * Hs * Ws, Hs, Ws, oy0 * sh + offy, ox0 * sw + offx,
+                        PH, PW, tid)
+            cuda.syncthreads()
+            wb = q * KK
+            base = TK + ty * sh * PW + tx * sw
+            for i in range(kh):
+                for j in range(kw):
+                    wv = smem[wb + i * kw + j]
+                    o = base + i * dh * PW + j * dw
+                    acc0 += wv * smem[o]
+                    acc1 += wv * smem[o + row_step]
+                    acc2 += wv * smem[o + 2 * row_step]
+                    acc3 += wv * smem[o + 3 * row_step]
+        if has_bias:
+            b = load(bias, d)
+            acc0 += b
+            acc1 += b
+            acc2 += b
+            acc3 += b
+        ox = ox0 + tx
+        if ox < Wd:
+            out = plane * plane_d + ox
+            oy = oy0 + ty
+            if oy < Hd:
+                store(dst, out + oy * Wd, acc0)
+            oy += TROWS
+            if oy < Hd:
+                store(dst, out + oy * Wd, acc1)
+            oy += TROWS
+            if oy < Hd:
+                store(dst, out + oy * Wd, acc2)
+            oy += TROWS
+            if oy < Hd:
+                store(dst, out + oy * Wd, acc3)
+        cuda.syncthreads()
+        blk += cuda.gridDim.x
+
+
+def _dw_tiled_f32(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                  kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+    smem = cuda.shared.array(0, nt.float32)
+    _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y)
+
+
+def _dw_tiled_f64(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                  kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+    smem = cuda.shared.array(0, nt.float64)
+    _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y)
+
+
+def _dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+               kh, kw, sh, sw, offy, offx, dh, dw, flip):
+    """One thread per output; the formula of `_dw_tiled_body` read straight from global memory."""
+    KK = kh * kw
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n_out = dst.size
+    while i < n_out:
+        ox = i % Wd
+        r = i // Wd
+        oy = r % Hd
+        plane = r // Hd
+        n = plane // n_dst_ch
+        d = plane - n * n_dst_ch
+        acc = nt.float32(0.0)
+        for q in range(terms):
+            s = (d * terms + q) // div
+            src_off = (n * n_src_ch + s) * Hs * Ws
+            w_off = (d * terms + q) * KK
+            for a in range(kh):
+                iy = oy * sh + offy + a * dh
+                if iy >= 0 and iy < Hs:
+                    for b in range(kw):
+                        ix = ox * sw + offx + b * dw
+                        if ix >= 0 and ix < Ws:
+                            kk = a * kw + b
+                            if flip:
+                                kk = KK - 1 - kk
+                            acc += load(w, w_off + kk) * load(src, src_off + iy * Ws + ix)
+        if has_bias:
+            acc += load(bias, d)
+        store(dst, i, acc)
+        i += step
+
+
+def _dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """grad_x[n, c, y, x] = Σ_{q<m} Σ_{i,j} w[c·m+q, i, j] · g[n, c·m+q, (y+ph-i·dh)/sh, (x+pw-j·dw)/sw]
+    over the taps whose division is exact and in range (the transposed convolution, as a gather)."""
+    KK = kh * kw
+    Cm = C * m
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n_out = gx.size
+    while i < n_out:
+        x = i % W
+        r = i // W
+        y = r % H
+        plane = r // H
+        n = plane // C
+        c = plane - n * C
+        acc = nt.float32(0.0)
+        for q in range(m):
+            o = c * m + q
+            g_off = (n * Cm + o) * Ho * Wo
+            for a in range(kh):
+                ty = y + ph - a * dh
+                if ty >= 0 and ty % sh == 0 and ty // sh < Ho:
+                    oy = ty // sh
+                    for b in range(kw):
+                        tx = x + pw - b * dw
+                        if tx >= 0 and tx % sw == 0 and tx // sw < Wo:
+                            acc += load(w, o * KK + a * kw + b) * load(g, g_off + oy * Wo + tx // sw)
+        store(gx, i, acc)
+        i += step
+
+
+# ---------------------------------------------------------------------------------------------
+# weight / bias gradient: stage 1 (per-block partial sums), stage 2 (fixed-order sum)
+
+
+@cuda.jit(device=True)
+def _tree_reduce_lanes(smem, at, tid, lane, width, active):
+    """Sum smem[at + tid - lane + 0 .. width) into smem[at + tid - lane] (all threads must call;
+    only ``active`` ones add)."""
+    while width > 1:
+        half = (width + 1) >> 1
+        if active and lane + half < width:
+            smem[at + tid] += smem[at + tid + half]
+        cuda.syncthreads()
+        width = half
+
+
+@cuda.jit(device=True)
+def _dw_wgrad_tiled_body(smem, x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                         th, tiles_x, tiles_y, groups, tpt, with_bias):
+    tid = cuda.threadIdx.x
+    KK = kh * kw
+    slots = KK + with_bias
+    per_pass = THREADS // tpt
+    slot0 = tid // tpt
+    lane = tid - slot0 * tpt
+    active = slot0 < per_pass      # the THREADS % tpt leftover threads only help load tiles
+    Cm = C * m
+    PH = (th - 1) * sh + (kh - 1) * dh + 1
+    PW = (TW - 1) * sw + (kw - 1) * dw + 1
+    G_AT = 0
+    P_AT = th * TW
+    R_AT = P_AT + PH * PW
+    npix = th * TW
+    tiles = tiles_x * tiles_y
+    items = (x.size // (C * H * W)) * tiles
+    total = Cm * groups
+    n_pass = (slots + per_pass - 1) // per_pass
+    blk = nt.int64(cuda.blockIdx.x)
+    while blk < total:
+        o = blk // groups
+        grp = blk - o * groups
+        c = o // m
+        for ps in range(n_pass):
+            k = ps * per_pass + slot0
+            if not active:
+                k = slots
+            ki = k // kw
+            kj = k - ki * kw
+            acc = nt.float32(0.0)
+            item = grp
+            while item < items:
+                n = item // tiles
+                t = item - n * tiles
+                tyi = t // tiles_x
+                oy0 = tyi * th
+                ox0 = (t - tyi * tiles_x) * TW
+                cuda.syncthreads()
+                g_off = (n * Cm + o) * Ho * Wo
+                p = tid
+                while p < npix:
+                    oy = oy0 + (p >> 5)
+                    ox = ox0 + (p & 31)
+                    v = nt.float32(0.0)
+                    if oy < Ho and ox < Wo:
+                        v = load(g, g_off + oy * Wo + ox)
+                    smem[G_AT + p] = v
+                    p += THREADS
+                _load_patch(smem, P_AT, x, (n * C + c) * H * W, H, W, oy0 * sh - ph, ox0 * sw - pw, PH, PW, tid)
+                cuda.syncthreads()
+                rows = Ho - oy0
+                if rows > th:
+                    rows = th
+                cols = Wo - ox0
+                if cols > TW:
+                    cols = TW
+                if k < KK:
+                    base = P_AT + ki * dh * PW + kj * dw
+                    p = lane
+                    while p < npix:
+                        r = p >> 5
+                        cc = p & 31
+                        if r < rows and cc < cols:
+                            acc += smem[G_AT + p] * smem[base + r * sh * PW + cc * sw]
+                        p += tpt
+                elif k < slots:
+                    p = lane
+                    while p < npix:
+                        acc += smem[G_AT + p]
+                        p += tpt
+                item += groups
+            cuda.syncthreads()
+            smem[R_AT + tid] = acc
+            cuda.syncthreads()
+            _tree_reduce_lanes(smem, R_AT, tid, lane, tpt, active)
+            if lane == 0 and k < slots:
+                partial[(o * groups + grp) * slots + k] = smem[R_AT + tid]
+        blk += cuda.gridDim.x
+
+
+def _dw_wgrad_tiled_f32(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                        th, tiles_x, tiles_y, groups, tpt, with_bias):
+    smem = cuda.shared.array(0, nt.float32)
+    _dw_wgrad_tiled_body(smem, x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                         th, tiles_x, tiles_y, groups, tpt, with_bias)
+
+
+def _dw_wgrad_tiled_f64(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                        th, tiles_x, tiles_y, groups, tpt, with_bias):
+    smem = cuda.shared.array(0, nt.float64)
+    _dw_wgrad_tiled_body(smem, x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                         th, tiles_x, tiles_y, groups, tpt, with_bias)
+
+
+@cuda.jit(device=True)
+def _dw_wgrad_direct_body(smem, x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                          groups, tpt, with_bias):
+    """Like the tiled stage 1, reading global memory; work items are whole images."""
+    tid = cuda.threadIdx.x
+    KK = kh * kw
+    slots = KK + with_bias
+    per_pass = THREADS // tpt
+    slot0 = tid // tpt
+    lane = tid - slot0 * tpt
+    active = slot0 < per_pass      # the THREADS % tpt leftover threads only help load tiles
+    Cm = C * m
+    items = x.size // (C * H * W)
+    npix = Ho * Wo
+    total = Cm * groups
+    n_pass = (slots + per_pass - 1) // per_pass
+    blk = nt.int64(cuda.blockIdx.x)
+    while blk < total:
+        o = blk // groups
+        grp = blk - o * groups
+        c = o // m
+        for ps in range(n_pass):
+            k = ps * per_pass + slot0
+            if not active:
+                k = slots
+            ki = k // kw
+            kj = k - ki * kw
+            acc = nt.float32(0.0)
+            if k < slots:
+                n = grp
+                while n < items:
+                    g_off = (n * Cm + o) * npix
+                    x_off = (n * C + c) * H * W
+                    p = nt.int64(lane)
+                    while p < npix:
+                        gv = load(g, g_off + p)
+                        if k < KK:
+                            oy = p // Wo
+                            iy = oy * sh - ph + ki * dh
+                            ix = (p - oy * Wo) * sw - pw + kj * dw
+                            if iy >= 0 and iy < H and ix >= 0 and ix < W:
+                                acc += gv * load(x, x_off + iy * W + ix)
+                        else:
+                            acc += gv
+                        p += tpt
+                    n += groups
+            cuda.syncthreads()
+            smem[tid] = acc
+            cuda.syncthreads()
+            _tree_reduce_lanes(smem, 0, tid, lane, tpt, active)
+            if lane == 0 and k < slots:
+                partial[(o * groups + grp) * slots + k] = smem[tid]
+        blk += cuda.gridDim.x
+
+
+def _dw_wgrad_direct_f32(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, tpt, with_bias):
+    smem = cuda.shared.array(THREADS, nt.float32)
+    _dw_wgrad_direct_body(smem, x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                          groups, tpt, with_bias)
+
+
+def _dw_wgrad_direct_f64(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, tpt, with_bias):
+    smem = cuda.shared.array(THREADS, nt.float64)
+    _dw_wgrad_direct_body(smem, x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+                          groups, tpt, with_bias)
+
+
+def _dw_wgrad_final(partial, gw, gb, groups, KK, with_bias):
+    """gw[o, k] (and gb[o]) = Σ_group partial[o, group, k], groups summed in order."""
+    slots = KK + with_bias
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = (partial.size // (groups * slots)) * slots
+    while i < n:
+        o = i // slots
+        k = i - o * slots
+        at = o * groups * slots + k
+        acc = partial[at]
+        for grp in range(1, groups):
+            acc += partial[at + grp * slots]
+        if k < KK:
+            store(gw, o * KK + k, acc)
+        else:
+            store(gb, o, acc)
+        i += step
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im
+
+
+def _im2col(x, cols, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
+    """cols[plane, i, j, oy, ox] = x[plane, oy·sh - ph + i·dh, ox·sw - pw + j·dw] (0 outside)."""
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = cols.size
+    while i < n:
+        ox = i % Wo
+        r = i // Wo
+        oy = r % Ho
+        r = r // Ho
+        b = r % kw
+        r = r // kw
+        a = r % kh
+        plane = r // kh
+        iy = oy * sh - ph + a * dh
+        ix = ox * sw - pw + b * dw
+        v = nt.float32(0.0)
+        if iy >= 0 and iy < H and ix >= 0 and ix < W:
+            v = load(x, (plane * H + iy) * W + ix)
+        store(cols, i, v)
+        i += step
+
+
+def _col2im(cols, x, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
+    """x[plane, y, x] = Σ of the column entries im2col took from that pixel (a gather, no atomics)."""
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = x.size
+    while i < n:
+        px = i % W
+        r = i // W
+        py = r % H
+        plane = r // H
+        acc = nt.float32(0.0)
+        for a in range(kh):
+            ty = py + ph - a * dh
+            if ty >= 0 and ty % sh == 0 and ty // sh < Ho:
+                oy = ty // sh
+                for b in range(kw):
+                    tx = px + pw - b * dw
+                    if tx >= 0 and tx % sw == 0 and tx // sw < Wo:
+                        acc += load(cols, (((plane * kh + a) * kw + b) * Ho + oy) * Wo + tx // sw)
+        store(x, i, acc)
+        i += step
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel objects
+
+
+class ByDtype:
+    """Two kernels over the same arguments, one for float64 (float64 shared memory), one for the rest."""
+
+    def __init__(self, narrow: Kernel, wide: Kernel):
+        self.narrow, self.wide = narrow, wide
+
+    def launch(self, dtype, *args, **kwargs):
+        (self.wide if dtype == "float64" else self.narrow).launch(dtype, *args, **kwargs)
+
+
+def _flat(d):
+    return array_type(d, 1)
+
+
+def _partial(d):
+    return nt.Array(compute_type(d), 1, "C")
+
+
+_I = nt.int64
+_NARROW = ("float16", "bfloat16", "float32")
+_WIDE = ("float64",)
+
+_tiled_sig = lambda d: (_flat(d),) * 4 + (_I,) * 20           # noqa: E731
+_direct_sig = lambda d: (_flat(d),) * 4 + (_I,) * 18          # noqa: E731
+_wgrad_tiled_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 20     # noqa: E731
+_wgrad_direct_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 17    # noqa: E731
+
+DW_TILED = ByDtype(Kernel(_dw_tiled_f32, _tiled_sig, dtypes=_NARROW),
+                   Kernel(_dw_tiled_f64, _tiled_sig, dtypes=_WIDE))
+DW_DIRECT = Kernel(_dw_direct, _direct_sig)
+DW_GRAD_X_STRIDED = Kernel(_dw_grad_x_strided, lambda d: (_flat(d),) * 3 + (_I,) * 14)
+DW_WGRAD_TILED = ByDtype(Kernel(_dw_wgrad_tiled_f32, _wgrad_tiled_sig, dtypes=_NARROW),
+                         Kernel(_dw_wgrad_tiled_f64, _wgrad_tiled_sig, dtypes=_WIDE))
+DW_WGRAD_DIRECT = ByDtype(Kernel(_dw_wgrad_direct_f32, _wgrad_direct_sig, dtypes=_NARROW),
+                          Kernel(_dw_wgrad_direct_f64, _wgrad_direct_sig, dtypes=_WIDE))
+DW_WGRAD_FINAL = Kernel(_dw_wgrad_final, lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3)
+IM2COL = Kernel(_im2col, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
+COL2IM = Kernel(_col2im, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)

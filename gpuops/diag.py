@@ -1,0 +1,199 @@
+"""The diag family: dgmm and cdgmm, multiplication by a diagonal matrix (the PyINN ops).
+
+Contract: spec/ops.md §3.  Kernels: gpuops/cuda/diag.py; CPU mirrors: gpuops/cpu/diag.py.
+
+Complex data: cdgmm takes real pairs, a (M, K, 2) and x (K, 2)/(M, 2) with (re, im) last, or
+complex64/complex128 arrays, a (M, K) and x (K,)/(M,) — an explicit exception to the "real floats
+only" rule.  Complex arrays are viewed as real pairs here (zero-copy) and share the pair kernels;
+results keep the caller's layout and dtype.  16-bit real pairs compute in float32.
+"""
+from gpuops import _core
+from gpuops._core import In, Out
+from gpuops._dtypes import STORAGE
+
+_THREADS = 256
+_REDUCE_BLOCKS = 2048      # blocks aimed at by the column-sum stage 1
+_COMPLEX = {"complex64": "float32", "complex128": "float64"}
+
+
+def _side(side, M, K, L):
+    """1 for side right (scale columns, len(x) == K), 0 for left (scale rows, len(x) == M)."""
+    if side == "right":
+        if L != K:
+            raise ValueError(f"x must have length {K} (a.shape[1]) for side='right', got {L}")
+        return 1
+    if side == "left":
+        if L != M:
+            raise ValueError(f"x must have length {M} (a.shape[0]) for side='left', got {L}")
+        return 0
+    if side == "auto":
+        if L == K:
+            return 1
+        if L == M:
+            return 0
+        raise ValueError(f"x must have length {K} (a.shape[1], side right) or {M} (a.shape[0], side left), "
+                         f"got {L}")
+    raise ValueError(f"side must be 'auto', 'left' or 'right', got {side!r}")
+
+
+def _grid(n):
+    return lambda: (_core.blocks_for(n, _THREADS),)
+
+
+def _scale(a, x, out, K, P, right, conj, stream):
+    n = out.size // P
+    if n:
+        _core.run("diag", "scale", (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), K, P, right, conj),
+                  like=a, grid=_grid(n), block=(_THREADS,), stream=stream)
+
+
+def _reduce(g, a, gx, M, K, P, right, stream):
+    """gx = Σ g · conj(a) over rows (right) or along rows (left); deterministic."""
+    if not gx.size:
+        return
+    if right:
+        col_blocks = -(-K // 32)
+        chunks = max(1, min(-(-_REDUCE_BLOCKS // col_blocks), -(-M // 8)))
+        rows_per_chunk = max(1, -(-M // chunks))
+        chunks = max(1, -(-M // rows_per_chunk))
+        partial = _core.empty(a, (chunks * K * P,), STORAGE[a.dtype][2])
+        _core.run("diag", "colsum_partial",
+                  (In(g, (g.size,)), In(a, (a.size,)), Out(partial), M, K, P, rows_per_chunk),
+                  like=a, grid=lambda: (min(chunks * col_blocks, 2**31 - 1),), block=(_THREADS,), stream=stream)
+        _core.run("diag", "colsum_final", (In(partial), Out(gx, (gx.size,)), chunks),
+                  like=a, grid=_grid(gx.size), block=(_THREADS,), stream=stream)
+    else:
+        lanes = 1
+        while lanes < min(K, _THREADS):
+            lanes *= 2
+        per_block = _THREADS // lanes
+        _core.run("diag", "rowsum", (In(g, (g.size,)), In(a, (a.size,)), Out(gx, (gx.size,)), M, K, P, lanes),
+                  like=a, grid=lambda: (max(1, min(-(-M // per_block), 2**31 - 1)),), block=(_THREADS,),
+                  stream=stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# dgmm
+
+
+def _check_dgmm(a, x, side):
+    a = _core.contiguous(_core.floating("a", a, ndim=2))
+    x = _core.contiguous(_core.floating("x", x, ndim=1))
+    _core.same_dtype_and_device(a, x)
+    M, K = a.shape
+    return a, x, M, K, _side(side, M, K, x.shape[0])
+
+
+def dgmm(a, x, *, side="auto", out=None, stream=None):
+    """Multiply by a diagonal matrix: ``a @ diag(x)`` (side "right", len(x) == K) or ``diag(x) @ a``
+    (side "left", len(x) == M).  "auto": right if len(x) == K, else left if len(x) == M (a square
+    ``a`` scales columns, as PyINN did).  a: (M, K); x: 1-D; returns (M, K).
+
+    >>> import numpy as np, gpuops
+    >>> gpuops.dgmm(np.ones((2, 3)), np.array([1.0, 2.0, 3.0]))
+    array([[1., 2., 3.],
+           [1., 2., 3.]])
+    """
+    a, x, M, K, right = _check_dgmm(a, x, side)
+    out = _core.output(out, a, a.shape)
+    _scale(a, x, out, K, 1, right, 0, stream)
+    return out.obj
+
+
+def dgmm_backward(grad_out, a, x, *, side="auto", stream=None):
+    """Gradients of `dgmm`: ``(grad_a, grad_x)``; grad_a = dgmm(grad_out, x), grad_x = Σ grad_out · a over
+    the rows (side right) or along each row (side left).  Deterministic."""
+    a, x, M, K, right = _check_dgmm(a, x, side)
+    grad_out = _core.contiguous(_core.floating("grad_out", grad_out, ndim=2))
+    _core.same_dtype_and_device(a, grad_out)
+    _core.same_shape(a, grad_out)
+    grad_a = _core.empty(a, a.shape)
+    grad_x = _core.empty(a, x.shape)
+    _scale(grad_out, x, grad_a, K, 1, right, 0, stream)
+    _reduce(grad_out, a, grad_x, M, K, 1, right, stream)
+    return grad_a.obj, grad_x.obj
+
+
+# ---------------------------------------------------------------------------------------------
+# cdgmm
+
+
+def _pairs(arr):
+    """A complex64/complex128 array viewed as real (re, im) pairs (zero-copy), as an `Arr`."""
+    real = _COMPLEX[arr.dtype]
+    shape = tuple(arr.shape) + (2,)
+    if arr.kind is _core.NUMPY:
+        return _core.NUMPY.wrap(arr.obj.view(real).reshape(shape), arr.name)
+    if arr.kind is _core.TORCH:
+        import torch
+        return _core.TORCH.wrap(torch.view_as_real(arr.obj.detach()), arr.name)
+    # GPU kinds (and simulated arrays): kernels only need the pointer and the new shape
+    return _core.Arr(arr.obj, arr.kind, shape, real, arr.device, arr.name)
+
+
+def _complex_arr(name, obj, ndim):
+    arr = obj if isinstance(obj, _core.Arr) else _core.wrap(name, obj)
+    if arr.dtype in _COMPLEX:
+        if arr.ndim != ndim:
+            raise ValueError(f"{name} must be {ndim}-D (complex layout), got shape {list(arr.shape)}")
+        return arr
+    if arr.dtype.startswith("complex"):
+        raise TypeError(f"{name} must be real (re, im) pairs of a floating dtype or complex64/complex128, "
+                        f"got {arr.dtype}")
+    return _core.floating(name, arr, ndim=ndim + 1)
+
+
+def _check_cdgmm(a, x, side):
+    a = _core.wrap("a", a)
+    is_complex = a.dtype in _COMPLEX
+    a = _complex_arr("a", a, 2 if is_complex else 2)
+    x = _complex_arr("x", x, 1)
+    _core.same_dtype_and_device(a, x)
+    if not is_complex:
+        if a.shape[2] != 2:
+            raise ValueError(f"a must have shape (M, K, 2) (real, imaginary last), got {list(a.shape)}")
+        if x.shape[1] != 2:
+            raise ValueError(f"x must have shape (K, 2) or (M, 2) (real, imaginary last), got {list(x.shape)}")
+    a, x = _core.contiguous(a), _core.contiguous(x)
+    M, K = a.shape[:2]
+    right = _side(side, M, K, x.shape[0])
+    return a, x, M, K, right, is_complex
+
+
+def _alloc(like, shape, out, is_complex):
+    """(array returned to the caller, its pair view for the kernels)."""
+    arr = _core.output(out, like, shape)
+    return arr, (_pairs(arr) if is_complex else arr)
+
+
+def cdgmm(a, x, *, side="auto", out=None, stream=None):
+    """Complex diagonal multiply, plain complex product (no conjugation): ``out[i, j] = a[i, j]·x[j]``
+    (side right) or ``a[i, j]·x[i]`` (side left), side chosen as in `dgmm`.
+
+    a (M, K, 2) with x (K, 2)/(M, 2), (re, im) last; or complex64/complex128 a (M, K) with x (K,)/(M,).
+    Returns a's layout, dtype and kind.
+    """
+    a, x, M, K, right, is_complex = _check_cdgmm(a, x, side)
+    out, out_p = _alloc(a, a.shape, out, is_complex)
+    if is_complex:
+        a, x = _pairs(a), _pairs(x)
+    _scale(a, x, out_p, K, 2, right, 0, stream)
+    return out.obj
+
+
+def cdgmm_backward(grad_out, a, x, *, side="auto", stream=None):
+    """Gradients of `cdgmm`: ``(grad_a, grad_x)`` with ``grad_a = grad_out · conj(x)`` and
+    ``grad_x = Σ grad_out · conj(a)`` over the other axis (PyTorch's convention for complex
+    gradients).  Deterministic; grad_out in a's layout and dtype."""
+    a, x, M, K, right, is_complex = _check_cdgmm(a, x, side)
+    g = _complex_arr("grad_out", grad_out, a.ndim)
+    _core.same_dtype_and_device(a, g)
+    _core.same_shape(a, g)
+    g = _core.contiguous(g)
+    grad_a, grad_a_p = _alloc(a, a.shape, None, is_complex)
+    grad_x, grad_x_p = _alloc(a, x.shape, None, is_complex)
+    if is_complex:
+        a, x, g = _pairs(a), _pairs(x), _pairs(g)
+    _scale(g, x, grad_a_p, K, 2, right, 1, stream)
+    _reduce(g, a, grad_x_p, M, K, 2, right, stream)
+    return grad_a.obj, grad_x.obj
