@@ -77,7 +77,18 @@ class _Kind:
         return 0
 
 
+_C_STRIDES: dict = {}
+
+
 def _c_strides(shape, itemsize):
+    key = (shape, itemsize)
+    strides = _C_STRIDES.get(key)
+    if strides is None:
+        strides = _C_STRIDES[key] = _compute_c_strides(shape, itemsize)
+    return strides
+
+
+def _compute_c_strides(shape, itemsize):
     strides, step = [], itemsize
     for s in reversed(shape):
         strides.append(step)
@@ -344,6 +355,8 @@ def same_shape(expected: Arr, *arrs: Arr):
 
 def real(name: str, value) -> float:
     """A real-number parameter (Python or numpy scalar; not bool)."""
+    if type(value) is float:            # the common case, without the slow ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)
@@ -489,6 +502,7 @@ class Out(In):
 
 
 _FAMILIES: dict = {}
+_CUDA_KERNELS: dict = {}
 
 
 def family_modules(family: str):
@@ -509,14 +523,16 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
     (`cpu_views`) and the same scalars, floats cast to the compute dtype.  ``grid`` may be a callable
     (computed only for CUDA).
     """
-    cuda_mod, cpu_mod = family_modules(family)
     if like.is_cuda:
+        compiled = _CUDA_KERNELS.get((family, kernel))
+        if compiled is None:
+            compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_modules(family)[0], kernel.upper())
         handle = stream_for(like, stream)
         launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
         grid = grid() if callable(grid) else grid
-        getattr(cuda_mod, kernel.upper()).launch(like.dtype, grid, block, handle, like.device,
-                                                 *launch_args, shmem=shmem)
+        compiled.launch(like.dtype, grid, block, handle, like.device, *launch_args, shmem=shmem)
         return
+    cpu_mod = family_modules(family)[1]
     compute = np.dtype(CPU_COMPUTE[like.dtype]).type
     arrays_in = [a.arr for a in args if isinstance(a, In) and not isinstance(a, Out)]
     arrays_out = [a.arr for a in args if isinstance(a, Out)]

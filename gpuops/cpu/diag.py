@@ -4,21 +4,24 @@ from gpuops._toolchain import CPU_JIT, njit, prange
 
 
 @njit(**CPU_JIT)
-def scale(a, x, out, K, P, right, conj):
-    M = a.size // (P * K) if K else 0
-    for row in prange(M):
-        for col in range(K):
-            i = row * K + col
-            xi = col if right else row
-            if P == 1:
-                out[i] = a[i] * x[xi]
-            else:
-                ar, ai = a[2 * i], a[2 * i + 1]
-                xr, xm = x[2 * xi], x[2 * xi + 1]
-                if conj:
-                    xm = -xm
-                out[2 * i] = ar * xr - ai * xm
-                out[2 * i + 1] = ar * xm + ai * xr
+def scale(a, d, out, K, P, right, conj):
+    n = a.size // P
+    for e in prange(n):
+        row = e // K
+        k = row
+        if right:
+            k = e - row * K
+        if P == 1:
+            out[e] = a[e] * d[k]
+        else:
+            ar = a[2 * e]
+            am = a[2 * e + 1]
+            dr = d[2 * k]
+            dm = d[2 * k + 1]
+            if conj:
+                dm = -dm
+            out[2 * e] = ar * dr - am * dm
+            out[2 * e + 1] = ar * dm + am * dr
 
 
 @njit(**CPU_JIT)

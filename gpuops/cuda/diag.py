@@ -17,6 +17,7 @@ from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
 
 THREADS = 256
+RED = 2 * THREADS      # float64 shared words of a reduction (re and im halves)
 
 
 def _scale(a, x, out, K, P, right, conj):
@@ -44,7 +45,7 @@ def _scale(a, x, out, K, P, right, conj):
 
 def _colsum_partial(g, a, partial, M, K, P, rows_per_chunk):
     """partial[chunk, j, p] = Σ_{i in chunk} g[i, j] · conj(a[i, j])  (p = re, im)."""
-    smem = cuda.shared.array(2 * THREADS, nt.float64)
+    smem = cuda.shared.array(RED, nt.float64)
     tid = cuda.threadIdx.x
     tx = tid & 31
     ty = tid >> 5
@@ -108,7 +109,7 @@ def _colsum_final(partial, gx, chunks):
 
 def _rowsum(g, a, gx, M, K, P, lanes):
     """gx[i, p] = Σ_j g[i, j] · conj(a[i, j]); ``lanes`` threads per row."""
-    smem = cuda.shared.array(2 * THREADS, nt.float64)
+    smem = cuda.shared.array(RED, nt.float64)
     tid = cuda.threadIdx.x
     per_block = THREADS // lanes
     r = tid // lanes

@@ -40,11 +40,12 @@ def _gsmelu_forward(x, out, neg_slope, delta_t, alpha, beta, slope_gap, inv_two_
     step = nt.int64(cuda.gridDim.x) * width * ITEMS
     xs = cuda.local.array(ITEMS, x.dtype)
     for base in range(start, n, step):
+        full = base + (ITEMS - 1) * width < n      # unchecked loads: all of them issue back to back
         for k in range(ITEMS):
-            if base + k * width < n:
+            if full or base + k * width < n:
                 xs[k] = x[base + k * width]
         for k in range(ITEMS):
-            if base + k * width < n:
+            if full or base + k * width < n:
                 store(out, base + k * width, gsmelu_value(load(xs, k), neg_slope, delta_t, alpha, beta, slope_gap,
                                                           inv_two_width, half_asym))
 
@@ -57,12 +58,13 @@ def _gsmelu_backward(grad_out, x, grad_x, neg_slope, slope, alpha, beta, slope_g
     xs = cuda.local.array(ITEMS, x.dtype)
     gs = cuda.local.array(ITEMS, x.dtype)
     for base in range(start, n, step):
+        full = base + (ITEMS - 1) * width < n
         for k in range(ITEMS):
-            if base + k * width < n:
+            if full or base + k * width < n:
                 xs[k] = x[base + k * width]
                 gs[k] = grad_out[base + k * width]
         for k in range(ITEMS):
-            if base + k * width < n:
+            if full or base + k * width < n:
                 store(grad_x, base + k * width, load(gs, k) * gsmelu_slope(load(xs, k), neg_slope, slope, alpha, beta,
                                                                            slope_gap, inv_two_width))
 
