@@ -146,7 +146,7 @@ def _complex_arr(name, obj, ndim):
 def _check_cdgmm(a, x, side):
     a = _core.wrap("a", a)
     is_complex = a.dtype in _COMPLEX
-    a = _complex_arr("a", a, 2 if is_complex else 2)
+    a = _complex_arr("a", a, 2)
     x = _complex_arr("x", x, 1)
     _core.same_dtype_and_device(a, x)
     if not is_complex:
@@ -186,7 +186,7 @@ def cdgmm_backward(grad_out, a, x, *, side="auto", stream=None):
     ``grad_x = Σ grad_out · conj(a)`` over the other axis (PyTorch's convention for complex
     gradients).  Deterministic; grad_out in a's layout and dtype."""
     a, x, M, K, right, is_complex = _check_cdgmm(a, x, side)
-    g = _complex_arr("grad_out", grad_out, a.ndim)
+    g = _complex_arr("grad_out", grad_out, 2)
     _core.same_dtype_and_device(a, g)
     _core.same_shape(a, g)
     g = _core.contiguous(g)

@@ -67,6 +67,8 @@ BWD_BUF = BWD_CB * TY * BWD_W2                     # 10240 float32 = 40 KiB
 BWD_BUF64 = BWD_CB64 * TY * BWD_W2                 # 2560 float64 = 20 KiB
 
 _INLINE = {} if SIMULATOR else {"forceinline": True}
+#: indices cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
+U = nt.uint64
 
 
 def group_size(patch_w, dilation_patch_w, w2):
@@ -79,7 +81,7 @@ def group_size(patch_w, dilation_patch_w, w2):
 
 
 @cuda.jit(device=True, **_INLINE)
-def _forward_body(in1, in2, out, buf, acc, zero, chunk, w2max,
+def _forward_body(in1, in2, out, buf, acc, av, zero, chunk, w2max,
                   kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW,
                   gsz, ngroups, tyo, txo, tiles_x, scale):
     N, C, H, W = in1.shape
@@ -100,6 +102,7 @@ def _forward_body(in1, in2, out, buf, acc, zero, chunk, w2max,
     in1_row_ok = 0 <= y < H
     in1_ok = in1_row_ok and 0 <= x < W
     s2 = chunk * THREADS                      # start of the staged input2 rows in buf
+    dpw_u = U(dpW)
     ndg = PH * ngroups
     dg = nt.int64(cuda.blockIdx.y)
     while dg < ndg:
@@ -120,28 +123,33 @@ def _forward_body(in1, in2, out, buf, acc, zero, chunk, w2max,
                     c = c0 + cc
                     v = zero
                     if c < C and in1_ok:
-                        v = load(in1, (n, c, y, x))
-                    buf[cc * THREADS + tid] = v
+                        v = load(in1, (U(n), U(c), U(y), U(x)))
+                    buf[U(cc * THREADS + tid)] = v
                     base = s2 + (cc * TY + ty) * w2max
                     col = tx
                     while col < w2:
                         x2 = rx0 + sx0 + col
                         v2 = zero
                         if c < C and row2_ok and 0 <= x2 < W:
-                            v2 = load(in2, (n, c, y2, x2))
-                        buf[base + col] = v2
+                            v2 = load(in2, (U(n), U(c), U(y2), U(x2)))
+                        buf[U(base + col)] = v2
                         col += TX
                 cuda.syncthreads()
+                # unsigned shared indices (no negative-index fix-ups); channel offsets are constants
                 for cc in range(chunk):
-                    a = buf[cc * THREADS + tid]
-                    base = s2 + (cc * TY + ty) * w2max + tx
-                    for j in range(G):
-                        if j < geff:
-                            acc[j] += a * buf[base + j * dpW]
+                    av[cc] = buf[U(cc * THREADS + tid)]
+                p = U(s2 + ty * w2max + tx)
+                for j in range(G):
+                    if j < geff:
+                        t = acc[j]
+                        for cc in range(chunk):
+                            t += av[cc] * buf[p + U(cc * TY * w2max)]
+                        acc[j] = t
+                    p += dpw_u
                 cuda.syncthreads()
             # box sum of P over the window, from shared memory (buf reused: every read above is done)
             for j in range(G):
-                buf[j * THREADS + tid] = acc[j]
+                buf[U(j * THREADS + tid)] = acc[j]
             cuda.syncthreads()
             per_j = tyo * txo
             total = geff * per_j
@@ -158,8 +166,8 @@ def _forward_body(in1, in2, out, buf, acc, zero, chunk, w2max,
                     for i in range(kH):
                         row = j * THREADS + (oy * sH + i * dilH) * TX + ox * sW
                         for jj in range(kW):
-                            s += buf[row + jj * dilW]
-                    store(out, (n, ph * PW + pw0 + j, h, w), s * scale)
+                            s += buf[U(row + jj * dilW)]
+                    store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
                 e += THREADS
             cuda.syncthreads()
             n += cuda.gridDim.z
@@ -170,7 +178,8 @@ def _sample_forward(in1, in2, out, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, P
                     gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array(FWD_BUF, nt.float32)
     acc = cuda.local.array(G, nt.float32)
-    _forward_body(in1, in2, out, buf, acc, nt.float32(0), FWD_CHUNK, FWD_W2,
+    av = cuda.local.array(FWD_CHUNK, nt.float32)
+    _forward_body(in1, in2, out, buf, acc, av, nt.float32(0), FWD_CHUNK, FWD_W2,
                   kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW, gsz, ngroups, tyo, txo, tiles_x, scale)
 
 
@@ -178,7 +187,8 @@ def _sample_forward64(in1, in2, out, kH, kW, sH, sW, padH, padW, dilH, dilW, PH,
                       gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array(FWD_BUF64, nt.float64)
     acc = cuda.local.array(G, nt.float64)
-    _forward_body(in1, in2, out, buf, acc, nt.float64(0), FWD_CHUNK64, FWD_W2,
+    av = cuda.local.array(FWD_CHUNK64, nt.float64)
+    _forward_body(in1, in2, out, buf, acc, av, nt.float64(0), FWD_CHUNK64, FWD_W2,
                   kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW, gsz, ngroups, tyo, txo, tiles_x, scale)
 
 
@@ -231,7 +241,7 @@ def _q_value(g, n, d, qy, qx, H, W, oH, oW, kH, kW, sH, sW, padH, padW, dilH, di
                 for j in range(kW):
                     b = qx + padW - j * dilW
                     if b >= 0 and (sW == 1 or b % sW == 0) and b // sW < oW:
-                        s += load(g, (n, d, h, b // sW))
+                        s += load(g, (U(n), U(d), U(h), U(b // sW)))
     return s
 
 
@@ -297,10 +307,10 @@ def _backward_body(g, in1, in2, gin1, gin2, buf, acc, q, zero, cb, w2max,
                         v = zero
                         if c < C and prow_ok and 0 <= px < W:
                             if second == 0:
-                                v = load(in2, (n, c, prow, px))
+                                v = load(in2, (U(n), U(c), U(prow), U(px)))
                             else:
-                                v = load(in1, (n, c, prow, px))
-                        buf[base + col] = v
+                                v = load(in1, (U(n), U(c), U(prow), U(px)))
+                        buf[U(base + col)] = v
                         col += TX
                 cuda.syncthreads()
                 for j in range(G):
@@ -310,17 +320,18 @@ def _backward_body(g, in1, in2, gin1, gin2, buf, acc, q, zero, cb, w2max,
                             off = ty * w2max + tx + j * dpW
                         else:
                             off = ty * w2max + tx + (geff - 1 - j) * dpW
+                        p = U(off)
                         for cc in range(cb):
-                            acc[cc] += qj * buf[cc * TY * w2max + off]
+                            acc[cc] += qj * buf[p + U(cc * TY * w2max)]
                 cuda.syncthreads()
             if y < H and x < W:
                 for cc in range(cb):
                     c = c0 + cc
                     if c < C:
                         if second == 0:
-                            store(gin1, (n, c, y, x), acc[cc] * scale)
+                            store(gin1, (U(n), U(c), U(y), U(x)), acc[cc] * scale)
                         else:
-                            store(gin2, (n, c, y, x), acc[cc] * scale)
+                            store(gin2, (U(n), U(c), U(y), U(x)), acc[cc] * scale)
             z += cuda.gridDim.z
         cg += cuda.gridDim.y
 
