@@ -75,10 +75,10 @@ def _correlate(src, w, bias, dst, *, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd,
     PH = (_TH - 1) * sh + (kh - 1) * dh + 1
     PW = (_TW - 1) * sw + (kw - 1) * dw + 1
     shmem = (terms * kh * kw + PH * PW) * _compute_itemsize(src.dtype)
-    if shmem <= _SHARED:
-        tiles_x, tiles_y = _ceil(Wd, _TW), _ceil(Hd, _TH)
-        blocks = (dst.size // (Hd * Wd)) * tiles_x * tiles_y
-        _core.run("conv", "dw_tiled", args + (tiles_x, tiles_y), like=src, grid=_grid(blocks),
+    tiles_x, tiles_y = _ceil(Wd, _TW), _ceil(Hd, _TH)
+    planes = dst.size // (Hd * Wd)
+    if shmem <= _SHARED and planes < 2**31 and tiles_x < 2**16 and tiles_y < 2**16:
+        _core.run("conv", "dw_tiled", args, like=src, grid=(planes, tiles_y, tiles_x),
                   block=(_THREADS,), stream=stream, shmem=shmem)
     else:
         _core.run("conv", "dw_direct", args, like=src, grid=_grid(_core.blocks_for(n, _THREADS)),

@@ -6,7 +6,8 @@ from gpuops import _core
 from gpuops._core import In, Out
 
 _THREADS = 256
-_ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS)
+_ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS, FORWARD_ITEMS)
+_FORWARD_ITEMS = 4
 _MAX_GRID_Y = 65535
 
 
@@ -18,8 +19,8 @@ def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
     return slope, neg_slope, alpha, beta, delta_t
 
 
-def _elementwise_grid(n):
-    return lambda: (_core.blocks_for(n, _THREADS, _ITEMS),)
+def _elementwise_grid(n, items=_ITEMS):
+    return lambda: (_core.blocks_for(n, _THREADS, items),)
 
 
 def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
@@ -46,7 +47,7 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
         _core.run("elementwise", "gsmelu_forward",
                   (In(x, (n,)), Out(out, (n,)), neg_slope, delta_t, alpha, beta, slope - neg_slope,
                    0.5 / (alpha + beta), 0.5 * (alpha - beta)),
-                  like=x, grid=_elementwise_grid(n), block=(_THREADS,), stream=stream)
+                  like=x, grid=_elementwise_grid(n, _FORWARD_ITEMS), block=(_THREADS,), stream=stream)
     return out.obj
 
 

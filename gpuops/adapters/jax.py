@@ -18,7 +18,12 @@ import jax
 import numpy as np
 from jax.experimental.buffer_callback import buffer_callback
 
+import importlib
+
 from gpuops import _core, elementwise
+
+# the family module, not the function gpuops.correlation that shadows it as a package attribute
+_corr = importlib.import_module("gpuops.correlation")
 
 _KDL_CUDA = 2
 
@@ -169,4 +174,83 @@ def ncrelu(x):
     return _ncrelu(x)
 
 
-__all__ = ["gsmelu", "ncrelu"]
+# ---------------------------------------------------------------------------------------------
+# spatial_correlation_sample and correlation: per-image ops, so vmapped batches fold into N
+
+
+def _pair_op(forward, backward, out_rank, out_shape):
+    """custom_vjp function ``f(input1, input2, params)`` over a core forward and its two-gradient backward;
+    ``params`` is a hashable tuple of (keyword, value) pairs."""
+
+    @functools.lru_cache(maxsize=None)
+    def forward_callback(params):
+        def callback(ctx, out, input1, input2):
+            forward(_folded(input1, 4), _folded(input2, 4), out=_folded(out, out_rank), stream=_stream(ctx, input1),
+                    **dict(params))
+        return callback
+
+    @functools.lru_cache(maxsize=None)
+    def backward_callback(params):
+        def callback(ctx, outs, grad_out, input1, input2):
+            backward(_folded(grad_out, out_rank), _folded(input1, 4), _folded(input2, 4),
+                     out=(_folded(outs[0], 4), _folded(outs[1], 4)), stream=_stream(ctx, input1), **dict(params))
+        return callback
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+    def op(input1, input2, params):
+        return _call(forward_callback(params), _like(input1, out_shape(input1.shape, params)), input1, input2)
+
+    def op_fwd(input1, input2, params):
+        return op(input1, input2, params), (input1, input2)
+
+    def op_bwd(params, saved, grad):
+        input1, input2 = saved
+        return _call(backward_callback(params), (_like(input1), _like(input2)), grad, input1, input2)
+
+    op.defvjp(op_fwd, op_bwd)
+    return op
+
+
+def _check_pair(input1, input2):
+    _check_floating("input1", input1)
+    _check_floating("input2", input2)
+    if input1.ndim != 4 or input1.shape != input2.shape or input1.dtype != input2.dtype:
+        raise ValueError(f"input1 and input2 must be 4-D (N, C, H, W) arrays of one shape and dtype, got "
+                         f"{input1.dtype}{list(input1.shape)} and {input2.dtype}{list(input2.shape)}")
+
+
+def _sampler_shape(shape, params):
+    geo = _corr._sampler_geometry(tuple(shape), *(v for _, v in params), "spatial_correlation_sample")
+    return (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW)
+
+
+def _correlation_shape(shape, params):
+    geo = _corr._correlation_geometry(tuple(shape), *(v for _, v in params))
+    return (geo.N, geo.p[0] * geo.p[1], geo.oH, geo.oW)
+
+
+_sampler = _pair_op(_corr.spatial_correlation_sample, _corr.spatial_correlation_sample_backward, 5, _sampler_shape)
+_correlation = _pair_op(_corr.correlation, _corr.correlation_backward, 4, _correlation_shape)
+
+
+def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
+                               dilation_patch=1):
+    """`gpuops.spatial_correlation_sample` as a differentiable JAX function: (N, C, H, W) × 2 ->
+    (N, pH, pW, oH, oW) raw sums (spec/ops.md §7).  Parameters are static."""
+    _check_pair(input1, input2)
+    params = (("kernel_size", kernel_size), ("patch_size", patch_size), ("stride", stride), ("padding", padding),
+              ("dilation", dilation), ("dilation_patch", dilation_patch))
+    params = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in params)
+    return _sampler(input1, input2, params)
+
+
+def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
+    """`gpuops.correlation` as a differentiable JAX function: (N, C, H, W) × 2 -> (N, D², Ho, Wo), Caffe/FlowNet
+    semantics (spec/ops.md §8).  Parameters are static."""
+    _check_pair(input1, input2)
+    params = (("pad_size", pad_size), ("kernel_size", kernel_size), ("max_displacement", max_displacement),
+              ("stride1", stride1), ("stride2", stride2))
+    return _correlation(input1, input2, params)
+
+
+__all__ = ["gsmelu", "ncrelu", "spatial_correlation_sample", "correlation"]

@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import importlib
+
 from gpuops import _core, elementwise
+
+# the family module, not the function gpuops.correlation that shadows it as a package attribute
+_corr = importlib.import_module("gpuops.correlation")
 
 _LIB = torch.library.Library("gpuops", "DEF")
 
@@ -172,4 +177,119 @@ class NCReLU(nn.Module):
         return ncrelu(x)
 
 
-__all__ = ["gsmelu", "gsmelu_backward", "GSmeLU", "ncrelu", "ncrelu_backward", "NCReLU"]
+# ---------------------------------------------------------------------------------------------
+# spatial_correlation_sample and correlation
+
+_SAMPLER_KEYS = ("kernel_size", "patch_size", "stride", "padding", "dilation", "dilation_patch")
+_SAMPLER_SCHEMA = ", ".join(f"int[2] {k}" for k in _SAMPLER_KEYS)
+_CORRELATION_KEYS = ("pad_size", "kernel_size", "max_displacement", "stride1", "stride2")
+_CORRELATION_SCHEMA = ", ".join(f"int {k}" for k in _CORRELATION_KEYS)
+
+
+def _sampler_fake(input1, input2, *params):
+    _core.same_shape(_core.floating("input1", input1, ndim=4), _core.floating("input2", input2, ndim=4))
+    geo = _corr._sampler_geometry(tuple(input1.shape), *params, "spatial_correlation_sample")
+    return _fake_like(input1, (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW))
+
+
+def _correlation_fake(input1, input2, *params):
+    _core.same_shape(_core.floating("input1", input1, ndim=4), _core.floating("input2", input2, ndim=4))
+    geo = _corr._correlation_geometry(tuple(input1.shape), *params)
+    return _fake_like(input1, (geo.N, geo.p[0] * geo.p[1], geo.oH, geo.oW))
+
+
+def _pair_grads_fake(grad_out, input1, input2, *params):
+    return _fake_like(input1), _fake_like(input2)
+
+
+def _keyword_impl(fn, keys):
+    def impl(*args):
+        tensors, params = args[:-len(keys)], args[-len(keys):]
+        return fn(*tensors, **dict(zip(keys, params)))
+    return impl
+
+
+_sampler_op = _define(f"spatial_correlation_sample(Tensor input1, Tensor input2, {_SAMPLER_SCHEMA}) -> Tensor",
+                      _keyword_impl(_corr.spatial_correlation_sample, _SAMPLER_KEYS), _sampler_fake)
+_sampler_backward_op = _define(
+    f"spatial_correlation_sample_backward(Tensor grad_out, Tensor input1, Tensor input2, {_SAMPLER_SCHEMA})"
+    " -> (Tensor, Tensor)", _keyword_impl(_corr.spatial_correlation_sample_backward, _SAMPLER_KEYS),
+    _pair_grads_fake)
+_correlation_op = _define(f"correlation(Tensor input1, Tensor input2, {_CORRELATION_SCHEMA}) -> Tensor",
+                          _keyword_impl(_corr.correlation, _CORRELATION_KEYS), _correlation_fake)
+_correlation_backward_op = _define(
+    f"correlation_backward(Tensor grad_out, Tensor input1, Tensor input2, {_CORRELATION_SCHEMA}) -> (Tensor, Tensor)",
+    _keyword_impl(_corr.correlation_backward, _CORRELATION_KEYS), _pair_grads_fake)
+
+
+def _save_inputs_and_params(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.params = inputs[2:]
+
+
+def _pair_grad(backward_op, n_params):
+    def grad(ctx, grad_out):
+        input1, input2 = ctx.saved_tensors
+        grad1, grad2 = backward_op(grad_out, input1, input2, *ctx.params)
+        return (grad1, grad2) + (None,) * n_params
+    return grad
+
+
+torch.library.register_autograd("gpuops::spatial_correlation_sample", _pair_grad(_sampler_backward_op, 6),
+                                setup_context=_save_inputs_and_params, lib=_LIB)
+torch.library.register_autograd("gpuops::correlation", _pair_grad(_correlation_backward_op, 5),
+                                setup_context=_save_inputs_and_params, lib=_LIB)
+
+
+def _pairs(*values):
+    return [list(_core.pair(k, v, minimum=0)) for k, v in zip(_SAMPLER_KEYS, values)]
+
+
+def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
+                               dilation_patch=1):
+    """`gpuops.spatial_correlation_sample` as a differentiable PyTorch op.
+
+    input1, input2: (N, C, H, W) -> (N, pH, pW, oH, oW) raw sums (FlowNetC correlation, spec/ops.md §7).
+    """
+    return _sampler_op(input1, input2, *_pairs(kernel_size, patch_size, stride, padding, dilation, dilation_patch))
+
+
+def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
+    """`gpuops.correlation` as a differentiable PyTorch op: (N, C, H, W) × 2 -> (N, D², Ho, Wo), Caffe/FlowNet
+    semantics (divided by k²·C, y-displacement-major), spec/ops.md §8."""
+    return _correlation_op(input1, input2, *[_core.integer(k, v) for k, v in zip(
+        _CORRELATION_KEYS, (pad_size, kernel_size, max_displacement, stride1, stride2))])
+
+
+class SpatialCorrelationSampler(nn.Module):
+    """Module form of `spatial_correlation_sample`; called as ``m(input1, input2)``."""
+
+    def __init__(self, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1, dilation_patch=1):
+        super().__init__()
+        self.params = dict(kernel_size=kernel_size, patch_size=patch_size, stride=stride, padding=padding,
+                           dilation=dilation, dilation_patch=dilation_patch)
+
+    def forward(self, input1, input2):
+        return spatial_correlation_sample(input1, input2, **self.params)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+class Correlation(nn.Module):
+    """Module form of `correlation` (FlowNet/Caffe correlation layer); called as ``m(input1, input2)``."""
+
+    def __init__(self, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
+        super().__init__()
+        self.params = dict(pad_size=pad_size, kernel_size=kernel_size, max_displacement=max_displacement,
+                           stride1=stride1, stride2=stride2)
+
+    def forward(self, input1, input2):
+        return correlation(input1, input2, **self.params)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+__all__ = ["gsmelu", "gsmelu_backward", "GSmeLU", "ncrelu", "ncrelu_backward", "NCReLU",
+           "spatial_correlation_sample", "correlation", "SpatialCorrelationSampler", "Correlation"]

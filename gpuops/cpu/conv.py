@@ -48,7 +48,7 @@ def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws
 
 @njit(**_WRAP)
 def dw_tiled(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-             kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+             kh, kw, sh, sw, offy, offx, dh, dw, flip):
     _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
              kh, kw, sh, sw, offy, offx, dh, dw, flip)
 

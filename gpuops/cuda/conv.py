@@ -62,12 +62,13 @@ def _load_patch(smem, at, src, plane_off, Hs, Ws, iy0, ix0, PH, PW, tid):
 
 @cuda.jit(device=True)
 def _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-                   kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip):
     """dst[n, d, y, x] = bias[d] + Σ_{q<terms} Σ_{i,j} w'[d·terms + q, i, j]
                                     · src[n, (d·terms + q) // div, y·sh + offy + i·dh, x·sw + offx + j·dw]
 
     with w' the taps, flipped in both axes when ``flip``.  Forward: terms=1, div=m, offsets -pad.
     Input gradient (stride 1): terms=m, div=1, flip, offsets pad - (k-1)·dil.
+    Grid: (planes, tiles down, tiles across), one block per tile, no 64-bit divisions.
     """
     tid = cuda.threadIdx.x
     tx = tid & 31
@@ -76,84 +77,85 @@ def _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms,
     TK = terms * KK
     PH = (TH - 1) * sh + (kh - 1) * dh + 1
     PW = (TW - 1) * sw + (kw - 1) * dw + 1
-    tiles = tiles_x * tiles_y
-    plane_d = Hd * Wd
-    total = (dst.size // plane_d) * tiles
-    row_step = TROWS * sh * PW
-    blk = nt.int64(cuda.blockIdx.x)
-    while blk < total:
-        plane = blk // tiles
-        t = blk - plane * tiles
-        n = plane // n_dst_ch
-        d = plane - n * n_dst_ch
-        tyi = t // tiles_x
-        oy0 = tyi * TH
-        ox0 = (t - tyi * tiles_x) * TW
-        k = tid
-        while k < TK:
-            q = k // KK
-            kk = k - q * KK
+    plane32 = nt.int32(cuda.blockIdx.x)
+    n = nt.int64(plane32 // nt.int32(n_dst_ch))
+    plane = nt.int64(plane32)
+    d = plane - n * n_dst_ch
+    oy0 = nt.int64(cuda.blockIdx.y) * TH
+    ox0 = nt.int64(cuda.blockIdx.z) * TW
+    for q in range(terms):
+        kk = tid
+        while kk < KK:
+            tap = kk
             if flip:
-                kk = KK - 1 - kk
-            smem[k] = load(w, (d * terms + q) * KK + kk)
-            k += THREADS
-        acc0 = nt.float32(0.0)
-        acc1 = nt.float32(0.0)
-        acc2 = nt.float32(0.0)
-        acc3 = nt.float32(0.0)
-        for q in range(terms):
-            s = (d * terms + q) // div
+                tap = KK - 1 - kk
+            smem[q * KK + kk] = load(w, (d * terms + q) * KK + tap)
+            kk += THREADS
+    acc0 = nt.float32(0.0)
+    acc1 = nt.float32(0.0)
+    acc2 = nt.float32(0.0)
+    acc3 = nt.float32(0.0)
+    row_step = nt.int32(TROWS * sh * PW)
+    tap_row = nt.int32(dh * PW)
+    tap_col = nt.int32(dw)
+    base = nt.int32(TK + ty * sh * PW + tx * sw)
+    for q in range(terms):
+        s = d * terms + q
+        if div != 1:
+            s = nt.int64(nt.int32(d) // nt.int32(div))
+        if q > 0:
             cuda.syncthreads()
-            _load_patch(smem, TK, src, (n * n_src_ch + s) * Hs * Ws, Hs, Ws, oy0 * sh + offy, ox0 * sw + offx,
-                        PH, PW, tid)
-            cuda.syncthreads()
-            wb = q * KK
-            base = TK + ty * sh * PW + tx * sw
-            for i in range(kh):
-                for j in range(kw):
-                    wv = smem[wb + i * kw + j]
-                    o = base + i * dh * PW + j * dw
-                    acc0 += wv * smem[o]
-                    acc1 += wv * smem[o + row_step]
-                    acc2 += wv * smem[o + 2 * row_step]
-                    acc3 += wv * smem[o + 3 * row_step]
-        if has_bias:
-            b = load(bias, d)
-            acc0 += b
-            acc1 += b
-            acc2 += b
-            acc3 += b
-        ox = ox0 + tx
-        if ox < Wd:
-            out = plane * plane_d + ox
-            oy = oy0 + ty
-            if oy < Hd:
-                store(dst, out + oy * Wd, acc0)
-            oy += TROWS
-            if oy < Hd:
-                store(dst, out + oy * Wd, acc1)
-            oy += TROWS
-            if oy < Hd:
-                store(dst, out + oy * Wd, acc2)
-            oy += TROWS
-            if oy < Hd:
-                store(dst, out + oy * Wd, acc3)
+        _load_patch(smem, TK, src, (n * n_src_ch + s) * Hs * Ws, Hs, Ws, oy0 * sh + offy, ox0 * sw + offx,
+                    PH, PW, tid)
         cuda.syncthreads()
-        blk += cuda.gridDim.x
+        wb = nt.int32(q * KK)
+        row = base
+        for i in range(kh):
+            o = row
+            for j in range(kw):
+                wv = smem[wb]
+                acc0 += wv * smem[o]
+                acc1 += wv * smem[o + row_step]
+                acc2 += wv * smem[o + 2 * row_step]
+                acc3 += wv * smem[o + 3 * row_step]
+                wb += 1
+                o += tap_col
+            row += tap_row
+    if has_bias:
+        b = load(bias, d)
+        acc0 += b
+        acc1 += b
+        acc2 += b
+        acc3 += b
+    ox = ox0 + tx
+    if ox < Wd:
+        out = plane * Hd * Wd + ox
+        oy = oy0 + ty
+        if oy < Hd:
+            store(dst, out + oy * Wd, acc0)
+        oy += TROWS
+        if oy < Hd:
+            store(dst, out + oy * Wd, acc1)
+        oy += TROWS
+        if oy < Hd:
+            store(dst, out + oy * Wd, acc2)
+        oy += TROWS
+        if oy < Hd:
+            store(dst, out + oy * Wd, acc3)
 
 
 def _dw_tiled_f32(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-                  kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+                  kh, kw, sh, sw, offy, offx, dh, dw, flip):
     smem = cuda.shared.array(0, nt.float32)
     _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-                   kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y)
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip)
 
 
 def _dw_tiled_f64(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-                  kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y):
+                  kh, kw, sh, sw, offy, offx, dh, dw, flip):
     smem = cuda.shared.array(0, nt.float64)
     _dw_tiled_body(smem, src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-                   kh, kw, sh, sw, offy, offx, dh, dw, flip, tiles_x, tiles_y)
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip)
 
 
 def _dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
@@ -498,7 +500,7 @@ _I = nt.int64
 _NARROW = ("float16", "bfloat16", "float32")
 _WIDE = ("float64",)
 
-_tiled_sig = lambda d: (_flat(d),) * 4 + (_I,) * 20           # noqa: E731
+_tiled_sig = lambda d: (_flat(d),) * 4 + (_I,) * 18           # noqa: E731
 _direct_sig = lambda d: (_flat(d),) * 4 + (_I,) * 18          # noqa: E731
 _wgrad_tiled_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 20     # noqa: E731
 _wgrad_direct_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 17    # noqa: E731

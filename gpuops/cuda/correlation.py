@@ -81,7 +81,7 @@ def group_size(patch_w, dilation_patch_w, w2):
 
 
 @cuda.jit(device=True, **_INLINE)
-def _forward_body(in1, in2, out, buf, acc, av, zero, chunk, w2max,
+def _forward_body(in1, in2, out, buf, acc, zero, chunk, w2max,
                   kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW,
                   gsz, ngroups, tyo, txo, tiles_x, scale):
     N, C, H, W = in1.shape
@@ -135,17 +135,14 @@ def _forward_body(in1, in2, out, buf, acc, av, zero, chunk, w2max,
                         buf[U(base + col)] = v2
                         col += TX
                 cuda.syncthreads()
-                # unsigned shared indices (no negative-index fix-ups); channel offsets are constants
+                # unsigned shared indices: no negative-index fix-ups, one add per load
                 for cc in range(chunk):
-                    av[cc] = buf[U(cc * THREADS + tid)]
-                p = U(s2 + ty * w2max + tx)
-                for j in range(G):
-                    if j < geff:
-                        t = acc[j]
-                        for cc in range(chunk):
-                            t += av[cc] * buf[p + U(cc * TY * w2max)]
-                        acc[j] = t
-                    p += dpw_u
+                    a = buf[U(cc * THREADS + tid)]
+                    p = U(s2 + (cc * TY + ty) * w2max + tx)
+                    for j in range(G):
+                        if j < geff:
+                            acc[j] += a * buf[p]
+                        p += dpw_u
                 cuda.syncthreads()
             # box sum of P over the window, from shared memory (buf reused: every read above is done)
             for j in range(G):
@@ -178,8 +175,7 @@ def _sample_forward(in1, in2, out, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, P
                     gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array(FWD_BUF, nt.float32)
     acc = cuda.local.array(G, nt.float32)
-    av = cuda.local.array(FWD_CHUNK, nt.float32)
-    _forward_body(in1, in2, out, buf, acc, av, nt.float32(0), FWD_CHUNK, FWD_W2,
+    _forward_body(in1, in2, out, buf, acc, nt.float32(0), FWD_CHUNK, FWD_W2,
                   kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW, gsz, ngroups, tyo, txo, tiles_x, scale)
 
 
@@ -187,8 +183,7 @@ def _sample_forward64(in1, in2, out, kH, kW, sH, sW, padH, padW, dilH, dilW, PH,
                       gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array(FWD_BUF64, nt.float64)
     acc = cuda.local.array(G, nt.float64)
-    av = cuda.local.array(FWD_CHUNK64, nt.float64)
-    _forward_body(in1, in2, out, buf, acc, av, nt.float64(0), FWD_CHUNK64, FWD_W2,
+    _forward_body(in1, in2, out, buf, acc, nt.float64(0), FWD_CHUNK64, FWD_W2,
                   kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW, gsz, ngroups, tyo, txo, tiles_x, scale)
 
 

@@ -24,8 +24,12 @@ def _scale(a, x, out, K, P, right, conj):
     n = a.size // P
     i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    small = n < 2147483647          # 32-bit division when every index fits (the common case)
     while i < n:
-        row = i // K
+        if small:
+            row = nt.int64(nt.int32(i) // nt.int32(K))
+        else:
+            row = i // K
         xi = row
         if right:
             xi = i - row * K

@@ -67,10 +67,14 @@ def test_registers_and_spills_sm90(kernel, dtype):
     from cuda.core import Linker, LinkerOptions, ObjectCode
     cc = (9, 0)
     with _fake_device(cc):
+        options = {k: v for k, v in _ptx_options(kernel).items() if k != "max_registers"}
         codes, _ = cuda.compile_all(kernel.pyfunc, tuple(kernel.signature(dtype)), device=False, abi="numba",
-                                    output="ltoir", cc=cc, **_ptx_options(kernel))
+                                    output="ltoir", cc=cc, **options)
     objects = [ObjectCode.from_ltoir(c) if isinstance(c, bytes) else c for c in codes]
-    linker = Linker(*objects, options=LinkerOptions(arch="sm_90", link_time_optimization=True, verbose=True))
+    # compile_all takes no register cap: the linker applies it, as the launch-time link does
+    cap = kernel.jit_options.get("max_registers")
+    linker = Linker(*objects, options=LinkerOptions(arch="sm_90", link_time_optimization=True, verbose=True,
+                                                    **({"max_register_count": cap} if cap else {})))
     linker.link("cubin")
     log = linker.get_info_log()
     registers = int(re.search(r"Used (\d+) registers", log).group(1))

@@ -1,0 +1,90 @@
+"""Tier 2: every conv kernel under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) against the CPU mirror.
+
+Simulated device arrays (``numba.cuda.to_device``) take the CUDA path of the core.  Shapes are tiny:
+the simulator runs one OS thread per CUDA thread.  The direct (non-tiled) fallbacks are forced by
+shrinking the shared-memory budget the core plans with.
+"""
+import ml_dtypes
+import numpy as np
+import pytest
+
+from gpuops._toolchain import SIMULATOR
+
+pytestmark = pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run in its own process)")
+
+if SIMULATOR:
+    from numba import cuda
+
+    import gpuops.conv as cv
+
+DTYPES = {"float32": (np.float32, 1e-5), "bfloat16": (ml_dtypes.bfloat16, 2e-2), "float64": (np.float64, 1e-12)}
+RNG = np.random.default_rng(7)
+
+CASES = [
+    # N, C, m, H, W, (kh, kw), stride, padding, dilation, bias
+    (1, 2, 1, 6, 7, (3, 3), 1, 1, 1, True),
+    (1, 1, 2, 7, 5, (2, 3), (2, 1), (1, 2), (1, 2), False),
+]
+
+
+def _dev(a):
+    return cuda.to_device(a)
+
+
+def _host(a):
+    return np.asarray(a.copy_to_host(), np.float64)
+
+
+def _close(got, want, tol):
+    want = np.asarray(want, np.float64)
+    np.testing.assert_allclose(_host(got), want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+
+
+def _depthwise(case, dtype, tol):
+    N, C, m, H, W, k, s, p, d, with_bias = case
+    x = RNG.standard_normal((N, C, H, W)).astype(dtype)
+    w = RNG.standard_normal((C * m, 1, *k)).astype(dtype)
+    b = RNG.standard_normal(C * m).astype(dtype) if with_bias else None
+    kw = dict(stride=s, padding=p, dilation=d)
+    y = cv.conv2d_depthwise(x, w, b, **kw)
+    _close(cv.conv2d_depthwise(_dev(x), _dev(w), None if b is None else _dev(b), **kw), y, tol)
+    g = RNG.standard_normal(y.shape).astype(dtype)
+    ref = cv.conv2d_depthwise_backward(g, x, w, b, **kw)
+    got = cv.conv2d_depthwise_backward(_dev(g), _dev(x), _dev(w), None if b is None else _dev(b), **kw)
+    for r, o in zip(ref, got):
+        assert (r is None) == (o is None)
+        if r is not None:
+            _close(o, r, tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", CASES, ids=["s1-bias", "strided-multiplier"])
+def test_depthwise_tiled(case, dtype):
+    _depthwise(case, *DTYPES[dtype])
+
+
+def test_depthwise_tiled_float64():
+    _depthwise(CASES[0], *DTYPES["float64"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_depthwise_direct_fallbacks(monkeypatch, dtype):
+    """DW_DIRECT (forward and stride-1 input gradient) and DW_WGRAD_DIRECT."""
+    monkeypatch.setattr(cv, "_SHARED", 0)
+    _depthwise((1, 1, 2, 5, 6, (3, 2), 1, (1, 0), 1, True), *DTYPES[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_im2col_col2im(dtype):
+    dt, tol = DTYPES[dtype]
+    x = RNG.standard_normal((2, 2, 5, 6)).astype(dt)
+    kw = dict(stride=(2, 1), padding=1, dilation=(1, 2))
+    cols = cv.im2col(x, (2, 3), **kw)
+    _close(cv.im2col(_dev(x), (2, 3), **kw), cols, tol)
+    c = RNG.standard_normal(cols.shape).astype(dt)
+    back = cv.col2im(c, (2, 3), input_size=(5, 6), **kw)
+    _close(cv.col2im(_dev(c), (2, 3), input_size=(5, 6), **kw), back, tol)
+    _close(cv.im2col_backward(_dev(c), (5, 6), (2, 3), **kw), back, tol)
+    _close(cv.col2im_backward(_dev(x), (2, 3), **kw), cols, tol)
+    # unbatched
+    _close(cv.im2col(_dev(x[0]), 2), cv.im2col(x[0], 2), tol)

@@ -1,0 +1,56 @@
+"""Tier 2: every diag kernel under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) against the CPU mirror,
+on tiny shapes: SCALE (forward, grad_a), COLSUM_PARTIAL + COLSUM_FINAL (side right), ROWSUM (left);
+real data, real pairs and complex dtypes."""
+import ml_dtypes
+import numpy as np
+import pytest
+
+from gpuops._toolchain import SIMULATOR
+
+pytestmark = pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (run in its own process)")
+
+if SIMULATOR:
+    from numba import cuda
+
+    import gpuops.diag as dg
+
+RNG = np.random.default_rng(3)
+TOL = {np.float32: 1e-5, ml_dtypes.bfloat16: 2e-2, np.float64: 1e-12, np.complex64: 1e-5, np.complex128: 1e-12}
+
+
+def _close(got, want, tol):
+    got = got.copy_to_host()
+    if got.dtype == ml_dtypes.bfloat16 or want.dtype == ml_dtypes.bfloat16:
+        got, want = got.astype(np.float64), want.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())))
+
+
+# (M, K, len(x), side): right with several row chunks, left with several rows per block, square auto
+CASES = [(40, 3, 3, "auto"), (5, 6, 5, "left"), (4, 4, 4, "auto"), (3, 37, 37, "right")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("case", CASES)
+def test_dgmm(case, dtype):
+    M, K, L, side = case
+    a, x, g = (RNG.standard_normal(s).astype(dtype) for s in ((M, K), (L,), (M, K)))
+    d = cuda.to_device
+    _close(dg.dgmm(d(a), d(x), side=side), dg.dgmm(a, x, side=side), TOL[dtype])
+    for got, want in zip(dg.dgmm_backward(d(g), d(a), d(x), side=side), dg.dgmm_backward(g, a, x, side=side)):
+        _close(got, want, TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.complex64, np.complex128])
+@pytest.mark.parametrize("case", CASES[:2] + CASES[3:])
+def test_cdgmm(case, dtype):
+    M, K, L, side = case
+    if np.dtype(dtype).kind == "c":
+        def make(*s):
+            return (RNG.standard_normal(s) + 1j * RNG.standard_normal(s)).astype(dtype)
+        a, x, g = make(M, K), make(L), make(M, K)
+    else:
+        a, x, g = (RNG.standard_normal(s).astype(dtype) for s in ((M, K, 2), (L, 2), (M, K, 2)))
+    d = cuda.to_device
+    _close(dg.cdgmm(d(a), d(x), side=side), dg.cdgmm(a, x, side=side), TOL[dtype])
+    for got, want in zip(dg.cdgmm_backward(d(g), d(a), d(x), side=side), dg.cdgmm_backward(g, a, x, side=side)):
+        _close(got, want, TOL[dtype])
