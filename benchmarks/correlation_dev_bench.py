@@ -1,5 +1,5 @@
 import sys, time, torch, numpy as np
-import gpuops.correlation as gc
+import gpuops.correlations as gc
 import torch.nn.functional as F
 dev = "cuda"
 print(torch.cuda.get_device_name(), torch.__version__)

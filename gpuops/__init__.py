@@ -5,7 +5,7 @@ The functional API below is framework-agnostic: it takes numpy arrays (CPU mirro
 given.  Autograd lives in the adapters: ``gpuops.torch`` (PyTorch ops and modules) and ``gpuops.jax``
 (custom_vjp functions).  Importing gpuops compiles nothing and imports neither torch nor JAX.
 """
-from gpuops.correlation import (correlation, correlation_backward, spatial_correlation_sample,
+from gpuops.correlations import (correlation, correlation_backward, spatial_correlation_sample,
                                 spatial_correlation_sample_backward)
 from gpuops.elementwise import gsmelu, gsmelu_backward, ncrelu, ncrelu_backward
 

@@ -18,12 +18,8 @@ import jax
 import numpy as np
 from jax.experimental.buffer_callback import buffer_callback
 
-import importlib
-
 from gpuops import _core, elementwise
-
-# the family module, not the function gpuops.correlation that shadows it as a package attribute
-_corr = importlib.import_module("gpuops.correlation")
+from gpuops import correlations as _corr
 
 _KDL_CUDA = 2
 

@@ -13,12 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import importlib
-
 from gpuops import _core, elementwise
-
-# the family module, not the function gpuops.correlation that shadows it as a package attribute
-_corr = importlib.import_module("gpuops.correlation")
+from gpuops import correlations as _corr
 
 _LIB = torch.library.Library("gpuops", "DEF")
 

@@ -1,6 +1,6 @@
 """CUDA kernels of the correlation family: spatial_correlation_sample and correlation (spec/ops.md §7, §8).
 
-Both ops are one computation (gpuops/correlation.py maps ``correlation`` onto the sampler's parameters
+Both ops are one computation (gpuops/correlations.py maps ``correlation`` onto the sampler's parameters
 with a ``scale`` of 1/(k²·C)).  Notation: input positions (y, x), output pixels (h, w),
 u = h·sH − padH, v = w·sW − padW, patch shift (sy, sx) = ((ph − (PH−1)//2)·dpH, (pw − (PW−1)//2)·dpW).
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gpuops.correlation as gc
+import gpuops.correlations as gc
 
 
 def _pair(v):

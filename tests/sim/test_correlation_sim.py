@@ -13,7 +13,7 @@ from gpuops._toolchain import SIMULATOR
 
 pytestmark = pytest.mark.skipif(not SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1 (own process)")
 
-import gpuops.correlation as gc  # noqa: E402
+import gpuops.correlations as gc  # noqa: E402
 
 TOL = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-12}
 
