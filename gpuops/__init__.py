@@ -5,11 +5,16 @@ The functional API below is framework-agnostic: it takes numpy arrays (CPU mirro
 given.  Autograd lives in the adapters: ``gpuops.torch`` (PyTorch ops and modules) and ``gpuops.jax``
 (custom_vjp functions).  Importing gpuops compiles nothing and imports neither torch nor JAX.
 """
+from gpuops.conv import (col2im, col2im_backward, conv2d_depthwise, conv2d_depthwise_backward, im2col,
+                         im2col_backward)
 from gpuops.correlations import (correlation, correlation_backward, spatial_correlation_sample,
                                 spatial_correlation_sample_backward)
+from gpuops.diag import cdgmm, cdgmm_backward, dgmm, dgmm_backward
 from gpuops.elementwise import gsmelu, gsmelu_backward, ncrelu, ncrelu_backward
 
 __version__ = "0.1.0"
 
 __all__ = ["gsmelu", "gsmelu_backward", "ncrelu", "ncrelu_backward", "spatial_correlation_sample",
-           "spatial_correlation_sample_backward", "correlation", "correlation_backward"]
+           "spatial_correlation_sample_backward", "correlation", "correlation_backward", "conv2d_depthwise",
+           "conv2d_depthwise_backward", "im2col", "im2col_backward", "col2im", "col2im_backward", "dgmm",
+           "dgmm_backward", "cdgmm", "cdgmm_backward"]
