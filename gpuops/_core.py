@@ -245,6 +245,10 @@ class _XlaBuffer(_Kind):
     def stream(self, arr):
         raise ValueError("XLA buffers need the callback's stream: pass stream=ctx.stream")
 
+    def empty(self, arr, shape, dtype):
+        """Scratch space only (XLA provides the outputs): a numpy array, or a numba device array."""
+        return (NUMPY if arr.device < 0 else CAI).empty(arr, shape, dtype)
+
 
 class _Simulated(_Kind):
     """numba's simulated device arrays (NUMBA_ENABLE_CUDASIM=1): the CUDA path on host memory."""

@@ -85,6 +85,43 @@ def _correlate(src, w, bias, dst, *, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd,
                   block=(_THREADS,), stream=stream)
 
 
+_FAST_SIZES = (3, 5, 7)   # gpuops.cuda.conv.FAST_SIZES
+_FAST_STRIDES = (1, 2)    # gpuops.cuda.conv.FAST_STRIDES
+_NY = 8                   # gpuops.cuda.conv.NY: output rows per thread of the fast kernels
+_FAST_THREADS = 256
+
+
+def _fast_key(arr, kh, kw, sh, sw, dh, dw):
+    """(K, stride) of the generated fast kernels when they apply, else None."""
+    if (arr.is_cuda and arr.dtype != "float64" and kh == kw and kh in _FAST_SIZES and sh == sw
+            and sh in _FAST_STRIDES and dh == 1 and dw == 1):
+        return (kh, sh)
+    return None
+
+
+def _fast_threads(total):
+    """Threads per block: 256, fewer (whole warps) for tiny launches."""
+    return min(_FAST_THREADS, _ceil(total, 32) * 32)
+
+
+def _correlate_fast(key, src, w, bias, dst, *, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip,
+                    stream):
+    """Launch the generated kernel of ``key``; False when the launch would not fit its 32-bit indexing."""
+    planes = dst.size // (Hd * Wd)
+    strips = _ceil(Hd, _NY)
+    total = planes * strips * Wd
+    if total >= 2**31 or src.size // (Hs * Ws) >= 2**31:
+        return False
+    has_bias = 0 if bias is None else 1
+    bias_arg = In(w, (w.size,)) if bias is None else In(bias)
+    threads = _fast_threads(total)
+    _core.run("conv", f"dw_fast_{key[0]}_{key[1]}",
+              (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
+               n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, strips, total),
+              like=src, grid=(_ceil(total, threads),), block=(threads,), stream=stream)
+    return True
+
+
 def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """Depthwise 2-D convolution, exactly ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
 
@@ -100,6 +137,11 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
     x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
     out = _core.output(out, x, (N, Cm, Ho, Wo))
+    key = _fast_key(x, kh, kw, sh, sw, dh, dw)
+    if out.size and key is not None and _correlate_fast(
+            key, x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo,
+            offy=-ph, offx=-pw, flip=0, stream=stream):
+        return out.obj
     _correlate(x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, terms=1, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo,
                kh=kh, kw=kw, sh=sh, sw=sw, offy=-ph, offx=-pw, dh=dh, dw=dw, flip=0, stream=stream)
     return out.obj
@@ -122,7 +164,12 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
     grad_w = _core.empty(x, weight.shape)
     grad_b = None if bias is None else _core.empty(x, (Cm,))
     # input gradient
-    if sh == 1 and sw == 1:
+    key = _fast_key(x, kh, kw, sh, sw, dh, dw)
+    if (grad_x.size and key is not None and sh == 1 and m == 1 and _correlate_fast(
+            key, grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, div=1, Hs=Ho, Ws=Wo, Hd=H, Wd=W,
+            offy=ph - (kh - 1), offx=pw - (kw - 1), flip=1, stream=stream)):
+        pass
+    elif sh == 1 and sw == 1:
         _correlate(grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, terms=m, div=1, Hs=Ho, Ws=Wo,
                    Hd=H, Wd=W, kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw,
                    dh=dh, dw=dw, flip=1, stream=stream)
@@ -138,6 +185,10 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
 
 def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    key = _fast_key(x, kh, kw, sh, sw, dh, dw)
+    if key is not None and N and Cm * N < 2**31 and N * C < 2**31 and N * _ceil(Ho, _NY) * Wo < 2**31:
+        _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream)
+        return
     KK = kh * kw
     with_bias = 0 if grad_b is None else 1
     slots = KK + with_bias
@@ -178,6 +229,29 @@ def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
     if N == 0:
         _zero_fill(partial)
     # without a bias the kernel gets a 1-element stand-in: never the same array twice as an output
+    gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
+    _core.run("conv", "dw_wgrad_final",
+              (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),
+              like=x, grid=_grid(_core.blocks_for(Cm * slots, _THREADS)), block=(_THREADS,), stream=stream)
+
+
+def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
+    """Stage 1 by the generated kernel of ``key`` (block = output channel × group of images), then
+    the fixed-order sum over groups (DW_WGRAD_FINAL)."""
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    KK = kh * kw
+    with_bias = 0 if grad_b is None else 1
+    slots = KK + with_bias
+    strips = _ceil(Ho, _NY)
+    per_image = strips * Wo
+    threads = _fast_threads(per_image * N)
+    # enough blocks to fill the GPU, but each thread should sum several items before the reduction
+    groups = max(1, min(N, _ceil(_WGRAD_BLOCKS // 2, Cm), (N * per_image) // (4 * threads)))
+    partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
+    _core.run("conv", f"dw_wgrad_fast_{key[0]}_{key[1]}",
+              (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho, Wo,
+               -ph, -pw, strips, N, groups, with_bias),
+              like=x, grid=(Cm * groups,), block=(threads,), stream=stream)
     gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
     _core.run("conv", "dw_wgrad_final",
               (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),

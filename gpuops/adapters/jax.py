@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.experimental.buffer_callback import buffer_callback
 
-from gpuops import _core, elementwise
+from gpuops import _core, conv, diag, elementwise
 from gpuops import correlations as _corr
 
 _KDL_CUDA = 2
@@ -174,34 +174,47 @@ def ncrelu(x):
 # spatial_correlation_sample and correlation: per-image ops, so vmapped batches fold into N
 
 
-def _pair_op(forward, backward, out_rank, out_shape):
-    """custom_vjp function ``f(input1, input2, params)`` over a core forward and its two-gradient backward;
-    ``params`` is a hashable tuple of (keyword, value) pairs."""
+def _array_op(forward, backward, out_shape, ranks=None):
+    """A custom_vjp function ``f(*arrays, params)`` over a core forward and its backward.
+
+    ``forward(*arrays, out=, stream=, **params)`` and ``backward(grad, *arrays, out=(one per array),
+    stream=, **params)`` are core functions; ``params`` is a hashable tuple of (keyword, value) pairs;
+    ``out_shape(shapes, params)`` gives the output shape.  ``ranks`` (one per array, then the output)
+    lets vmap fold its batch axis into each array's leading axis (ops that are independent per leading
+    index); without it vmap loops over the batch.
+    """
+
+    def fold(buffer, i):
+        return buffer if ranks is None else _folded(buffer, ranks[i])
 
     @functools.lru_cache(maxsize=None)
     def forward_callback(params):
-        def callback(ctx, out, input1, input2):
-            forward(_folded(input1, 4), _folded(input2, 4), out=_folded(out, out_rank), stream=_stream(ctx, input1),
+        def callback(ctx, out, *arrays):
+            forward(*(fold(a, i) for i, a in enumerate(arrays)), out=fold(out, -1), stream=_stream(ctx, arrays[0]),
                     **dict(params))
         return callback
 
     @functools.lru_cache(maxsize=None)
     def backward_callback(params):
-        def callback(ctx, outs, grad_out, input1, input2):
-            backward(_folded(grad_out, out_rank), _folded(input1, 4), _folded(input2, 4),
-                     out=(_folded(outs[0], 4), _folded(outs[1], 4)), stream=_stream(ctx, input1), **dict(params))
+        def callback(ctx, outs, grad, *arrays):
+            backward(fold(grad, -1), *(fold(a, i) for i, a in enumerate(arrays)),
+                     out=tuple(fold(o, i) for i, o in enumerate(outs)), stream=_stream(ctx, arrays[0]),
+                     **dict(params))
         return callback
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-    def op(input1, input2, params):
-        return _call(forward_callback(params), _like(input1, out_shape(input1.shape, params)), input1, input2)
+    vmap_method = "sequential" if ranks is None else "broadcast_all"
 
-    def op_fwd(input1, input2, params):
-        return op(input1, input2, params), (input1, input2)
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def op(params, *arrays):
+        shape = out_shape([a.shape for a in arrays], params)
+        return _call(forward_callback(params), _like(arrays[0], shape), *arrays, vmap_method=vmap_method)
 
-    def op_bwd(params, saved, grad):
-        input1, input2 = saved
-        return _call(backward_callback(params), (_like(input1), _like(input2)), grad, input1, input2)
+    def op_fwd(params, *arrays):
+        return op(params, *arrays), arrays
+
+    def op_bwd(params, arrays, grad):
+        return _call(backward_callback(params), tuple(_like(a) for a in arrays), grad, *arrays,
+                     vmap_method=vmap_method)
 
     op.defvjp(op_fwd, op_bwd)
     return op
@@ -215,18 +228,19 @@ def _check_pair(input1, input2):
                          f"{input1.dtype}{list(input1.shape)} and {input2.dtype}{list(input2.shape)}")
 
 
-def _sampler_shape(shape, params):
-    geo = _corr._sampler_geometry(tuple(shape), *(v for _, v in params), "spatial_correlation_sample")
+def _sampler_shape(shapes, params):
+    geo = _corr._sampler_geometry(tuple(shapes[0]), *(v for _, v in params), "spatial_correlation_sample")
     return (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW)
 
 
-def _correlation_shape(shape, params):
-    geo = _corr._correlation_geometry(tuple(shape), *(v for _, v in params))
+def _correlation_shape(shapes, params):
+    geo = _corr._correlation_geometry(tuple(shapes[0]), *(v for _, v in params))
     return (geo.N, geo.p[0] * geo.p[1], geo.oH, geo.oW)
 
 
-_sampler = _pair_op(_corr.spatial_correlation_sample, _corr.spatial_correlation_sample_backward, 5, _sampler_shape)
-_correlation = _pair_op(_corr.correlation, _corr.correlation_backward, 4, _correlation_shape)
+_sampler = _array_op(_corr.spatial_correlation_sample, _corr.spatial_correlation_sample_backward, _sampler_shape,
+                     ranks=(4, 4, 5))
+_correlation = _array_op(_corr.correlation, _corr.correlation_backward, _correlation_shape, ranks=(4, 4, 4))
 
 
 def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
@@ -237,7 +251,7 @@ def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, s
     params = (("kernel_size", kernel_size), ("patch_size", patch_size), ("stride", stride), ("padding", padding),
               ("dilation", dilation), ("dilation_patch", dilation_patch))
     params = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in params)
-    return _sampler(input1, input2, params)
+    return _sampler(params, input1, input2)
 
 
 def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
@@ -246,7 +260,96 @@ def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0
     _check_pair(input1, input2)
     params = (("pad_size", pad_size), ("kernel_size", kernel_size), ("max_displacement", max_displacement),
               ("stride1", stride1), ("stride2", stride2))
-    return _correlation(input1, input2, params)
+    return _correlation(params, input1, input2)
 
 
-__all__ = ["gsmelu", "ncrelu", "spatial_correlation_sample", "correlation"]
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im (per channel, so vmapped batches fold into the leading axis) and dgmm / cdgmm
+
+
+def _window_params(**values):
+    return tuple((k, _core.pair(k, v, minimum=1 if k != "padding" else 0)) for k, v in values.items())
+
+
+def _im2col_shape(shapes, params):
+    p = dict(params)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p["kernel_size"], p["stride"], p["padding"], p["dilation"]
+    H, W = shapes[0][-2:]
+    return tuple(shapes[0][:-2]) + (kh, kw, _core.window_out_size("output height", H, kh, ph, dh, sh),
+                                    _core.window_out_size("output width", W, kw, pw, dw, sw))
+
+
+def _im2col_backward(grad_out, x, *, out, stream, **params):
+    conv.im2col_backward(grad_out, tuple(x.shape), out=out[0], stream=stream, **params)
+
+
+def _col2im_shape(shapes, params):
+    p = dict(params)
+    return tuple(shapes[0][:-4]) + tuple(p["input_size"])
+
+
+def _col2im_backward(grad_out, cols, *, out, stream, input_size, **params):
+    conv.col2im_backward(grad_out, out=out[0], stream=stream, **params)
+
+
+@functools.lru_cache(maxsize=None)
+def _im2col_op(rank):
+    return _array_op(conv.im2col, _im2col_backward, _im2col_shape, ranks=(rank, rank + 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _col2im_op(rank):
+    return _array_op(conv.col2im, _col2im_backward, _col2im_shape, ranks=(rank, rank - 2))
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
+    """`gpuops.im2col` as a differentiable JAX function: (N, C, H, W) -> (N, C, kh, kw, Ho, Wo) (or without N)."""
+    _check_floating("x", x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {list(x.shape)}")
+    params = _window_params(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
+    return _im2col_op(x.ndim)(params, x)
+
+
+def col2im(cols, kernel_size, *, stride=1, padding=0, dilation=1, input_size=None):
+    """`gpuops.col2im` as a differentiable JAX function: the adjoint of `im2col`."""
+    _check_floating("cols", cols)
+    if cols.ndim not in (5, 6):
+        raise ValueError(f"cols must be 5-D or 6-D, got shape {list(cols.shape)}")
+    params = _window_params(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
+    p = dict(params)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p["kernel_size"], p["stride"], p["padding"], p["dilation"]
+    Ho, Wo = cols.shape[-2:]
+    if input_size is None:
+        input_size = ((Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1, (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1)
+    params += (("input_size", _core.pair("input_size", input_size, minimum=1)),)
+    return _col2im_op(cols.ndim)(params, cols)
+
+
+_dgmm = _array_op(diag.dgmm, diag.dgmm_backward, lambda shapes, params: shapes[0])
+_cdgmm = _array_op(diag.cdgmm, diag.cdgmm_backward, lambda shapes, params: shapes[0])
+
+
+def dgmm(a, x, *, side="auto"):
+    """`gpuops.dgmm` as a differentiable JAX function: ``a @ diag(x)`` (side right) or ``diag(x) @ a``."""
+    _check_floating("a", a)
+    _check_floating("x", x)
+    return _dgmm((("side", side),), a, x)
+
+
+def cdgmm(a, x, *, side="auto"):
+    """`gpuops.cdgmm` as a differentiable JAX function: real pairs (M, K, 2) × (K, 2)/(M, 2), or complex
+    (M, K) × (K,)/(M,) (computed on the pair view and returned complex).  JAX's complex gradient
+    convention is the conjugate of PyTorch's; `jax.grad` of a real loss gives the same numbers as torch."""
+    if jax.numpy.iscomplexobj(a) or jax.numpy.iscomplexobj(x):
+        pairs = _cdgmm((("side", side),), _as_pairs(a), _as_pairs(x))
+        return jax.lax.complex(pairs[..., 0], pairs[..., 1])
+    _check_floating("a", a)
+    return _cdgmm((("side", side),), a, x)
+
+
+def _as_pairs(z):
+    return jax.numpy.stack([jax.numpy.real(z), jax.numpy.imag(z)], axis=-1)
+
+
+__all__ = ["gsmelu", "ncrelu", "spatial_correlation_sample", "correlation", "im2col", "col2im", "dgmm", "cdgmm"]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gpuops import _core, elementwise
+import math
+
+from gpuops import _core, conv, diag, elementwise
 from gpuops import correlations as _corr
 
 _LIB = torch.library.Library("gpuops", "DEF")
@@ -29,12 +31,14 @@ def _define(schema: str, impl, fake):
     return getattr(torch.ops.gpuops, name).default
 
 
-def _direct(x: torch.Tensor) -> bool:
-    """True when a call may skip the dispatcher and run the core directly: a plain tensor, no autograd
+def _direct(*tensors) -> bool:
+    """True when a call may skip the dispatcher and run the core directly: plain tensors, no autograd
     to record, no tracing.  The registered op costs ≈20 µs of dispatch per call; small eager
     inference calls would otherwise pay that several times over."""
-    return (type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled())
-            and not torch.compiler.is_compiling())
+    if torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    return all(t is None or type(t) is torch.Tensor and not (grad and t.requires_grad) for t in tensors)
 
 
 def _fake_like(x: torch.Tensor, shape=None) -> torch.Tensor:
@@ -287,5 +291,205 @@ class Correlation(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
 
 
+# ---------------------------------------------------------------------------------------------
+# conv2d_depthwise
+
+_WINDOW = "int[2] stride, int[2] padding, int[2] dilation"
+
+
+def _conv_impl(x, weight, bias, stride, padding, dilation):
+    return conv.conv2d_depthwise(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+def _conv_fake(x, weight, bias, stride, padding, dilation):
+    _, _, _, dims = conv._check_depthwise(x, weight, bias, stride, padding, dilation)
+    N, _, _, _, Cm, _, _, Ho, Wo = dims[:9]
+    return _fake_like(x, (N, Cm, Ho, Wo))
+
+
+def _conv_backward_impl(grad_out, x, weight, bias, stride, padding, dilation):
+    grad_x, grad_w, grad_b = conv.conv2d_depthwise_backward(grad_out, x, weight, bias, stride=stride,
+                                                            padding=padding, dilation=dilation)
+    return grad_x, grad_w, grad_b if grad_b is not None else weight.new_zeros((0,))
+
+
+def _conv_backward_fake(grad_out, x, weight, bias, stride, padding, dilation):
+    return _fake_like(x), _fake_like(weight), _fake_like(bias) if bias is not None else weight.new_empty((0,))
+
+
+_conv_op = _define(f"conv2d_depthwise(Tensor x, Tensor weight, Tensor? bias, {_WINDOW}) -> Tensor",
+                   _conv_impl, _conv_fake)
+_conv_backward_op = _define(
+    f"conv2d_depthwise_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, {_WINDOW})"
+    " -> (Tensor, Tensor, Tensor)", _conv_backward_impl, _conv_backward_fake)
+
+
+def _conv_setup(ctx, inputs, output):
+    x, weight, bias = inputs[:3]
+    ctx.save_for_backward(x, weight, bias)
+    ctx.window = inputs[3:]
+
+
+def _conv_grad(ctx, grad):
+    x, weight, bias = ctx.saved_tensors
+    grad_x, grad_w, grad_b = _conv_backward_op(grad, x, weight, bias, *ctx.window)
+    return grad_x, grad_w, grad_b if bias is not None else None, None, None, None
+
+
+torch.library.register_autograd("gpuops::conv2d_depthwise", _conv_grad, setup_context=_conv_setup, lib=_LIB)
+
+
+def _window(stride, padding, dilation):
+    return ([*_core.pair("stride", stride, minimum=1)], [*_core.pair("padding", padding)],
+            [*_core.pair("dilation", dilation, minimum=1)])
+
+
+def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1):
+    """`gpuops.conv2d_depthwise` as a differentiable PyTorch op: x (N, C, H, W), weight (C·m, 1, kh, kw),
+    bias (C·m,) or None -> (N, C·m, Ho, Wo); exactly ``F.conv2d(..., groups=C)``."""
+    if _direct(x, weight, bias):
+        return conv.conv2d_depthwise(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    return _conv_op(x, weight, bias, *_window(stride, padding, dilation))
+
+
+class Conv2dDepthwise(nn.Module):
+    """Depthwise convolution layer (``nn.Conv2d(C, C·m, k, groups=C)`` semantics, initialised like it).
+
+    weight: (C·m, 1, kh, kw); bias: (C·m,) when ``bias=True``.
+    """
+
+    def __init__(self, in_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True, depth_multiplier=1):
+        super().__init__()
+        self.in_channels = _core.integer("in_channels", in_channels, minimum=1)
+        self.depth_multiplier = _core.integer("depth_multiplier", depth_multiplier, minimum=1)
+        self.kernel_size = _core.pair("kernel_size", kernel_size, minimum=1)
+        self.stride, self.padding, self.dilation = _window(stride, padding, dilation)
+        out_channels = self.in_channels * self.depth_multiplier
+        self.weight = nn.Parameter(torch.empty(out_channels, 1, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Conv2d's initialisation: kaiming_uniform(a=√5) weights, bias U(±1/√fan_in)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.kernel_size[0] * self.kernel_size[1])
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        return conv2d_depthwise(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                                dilation=self.dilation)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, bias={self.bias is not None}, depth_multiplier={self.depth_multiplier}")
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im (linear maps; each one's gradient is the other)
+
+
+def _im2col_fake(x, kernel_size, stride, padding, dilation):
+    _core.floating("x", x)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    H, W = x.shape[-2:]
+    return _fake_like(x, tuple(x.shape[:-2]) + (kh, kw, _core.window_out_size("output height", H, kh, ph, dh, sh),
+                                                 _core.window_out_size("output width", W, kw, pw, dw, sw)))
+
+
+def _col2im_fake(cols, kernel_size, stride, padding, dilation, input_size):
+    _core.floating("cols", cols)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    Ho, Wo = cols.shape[-2:]
+    if input_size is None:
+        input_size = ((Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1, (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1)
+    return _fake_like(cols, tuple(cols.shape[:-4]) + tuple(input_size))
+
+
+def _im2col_impl(x, kernel_size, stride, padding, dilation):
+    return conv.im2col(x, kernel_size, stride=stride, padding=padding, dilation=dilation)
+
+
+def _col2im_impl(cols, kernel_size, stride, padding, dilation, input_size):
+    return conv.col2im(cols, kernel_size, stride=stride, padding=padding, dilation=dilation, input_size=input_size)
+
+
+_im2col_op = _define(f"im2col(Tensor x, int[2] kernel_size, {_WINDOW}) -> Tensor", _im2col_impl, _im2col_fake)
+_col2im_op = _define(f"col2im(Tensor cols, int[2] kernel_size, {_WINDOW}, int[]? input_size) -> Tensor",
+                     _col2im_impl, _col2im_fake)
+
+
+def _im2col_setup(ctx, inputs, output):
+    ctx.params = inputs[1:]
+    ctx.input_size = list(inputs[0].shape[-2:])
+
+
+def _col2im_setup(ctx, inputs, output):
+    ctx.params = inputs[1:5]
+
+
+torch.library.register_autograd(
+    "gpuops::im2col", lambda ctx, g: (_col2im_op(g, *ctx.params, ctx.input_size), None, None, None, None),
+    setup_context=_im2col_setup, lib=_LIB)
+torch.library.register_autograd(
+    "gpuops::col2im", lambda ctx, g: (_im2col_op(g, *ctx.params), None, None, None, None, None),
+    setup_context=_col2im_setup, lib=_LIB)
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1):
+    """`gpuops.im2col` as a differentiable PyTorch op: (N, C, H, W) -> (N, C, kh, kw, Ho, Wo) (or without N)."""
+    return _im2col_op(x, [*_core.pair("kernel_size", kernel_size, minimum=1)], *_window(stride, padding, dilation))
+
+
+def col2im(cols, kernel_size, *, stride=1, padding=0, dilation=1, input_size=None):
+    """`gpuops.col2im` as a differentiable PyTorch op: the adjoint of `im2col` (sums overlapping entries)."""
+    size = None if input_size is None else [*_core.pair("input_size", input_size, minimum=1)]
+    return _col2im_op(cols, [*_core.pair("kernel_size", kernel_size, minimum=1)], *_window(stride, padding, dilation),
+                      size)
+
+
+# ---------------------------------------------------------------------------------------------
+# dgmm / cdgmm
+
+
+def _diag_ops(name, forward, backward):
+    def fake(a, x, side):
+        return _fake_like(a)
+
+    def backward_fake(grad_out, a, x, side):
+        return _fake_like(a), _fake_like(x)
+
+    op = _define(f"{name}(Tensor a, Tensor x, str side) -> Tensor", lambda a, x, side: forward(a, x, side=side), fake)
+    backward_op = _define(f"{name}_backward(Tensor grad_out, Tensor a, Tensor x, str side) -> (Tensor, Tensor)",
+                          lambda g, a, x, side: backward(g, a, x, side=side), backward_fake)
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+        ctx.side = inputs[2]
+
+    def grad(ctx, g):
+        a, x = ctx.saved_tensors
+        return (*backward_op(g, a, x, ctx.side), None)
+
+    torch.library.register_autograd(f"gpuops::{name}", grad, setup_context=setup, lib=_LIB)
+    return op, backward_op
+
+
+_dgmm_op, _dgmm_backward_op = _diag_ops("dgmm", diag.dgmm, diag.dgmm_backward)
+_cdgmm_op, _cdgmm_backward_op = _diag_ops("cdgmm", diag.cdgmm, diag.cdgmm_backward)
+
+
+def dgmm(a, x, *, side="auto"):
+    """`gpuops.dgmm` as a differentiable PyTorch op: ``a @ diag(x)`` (side right) or ``diag(x) @ a`` (left)."""
+    return _dgmm_op(a, x, side)
+
+
+def cdgmm(a, x, *, side="auto"):
+    """`gpuops.cdgmm` as a differentiable PyTorch op: complex diagonal multiply, real pairs (M, K, 2) or
+    complex64/complex128 (M, K); gradients follow PyTorch's complex convention (grad_a = g·conj(x))."""
+    return _cdgmm_op(a, x, side)
+
+
 __all__ = ["gsmelu", "gsmelu_backward", "GSmeLU", "ncrelu", "ncrelu_backward", "NCReLU",
-           "spatial_correlation_sample", "correlation", "SpatialCorrelationSampler", "Correlation"]
+           "spatial_correlation_sample", "correlation", "SpatialCorrelationSampler", "Correlation",
+           "conv2d_depthwise", "Conv2dDepthwise", "im2col", "col2im", "dgmm", "cdgmm"]

@@ -1,14 +1,56 @@
 """Drop-in for szagoruyko/pyinn: ``import gpuops.compat.pyinn as P``.
 
-pyinn's legacy autograd functions no longer run on current PyTorch; these do, on CPU and CUDA, in
-float16/bfloat16/float32/float64.
+pyinn's legacy autograd functions no longer run on current PyTorch (and needed CuPy and
+scikit-cuda); these do, on CPU and CUDA, in float16/bfloat16/float32/float64, with the same
+signatures and results.  Differences: inputs may be non-contiguous (pyinn silently computed garbage
+for non-contiguous forward inputs), `cdgmm` also returns the gradient w.r.t. ``x`` (pyinn raised
+NotImplementedError) and its backward no longer conjugates ``x`` in place, and `im2col` of a batch is
+one launch instead of a Python loop.
 """
 import torch
 
 from gpuops.adapters import torch as _ops
 
 
-def ncrelu(input: torch.Tensor) -> torch.Tensor:
-    """pyinn.ncrelu: (N, C, H, W) -> (N, 2C, H, W), ``cat([relu(x), min(x, 0)], 1)``; NaN goes to the second
-    half and at x == 0 the gradient goes to the first half only (pyinn's CUDA convention)."""
+def conv2d_depthwise(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """pyinn.conv2d_depthwise: ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)`` with
+    weight (C, 1, kh, kw) (depth multipliers > 1 also work here)."""
+    return _ops.conv2d_depthwise(input, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+def dgmm(input, x):
+    """pyinn.dgmm: ``input @ diag(x)`` if len(x) == input.size(1) (tested first), else ``diag(x) @ input``."""
+    return _ops.dgmm(input, x)
+
+
+def cdgmm(input, x):
+    """pyinn.cdgmm: complex diagonal multiply on (re, im) pairs, input (M, K, 2), x (K, 2) or (M, 2)."""
+    return _ops.cdgmm(input, x)
+
+
+def ncrelu(input):
+    """pyinn.ncrelu: ``cat([relu(x), min(x, 0)], 1)``; at x == 0 the gradient goes to the first half only."""
     return _ops.ncrelu(input)
+
+
+def im2col(input, kernel_size, stride, padding):
+    """pyinn.im2col: (C, H, W) -> (C, kh, kw, Ho, Wo), (N, C, H, W) -> (N, C, kh, kw, Ho, Wo); no dilation."""
+    return _ops.im2col(input, kernel_size, stride=stride, padding=padding)
+
+
+def col2im(input, kernel_size, stride, padding):
+    """pyinn.col2im: the adjoint of im2col, output ((Ho−1)·s − 2p + k) square per axis, as pyinn's."""
+    return _ops.col2im(input, kernel_size, stride=stride, padding=padding)
+
+
+class Conv2dDepthwise(torch.nn.Conv2d):
+    """pyinn.modules.Conv2dDepthwise(channels, kernel_size, stride=1, padding=0, dilation=1, bias=True): an
+    ``nn.Conv2d(channels, channels, kernel_size, groups=channels)`` (same parameters, same initialisation, same
+    state_dict) whose forward runs gpuops' depthwise kernels."""
+
+    def __init__(self, channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
+        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=channels, bias=bias)
+
+    def forward(self, input):
+        return conv2d_depthwise(input, self.weight, self.bias, self.stride, self.padding, self.dilation)

@@ -26,7 +26,7 @@ im2col is a gather over the columns; col2im is the exact adjoint computed as a g
 image (each pixel sums the column entries that came from it).
 """
 from gpuops._launch import Kernel, array_type, compute_type
-from gpuops._toolchain import cuda, nt
+from gpuops._toolchain import cuda, nt, overload
 from gpuops.cuda._memory import load, store
 
 THREADS = 256
@@ -475,6 +475,183 @@ def _col2im(cols, x, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
 
 
 # ---------------------------------------------------------------------------------------------
+# depthwise fast path: kernels generated per (kernel size, stride), fully unrolled
+#
+# Each thread owns one output column ``ox`` and a vertical strip of ``NY`` output rows of one plane
+# (consecutive threads: consecutive columns, so every load and store of a warp is coalesced; a
+# flat thread index over planes × strips × columns, so 56-wide images waste no lanes).  The taps
+# are registers, the strip's accumulators are registers, and every input row of the strip's window
+# is read once per tap column (L1 serves the neighbouring columns' re-reads): (NY-1)·S + K rows ×
+# K loads feed NY·K·K FMAs.  All loads of a thread are independent (straight-line code), so many are
+# in flight.  Offsets inside a plane are 32-bit, plane bases 64-bit.
+#
+# The source is generated here (plain Python text, compiled with this file's name so that numba's
+# on-disk cache works) because the loops must unroll completely: the taps, the accumulators and
+# the row window have to be scalars, never an indexed array.
+
+NY = 8                 # output rows per thread (fast path)
+FAST_SIZES = (3, 5, 7)
+FAST_STRIDES = (1, 2)
+WG_THREADS = 256       # largest block of the fast weight gradient (its shared scratch is sized for it)
+
+
+def _shfl_down(scratch, v, off, tid):
+    """``v`` of lane ``lane + off`` of the warp (every thread of the block must call it).
+
+    This body runs under the simulator, which has no warp shuffles: the values go through shared
+    memory.  The CUDA overload below is one ``shfl.sync.down`` (``scratch`` unused)."""
+    cuda.syncthreads()
+    scratch[tid] = v
+    cuda.syncthreads()
+    if (tid & 31) + off < 32 and tid + off < cuda.blockDim.x:
+        return scratch[tid + off]
+    return v
+
+
+@overload(_shfl_down, target="cuda")
+def _shfl_down_cuda(scratch, v, off, tid):
+    def impl(scratch, v, off, tid):
+        return cuda.shfl_down_sync(0xFFFFFFFF, v, off)
+    return impl
+
+
+def _gen_fwd(K, S):
+    R = (NY - 1) * S + K
+    L = [f"def _dw_fast_k{K}s{S}(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd,",
+         "                offy, offx, flip, strips, total):",
+         f'    """Fast depthwise correlation, {K}x{K} taps, stride {S} (see the section comment)."""',
+         "    gi = nt.uint32(cuda.blockIdx.x) * nt.uint32(cuda.blockDim.x) + nt.uint32(cuda.threadIdx.x)",
+         "    if gi >= nt.uint32(total):",
+         "        return",
+         "    wd = nt.uint32(Wd)",
+         "    per_plane = nt.uint32(strips) * wd",
+         "    plane = nt.uint32(gi // per_plane)",
+         "    rem = nt.uint32(gi - plane * per_plane)",
+         "    strip = nt.uint32(rem // wd)",
+         "    ox = nt.int32(rem - strip * wd)",
+         "    nd = nt.uint32(n_dst_ch)",
+         "    n = nt.uint32(plane // nd)",
+         "    d = nt.uint32(plane - n * nd)",
+         "    sp = nt.uint32(n * nt.uint32(n_src_ch) + nt.uint32(d // nt.uint32(div)))",
+         "    hs = nt.int32(Hs)",
+         "    ws = nt.int32(Ws)",
+         f"    oy0 = nt.int32(strip) * nt.int32({NY})",
+         f"    iy0 = nt.int32(oy0 * nt.int32({S}) + nt.int32(offy))",
+         f"    ix0 = nt.int32(ox * nt.int32({S}) + nt.int32(offx))",
+         "    rb = nt.int64(sp) * Hs * Ws + nt.int64(iy0) * Ws + nt.int64(ix0)",
+         "    zero = nt.float32(0.0)",
+         "    fl = flip != 0",
+         f"    wb = nt.int64(d) * {K * K}"]
+    for j in range(K):
+        L.append(f"    c{j} = ix0 >= nt.int32({-j}) and ix0 < ws - nt.int32({j})")
+    for i in range(K):
+        for j in range(K):
+            k = i * K + j
+            L.append(f"    w{i}_{j} = load(w, wb + ({K * K - 1 - k} if fl else {k}))")
+    for u in range(NY):
+        L.append(f"    a{u} = zero")
+    for t in range(R):
+        L.append(f"    y = iy0 + nt.int32({t})")
+        L.append("    r = y >= nt.int32(0) and y < hs")
+        for j in range(K):
+            L.append(f"    v{j} = load(src, rb + {j}) if r and c{j} else zero")
+        for u in range(NY):
+            i = t - u * S
+            if 0 <= i < K:
+                for j in range(K):
+                    L.append(f"    a{u} += w{i}_{j} * v{j}")
+        L.append("    rb += Ws")
+    L += ["    b = zero",
+          "    if has_bias:",
+          "        b = load(bias, d)",
+          "    ob = nt.int64(plane) * Hd * Wd + nt.int64(oy0) * Wd + nt.int64(ox)",
+          "    rows = nt.int32(Hd) - oy0"]
+    for u in range(NY):
+        L.append(f"    if rows > nt.int32({u}):")
+        L.append(f"        store(dst, ob + {u} * Wd, a{u} + b)")
+    return "\n".join(L) + "\n"
+
+
+def _gen_wgrad(K, S):
+    R = (NY - 1) * S + K
+    KK = K * K
+    L = [f"def _dw_wgrad_fast_k{K}s{S}(x, g, partial, n_src_ch, n_dst_ch, div, Hs, Ws, Ho, Wo, offy, offx,",
+         "                       strips, N, groups, with_bias):",
+         f'    """Fast weight-gradient stage 1, {K}x{K} taps, stride {S}: block = (output channel, group of',
+         '    images); taps summed in registers over (column, row strip) items, then across the block."""',
+         f"    smem = cuda.shared.array({(WG_THREADS // 32) * (KK + 1)}, nt.float32)",
+         f"    scratch = cuda.shared.array({WG_THREADS}, nt.float32)",
+         "    tid = nt.uint32(cuda.threadIdx.x)",
+         "    nthreads = nt.uint32(cuda.blockDim.x)",
+         "    grp_n = nt.uint32(groups)",
+         "    blk = nt.uint32(cuda.blockIdx.x)",
+         "    o = nt.uint32(blk // grp_n)",
+         "    grp = nt.uint32(blk - o * grp_n)",
+         "    c = nt.uint32(o // nt.uint32(div))",
+         "    wo = nt.uint32(Wo)",
+         "    ipi = nt.uint32(strips) * wo",
+         "    nimg = nt.uint32((nt.uint32(N) - grp + grp_n - nt.uint32(1)) // grp_n)",
+         "    total = nimg * ipi",
+         "    hs = nt.int32(Hs)",
+         "    ws = nt.int32(Ws)",
+         "    ho = nt.int32(Ho)",
+         "    zero = nt.float32(0.0)",
+         "    ab = zero"]
+    for k in range(KK):
+        L.append(f"    a{k} = zero")
+    L += ["    it = tid",
+          "    while it < total:",
+          "        q = nt.uint32(it // ipi)",
+          "        rem = nt.uint32(it - q * ipi)",
+          "        strip = nt.uint32(rem // wo)",
+          "        ox = nt.int32(rem - strip * wo)",
+          "        n = nt.int64(grp + q * grp_n)",
+          f"        oy0 = nt.int32(strip) * nt.int32({NY})",
+          "        gb = (n * n_dst_ch + nt.int64(o)) * Ho * Wo + nt.int64(oy0) * Wo + nt.int64(ox)",
+          "        rows = ho - oy0"]
+    for u in range(NY):
+        L.append(f"        g{u} = load(g, gb + {u} * Wo) if rows > nt.int32({u}) else zero")
+    L.append("        ab += " + " + ".join(f"g{u}" for u in range(NY)))
+    L += [f"        iy0 = nt.int32(oy0 * nt.int32({S}) + nt.int32(offy))",
+          f"        ix0 = nt.int32(ox * nt.int32({S}) + nt.int32(offx))",
+          "        rb = (n * n_src_ch + nt.int64(c)) * Hs * Ws + nt.int64(iy0) * Ws + nt.int64(ix0)"]
+    for j in range(K):
+        L.append(f"        c{j} = ix0 >= nt.int32({-j}) and ix0 < ws - nt.int32({j})")
+    for t in range(R):
+        L.append(f"        y = iy0 + nt.int32({t})")
+        L.append("        r = y >= nt.int32(0) and y < hs")
+        for j in range(K):
+            L.append(f"        v{j} = load(x, rb + {j}) if r and c{j} else zero")
+        for u in range(NY):
+            i = t - u * S
+            if 0 <= i < K:
+                for j in range(K):
+                    L.append(f"        a{i * K + j} += g{u} * v{j}")
+        L.append("        rb += Ws")
+    L.append("        it += nthreads")
+    # block reduction: warp shuffles, then the warps' sums in a fixed order
+    L += ["    lane = tid & nt.uint32(31)",
+          "    warp = tid >> nt.uint32(5)",
+          f"    at = warp * nt.uint32({KK + 1})"]
+    for k in range(KK + 1):
+        a = "ab" if k == KK else f"a{k}"
+        L.append(f"    s = {a}")
+        for off in (16, 8, 4, 2, 1):
+            L.append(f"    s += _shfl_down(scratch, s, nt.uint32({off}), tid)")
+        L.append("    if lane == 0:")
+        L.append(f"        smem[at + nt.uint32({k})] = s")
+    L += ["    cuda.syncthreads()",
+          f"    slots = nt.uint32({KK}) + nt.uint32(with_bias)",
+          "    if tid < slots:",
+          "        s = smem[tid]",
+          "        nw = (nthreads + nt.uint32(31)) >> nt.uint32(5)",
+          "        for wi in range(1, nw):",
+          f"            s += smem[nt.uint32(wi) * nt.uint32({KK + 1}) + tid]",
+          "        partial[nt.int64(blk) * nt.int64(slots) + nt.int64(tid)] = s"]
+    return "\n".join(L) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
 # kernel objects
 
 
@@ -516,3 +693,24 @@ DW_WGRAD_DIRECT = ByDtype(Kernel(_dw_wgrad_direct_f32, _wgrad_direct_sig, dtypes
 DW_WGRAD_FINAL = Kernel(_dw_wgrad_final, lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3)
 IM2COL = Kernel(_im2col, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
 COL2IM = Kernel(_col2im, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
+
+
+def _define(source, name):
+    """Compile generated kernel source under this file's name (numba's cache locates it by file)."""
+    exec(compile(source, __file__, "exec"), globals())
+    return globals()[name]
+
+
+_fast_sig = lambda d: (_flat(d),) * 4 + (_I,) * 13                     # noqa: E731
+_wgrad_fast_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 13   # noqa: E731
+
+#: (K, stride) -> Kernel; narrow dtypes only (float64 takes the generic kernels)
+DW_FAST = {}
+DW_WGRAD_FAST = {}
+for _K in FAST_SIZES:
+    for _S in FAST_STRIDES:
+        # gpuops._core.run finds them as DW_FAST_<K>_<S> / DW_WGRAD_FAST_<K>_<S>
+        DW_FAST[(_K, _S)] = globals()[f"DW_FAST_{_K}_{_S}"] = Kernel(
+            _define(_gen_fwd(_K, _S), f"_dw_fast_k{_K}s{_S}"), _fast_sig, dtypes=_NARROW)
+        DW_WGRAD_FAST[(_K, _S)] = globals()[f"DW_WGRAD_FAST_{_K}_{_S}"] = Kernel(
+            _define(_gen_wgrad(_K, _S), f"_dw_wgrad_fast_k{_K}s{_S}"), _wgrad_fast_sig, dtypes=_NARROW)

@@ -1,0 +1,128 @@
+"""Tier 4: torch and JAX adapters of conv2d_depthwise, im2col, col2im, dgmm, cdgmm on CPU, and the
+pyinn drop-in, against torch reference expressions written from spec/ops.md §3-§5."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import gpuops.torch as gt  # noqa: E402
+from gpuops.compat import pyinn  # noqa: E402
+
+
+def _t(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("stride,padding,dilation,mult,bias", [(1, 1, 1, 1, True), (2, (1, 0), (1, 2), 2, False),
+                                                               ((1, 2), 2, 1, 3, True)])
+def test_conv2d_depthwise_values_gradcheck(stride, padding, dilation, mult, bias):
+    x, w = _t(2, 3, 9, 8), _t(3 * mult, 1, 3, 2, seed=1)
+    b = _t(3 * mult, seed=2) if bias else None
+    y = gt.conv2d_depthwise(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    ref = F.conv2d(x, w, b, stride, padding, dilation, groups=3)
+    torch.testing.assert_close(y, ref)
+    inputs = (x, w) + ((b,) if bias else ())
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, inputs, g), torch.autograd.grad(ref, inputs, g))
+    assert torch.autograd.gradcheck(
+        lambda *t: gt.conv2d_depthwise(t[0], t[1], t[2] if bias else None, stride=stride, padding=padding,
+                                       dilation=dilation), inputs)
+
+
+def test_conv_opcheck_compile_module_channels_last():
+    x, w, b = _t(2, 3, 6, 5, dtype=torch.float32), _t(3, 1, 3, 3, seed=1, dtype=torch.float32), _t(3, seed=2,
+                                                                                                  dtype=torch.float32)
+    torch.library.opcheck(torch.ops.gpuops.conv2d_depthwise.default, (x, w, b, [1, 1], [1, 1], [1, 1]))
+    torch.library.opcheck(torch.ops.gpuops.conv2d_depthwise.default, (x, w, None, [2, 2], [0, 0], [1, 1]))
+    m = gt.Conv2dDepthwise(3, 3, padding=1, depth_multiplier=2)
+    ref = torch.nn.Conv2d(3, 6, 3, padding=1, groups=3)
+    assert m.weight.shape == ref.weight.shape and m.bias.shape == ref.bias.shape
+    # nn.Conv2d's init for fan_in 9: kaiming_uniform(a=√5) and the bias both give U(±1/3)
+    assert m.bias.abs().max() <= 1 / 3 and m.weight.abs().max() <= 1 / 3 and m.weight.std() > 0.1
+    torch._dynamo.reset()
+    f = torch.compile(lambda t: m(t).square().sum(), fullgraph=True)
+    xc = x.detach().to(memory_format=torch.channels_last)
+    torch.testing.assert_close(f(xc), F.conv2d(xc, m.weight, m.bias, 1, 1, 1, 3).square().sum(), rtol=1e-4,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv_16bit(dtype):
+    x, w = torch.randn(2, 4, 8, 8, dtype=dtype), torch.randn(4, 1, 3, 3, dtype=dtype)
+    y = gt.conv2d_depthwise(x, w, padding=1)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), F.conv2d(x.double(), w.double(), padding=1, groups=4), rtol=3e-2, atol=6e-2)
+
+
+def test_im2col_col2im():
+    x = _t(2, 3, 7, 6)
+    y = gt.im2col(x, 3, stride=2, padding=1, dilation=1)
+    torch.testing.assert_close(y, F.unfold(x, 3, padding=1, stride=2).view(2, 3, 3, 3, 4, 3))
+    assert torch.autograd.gradcheck(lambda t: gt.im2col(t, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2)), (x,))
+    c = _t(2, 3, 2, 2, 3, 3, seed=3)
+    z = gt.col2im(c, 2, stride=2, input_size=(7, 6))
+    torch.testing.assert_close(z, F.fold(c.reshape(2, 12, 9), (7, 6), 2, stride=2))
+    assert torch.autograd.gradcheck(lambda t: gt.col2im(t, 2, stride=2, input_size=(7, 6)), (c,))
+    torch.library.opcheck(torch.ops.gpuops.im2col.default, (x.detach().float().requires_grad_(), [3, 3], [1, 1],
+                                                            [1, 1], [1, 1]))
+    torch.library.opcheck(torch.ops.gpuops.col2im.default, (c.detach().float().requires_grad_(), [2, 2], [2, 2],
+                                                            [0, 0], [1, 1], None))
+
+
+def test_dgmm_cdgmm():
+    a, x = _t(4, 5), _t(5, seed=1)
+    torch.testing.assert_close(gt.dgmm(a, x), a * x[None, :])
+    xl = _t(4, seed=2)
+    torch.testing.assert_close(gt.dgmm(a, xl), xl[:, None] * a)
+    assert torch.autograd.gradcheck(lambda a, x: gt.dgmm(a, x, side="left"), (a, xl))
+    az, xz = _t(4, 5, dtype=torch.complex128), _t(4, seed=3, dtype=torch.complex128)
+    torch.testing.assert_close(gt.cdgmm(az, xz), az * xz[:, None])
+    assert torch.autograd.gradcheck(gt.cdgmm, (az, xz))
+    ap, xp = _t(4, 5, 2), _t(5, 2, seed=4)
+    expected = torch.view_as_real(torch.view_as_complex(ap) * torch.view_as_complex(xp)[None, :])
+    torch.testing.assert_close(gt.cdgmm(ap, xp), expected)
+    assert torch.autograd.gradcheck(gt.cdgmm, (ap, xp))
+    torch.library.opcheck(torch.ops.gpuops.dgmm.default, (a.detach().float().requires_grad_(),
+                                                          x.detach().float().requires_grad_(), "auto"))
+
+
+def test_pyinn_dropin():
+    x, w, b = _t(2, 3, 6, 6), _t(3, 1, 3, 3, seed=1), _t(3, seed=2)
+    torch.testing.assert_close(pyinn.conv2d_depthwise(x, w, b, 1, 1), F.conv2d(x, w, b, 1, 1, groups=3))
+    m = pyinn.Conv2dDepthwise(3, 3, padding=1).double()
+    assert isinstance(m, torch.nn.Conv2d) and m.groups == 3
+    torch.testing.assert_close(m(x), F.conv2d(x, m.weight, m.bias, 1, 1, groups=3))
+    cols = pyinn.im2col(x, 3, 1, 1)
+    torch.testing.assert_close(cols, F.unfold(x, 3, padding=1).view(2, 3, 3, 3, 6, 6))
+    torch.testing.assert_close(pyinn.col2im(cols, 3, 1, 1), F.fold(cols.reshape(2, 27, 36), (6, 6), 3, padding=1))
+    sq = _t(3, 3)
+    torch.testing.assert_close(pyinn.dgmm(sq, x[0, 0, 0, :3]), sq * x[0, 0, 0, :3][None, :])   # square: columns
+    ap, xp = _t(3, 4, 2), _t(3, 2, seed=5)
+    (pyinn.cdgmm(ap, xp) ** 2).sum().backward()
+    assert xp.grad is not None and torch.isfinite(xp.grad).all()
+
+
+def test_jax_ops():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import gpuops.jax as gj
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    y = jax.jit(lambda t: gj.im2col(t, 3, padding=1, stride=2))(jnp.asarray(x))
+    np.testing.assert_allclose(y, F.unfold(torch.from_numpy(x), 3, padding=1, stride=2).view(2, 3, 3, 3, 4, 3))
+    g = jax.grad(lambda t: (gj.im2col(t, 3, padding=1, stride=2) ** 2).sum())(jnp.asarray(x))
+    xt = torch.from_numpy(x).requires_grad_()
+    (F.unfold(xt, 3, padding=1, stride=2) ** 2).sum().backward()
+    np.testing.assert_allclose(g, xt.grad.numpy())
+    a, d = np.random.default_rng(1).standard_normal((4, 5)), np.random.default_rng(2).standard_normal(5)
+    ga, gd = jax.grad(lambda a, d: (gj.dgmm(a, d) ** 2).sum(), argnums=(0, 1))(jnp.asarray(a), jnp.asarray(d))
+    np.testing.assert_allclose(ga, 2 * a * d ** 2)
+    np.testing.assert_allclose(gd, (2 * a * a * d).sum(0))
+    np.testing.assert_allclose(jax.vmap(gj.dgmm)(jnp.stack([a, a]), jnp.stack([d, 2 * d]))[1], a * 2 * d)
+    az = jnp.asarray(a + 1j * a[::-1])
+    dz = jnp.asarray(a[:, 0] - 2j)
+    np.testing.assert_allclose(gj.cdgmm(az, dz), az * dz[:, None])
+    np.testing.assert_allclose(jax.grad(lambda t: jnp.abs(gj.cdgmm(t, dz)).sum())(az),
+                               jax.grad(lambda t: jnp.abs(t * dz[:, None]).sum())(az))
