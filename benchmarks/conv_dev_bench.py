@@ -1,7 +1,8 @@
-"""Developer timing of the depthwise kernels against F.conv2d(groups=C) (NCHW and channels_last).
+"""Developer check + timing of the depthwise kernels against F.conv2d(groups=C) (NCHW and channels_last).
 
-Run on a GPU machine from the repo root:  PYTHONPATH=$PWD python benchmarks/conv_dev_bench.py
-CUDA events, warm-up, median of 30 runs; correctness checked first.
+Run on a GPU machine from the repo root:  PYTHONPATH=$PWD python benchmarks/conv_dev_bench.py [--variants]
+Correctness first (float64 references, poisoned outputs), then CUDA-event timing: warm-up, 30 calls
+queued back to back, median (each call includes the host path: checks, allocation, launches).
 """
 import statistics
 import sys
@@ -10,103 +11,122 @@ import torch
 import torch.nn.functional as F
 
 import gpuops.conv as cv
+from gpuops import _core
 
 
-def timeit(fn, reps=30):
-    for _ in range(3):
+def timeit(fn, reps=30, warmup=5):
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in ev:
         a.record()
         fn()
         b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) for a, b in ev)
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
+
+
+def check(N, C, m, H, W, k, s, p, d, with_bias, dtype):
+    dev = "cuda"
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = torch.randn(N, C, H, W, device=dev, dtype=dtype)
+    w = torch.randn(C * m, 1, kh, kw, device=dev, dtype=dtype)
+    b = torch.randn(C * m, device=dev, dtype=dtype) if with_bias else None
+    ref = F.conv2d(x.double(), w.double(), None if b is None else b.double(), s, p, d, C)
+    out = torch.full(ref.shape, float("nan"), device=dev, dtype=dtype)
+    y = cv.conv2d_depthwise(x, w, b, stride=s, padding=p, dilation=d, out=out)
+    g = torch.randn(ref.shape, device=dev, dtype=dtype)
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    br = None if b is None else b.double().requires_grad_()
+    F.conv2d(xr, wr, br, s, p, d, C).backward(g.double())
+    got = cv.conv2d_depthwise_backward(g, x, w, b, stride=s, padding=p, dilation=d)
+    errs = [rel(y, ref), rel(got[0], xr.grad), rel(got[1], wr.grad)] + ([rel(got[2], br.grad)] if b is not None else [])
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    ok = all(e < tol for e in errs) and not torch.isnan(y).any().item()
+    return ok, errs
+
+
+CHECKS = [
+    # N, C, m, H, W, k, stride, padding, dilation, bias
+    (4, 16, 1, 56, 56, 3, 1, 1, 1, True), (4, 16, 1, 56, 56, 7, 1, 3, 1, True),
+    (4, 16, 1, 56, 56, 5, 1, 2, 1, False), (3, 8, 1, 17, 23, 3, 2, 1, 1, True),
+    (3, 8, 1, 17, 23, 5, 2, 2, 1, True), (3, 8, 1, 17, 23, 7, 2, 3, 1, False),
+    (2, 6, 2, 19, 13, 3, 1, 1, 1, True), (2, 6, 3, 19, 13, 3, 2, 0, 1, True),
+    (2, 8, 1, 7, 7, 3, 1, 1, 1, True), (2, 8, 1, 9, 70, 7, 1, 0, 1, True),
+    (2, 8, 1, 15, 15, 3, 1, 1, 2, True), (2, 8, 1, 15, 15, (3, 5), 1, (1, 2), 1, True),
+    (2, 8, 1, 300, 200, 3, 1, 1, 1, False), (33, 3, 1, 5, 5, 3, 1, 2, 1, True),
+]
+
+
+def depthwise_times(k, dtype, stride=1, N=32, C=256, H=56, W=56, cudnn=True):
+    dev = "cuda"
+    p = k // 2
+    x = torch.randn(N, C, H, W, device=dev, dtype=dtype)
+    w = torch.randn(C, 1, k, k, device=dev, dtype=dtype)
+    b = torch.randn(C, device=dev, dtype=dtype)
+    y = cv.conv2d_depthwise(x, w, b, stride=stride, padding=p)
+    g = torch.randn_like(y)
+    r = dict(fwd=timeit(lambda: cv.conv2d_depthwise(x, w, b, stride=stride, padding=p)),
+             bwd=timeit(lambda: cv.conv2d_depthwise_backward(g, x, w, b, stride=stride, padding=p)))
+    if stride == 1:
+        ga, gx, wa = _core.wrap("g", g), _core.wrap("x", x), _core.wrap("w", w)
+        gxo = _core.empty(gx, x.shape)
+        r["gx"] = timeit(lambda: cv._correlate_fast((k, 1), ga, wa, None, gxo, n_src_ch=C, n_dst_ch=C, div=1,
+                                                    Hs=H, Ws=W, Hd=H, Wd=W, offy=p - k + 1, offx=p - k + 1,
+                                                    flip=1, stream=None))
+    if cudnn:
+        xq, wq, bq = (t.detach().requires_grad_() for t in (x, w, b))
+        out = F.conv2d(xq, wq, bq, stride, p, 1, C)
+        r["cudnn_fwd"] = timeit(lambda: F.conv2d(x, w, b, stride, p, 1, C))
+        r["cudnn_bwd"] = timeit(lambda: torch.autograd.grad(out, (xq, wq, bq), g, retain_graph=True))
+        xcl = x.contiguous(memory_format=torch.channels_last).detach().requires_grad_()
+        out_cl = F.conv2d(xcl, wq, bq, stride, p, 1, C)
+        gcl = g.contiguous(memory_format=torch.channels_last)
+        r["cl_fwd"] = timeit(lambda: F.conv2d(xcl, w, b, stride, p, 1, C))
+        r["cl_bwd"] = timeit(lambda: torch.autograd.grad(out_cl, (xcl, wq, bq), gcl, retain_graph=True))
+    return r
+
+
+def fmt(r):
+    return " ".join(f"{k} {v:.4f}" for k, v in r.items())
 
 
 def main():
-    dev = torch.device("cuda")
-    print(torch.cuda.get_device_name(), torch.__version__)
-    for k, dtype in [(3, torch.float32), (7, torch.float32), (3, torch.bfloat16), (3, torch.float16)]:
-        N, C, H, W = 32, 256, 56, 56
-        p = k // 2
-        x = torch.randn(N, C, H, W, device=dev, dtype=dtype)
-        w = torch.randn(C, 1, k, k, device=dev, dtype=dtype)
-        b = torch.randn(C, device=dev, dtype=dtype)
-        y = cv.conv2d_depthwise(x, w, b, padding=p)
-        ref = F.conv2d(x.float(), w.float(), b.float(), 1, p, 1, C)
-        err = (y.float() - ref).abs().max().item()
-        g = torch.randn_like(y)
-        gx, gw, gb = cv.conv2d_depthwise_backward(g, x, w, b, padding=p)
-        xr, wr, br = x.float().requires_grad_(), w.float().requires_grad_(), b.float().requires_grad_()
-        F.conv2d(xr, wr, br, 1, p, 1, C).backward(g.float())
-        errs = [(gx.float() - xr.grad).abs().max().item(), ((gw.float() - wr.grad).abs().max() / wr.grad.abs().max()).item(),
-                ((gb.float() - br.grad).abs().max() / br.grad.abs().max()).item()]
-        t_f = timeit(lambda: cv.conv2d_depthwise(x, w, b, padding=p))
-        t_b = timeit(lambda: cv.conv2d_depthwise_backward(g, x, w, b, padding=p))
-        xq = x.detach().requires_grad_()
-        wq = w.detach().requires_grad_()
-        bq = b.detach().requires_grad_()
-        t_cf = timeit(lambda: F.conv2d(x, w, b, 1, p, 1, C))
-        out = F.conv2d(xq, wq, bq, 1, p, 1, C)
-        t_cb = timeit(lambda: torch.autograd.grad(out, (xq, wq, bq), g, retain_graph=True))
-        xcl = x.contiguous(memory_format=torch.channels_last).detach().requires_grad_()
-        t_clf = timeit(lambda: F.conv2d(xcl, w, b, 1, p, 1, C))
-        out_cl = F.conv2d(xcl, wq, bq, 1, p, 1, C)
-        gcl = g.contiguous(memory_format=torch.channels_last)
-        t_clb = timeit(lambda: torch.autograd.grad(out_cl, (xcl, wq, bq), gcl, retain_graph=True))
-        # components
-        ga, gk = _gx_args(g, x, w, p)
-        t_gx = timeit(lambda: cv._correlate(*ga, **gk))
-        print(f"k={k} {str(dtype)[6:]}: fwd err {err:.2e}, bwd errs {['%.1e' % e for e in errs]} | gpuops fwd {t_f:.4f} ms "
-              f"bwd {t_b:.4f} ms (grad_x alone {t_gx:.4f}) | cuDNN NCHW fwd {t_cf:.4f} bwd {t_cb:.4f} | "
-              f"channels_last fwd {t_clf:.4f} bwd {t_clb:.4f}", flush=True)
-
-
-def _gx_args(g, x, w, p):
-    from gpuops import _core
-    N, C, H, W = x.shape
-    k = w.shape[-1]
-    ga, wa = _core.wrap("g", g), _core.wrap("w", w)
-    gx = _core.empty(_core.wrap("x", x), x.shape)
-    return (ga, wa, None, gx), dict(n_src_ch=C, n_dst_ch=C, terms=1, div=1, Hs=H, Ws=W, Hd=H, Wd=W, kh=k, kw=k,
-                                    sh=1, sw=1, offy=p - (k - 1), offx=p - (k - 1), dh=1, dw=1, flip=1, stream=None)
-
-
-def check_others():
-    """im2col/col2im and dgmm/cdgmm on the GPU against torch (correctness only) + a dgmm timing."""
-    import gpuops.diag as dg
-    dev = torch.device("cuda")
-    x = torch.randn(4, 8, 17, 19, device=dev)
-    c = cv.im2col(x, (3, 2), stride=2, padding=1, dilation=(1, 2))
-    ref = F.unfold(x, (3, 2), (1, 2), 1, 2).view(c.shape)
-    back = cv.col2im(c, (3, 2), stride=2, padding=1, dilation=(1, 2), input_size=(17, 19))
-    refb = F.fold(ref.reshape(4, 8 * 6, -1), (17, 19), (3, 2), (1, 2), 1, 2)
-    print("im2col err", (c - ref).abs().max().item(), "col2im err", (back - refb).abs().max().item())
-    for M, K in [(4096, 4096), (3, 100000), (100000, 3)]:
-        a = torch.randn(M, K, device=dev)
-        for L in (K, M):
-            v = torch.randn(L, device=dev)
-            side = "right" if L == K else "left"
-            y = dg.dgmm(a, v, side=side)
-            r = a * v[None] if side == "right" else v[:, None] * a
-            g = torch.randn_like(a)
-            ga, gv = dg.dgmm_backward(g, a, v, side=side)
-            rv = (g * a).sum(0 if side == "right" else 1)
-            ac, vc, gc = torch.randn(M, K, dtype=torch.complex64, device=dev), torch.randn(L, dtype=torch.complex64, device=dev), torch.randn(M, K, dtype=torch.complex64, device=dev)
-            yc = dg.cdgmm(ac, vc, side=side)
-            rc = ac * vc[None] if side == "right" else vc[:, None] * ac
-            gac, gvc = dg.cdgmm_backward(gc, ac, vc, side=side)
-            rvc = (gc * ac.conj()).sum(0 if side == "right" else 1)
-            print(f"dgmm {M}x{K} {side}: err {(y - r).abs().max().item():.1e} {(gv - rv).abs().max().item() / rv.abs().max().item():.1e}"
-                  f" cdgmm {(yc - rc).abs().max().item():.1e} {(gvc - rvc).abs().max().item() / rvc.abs().max().item():.1e}"
-                  f" | fwd {timeit(lambda: dg.dgmm(a, v, side=side)):.4f} ms (torch {timeit(lambda: a * v[None] if side == 'right' else v[:, None] * a):.4f})"
-                  f" bwd {timeit(lambda: dg.dgmm_backward(g, a, v, side=side)):.4f} ms", flush=True)
+    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+    bad = 0
+    for case in CHECKS:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            if dtype != torch.float32 and case[0] * case[3] * case[4] > 20000:
+                continue
+            ok, errs = check(*case, dtype)
+            bad += not ok
+            if not ok or dtype == torch.float32:
+                print("check", case, str(dtype)[6:], "ok" if ok else "FAIL", ["%.1e" % e for e in errs], flush=True)
+    print("checks failed:", bad, flush=True)
+    a = torch.empty(1 << 28, device="cuda")
+    bb = torch.empty_like(a)
+    t = timeit(lambda: bb.copy_(a))
+    print(f"copy bandwidth {2 * a.numel() * 4 / t / 1e6:.0f} GB/s", flush=True)
+    del a, bb
+    for k in (3, 7):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            print(f"k={k} {str(dtype)[6:]}:", fmt(depthwise_times(k, dtype)), flush=True)
+    for h, c, s in [(112, 32, 1), (56, 144, 2), (28, 192, 1), (14, 576, 1), (7, 960, 1)]:
+        print(f"mobilenet {h}x{h} C{c} s{s}:", fmt(depthwise_times(3, torch.float32, s, C=c, H=h, W=h)), flush=True)
+    if "--variants" in sys.argv:
+        import gpuops.cuda.conv as cc
+        for ny in (4, 16):
+            cc._build_fast(ny, sizes=(3, 7), strides=(1,))
+            cv._NY = ny
+            _core._CUDA_KERNELS.clear()
+            for k in (3, 7):
+                print(f"NY={ny} k={k} float32:", fmt(depthwise_times(k, torch.float32, cudnn=False)), flush=True)
 
 
 if __name__ == "__main__":
     main()
-    check_others()

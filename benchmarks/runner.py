@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 WORKLOADS = []
-FAMILIES = ["benchmarks.elementwise"]
+FAMILIES = ["benchmarks.elementwise", "benchmarks.conv", "benchmarks.correlation"]
 
 
 def workload(op, name, dtype, kind="device"):
@@ -79,7 +79,10 @@ def run(only=None):
     import torch
     rows = []
     for family in FAMILIES:
-        importlib.import_module(family)
+        try:
+            importlib.import_module(family)
+        except ModuleNotFoundError as err:
+            print(f"skipping {family}: {err}")
     for w in WORKLOADS:
         if only and only not in w["op"] and only not in w["name"]:
             continue

@@ -19,6 +19,13 @@ _BWD_W2 = 80
 _BWD_CB = {"float16": 16, "bfloat16": 16, "float32": 16, "float64": 4}
 _MAX_GRID_YZ = 65535
 _DIRECT_THREADS = 256
+# register-tiled fast paths (gpuops.cuda.correlation RT kernels): 4 warps, groups of 21 or 9 patch columns
+_RT_GROUPS = (21, 9)
+_RT_NW = 4
+_RT_CB = 12
+_RT_LDP = {1: 0, 2: 1, 4: 2}
+_RT_MIN_PW = 5
+_SHORT = ("float16", "bfloat16", "float32")
 
 
 class _Geometry:
@@ -90,6 +97,60 @@ def _suffix(dtype):
     return "64" if dtype == "float64" else ""
 
 
+def _rt_group(patch_w):
+    """The RT kernels' group width for ``patch_w`` columns: fewest computed columns, then the wider."""
+    return min(_RT_GROUPS, key=lambda g: (-(-patch_w // g) * g, -g))
+
+
+def _rt_region(geo):
+    """(ldp, region rows, region columns) of the RT kernels, or None when they do not apply."""
+    ldp = _RT_LDP.get(geo.dp[1])
+    if ldp is None or geo.p[1] < _RT_MIN_PW:
+        return None
+    return ldp, (4 * _RT_NW) >> ldp, 32 << ldp
+
+
+def _forward_rt(a, b, geo, out, out4, scale, stream, ext_y, ext_x):
+    region = _rt_region(geo)
+    if region is None or a.dtype not in _SHORT:
+        return False
+    ldp, ry, rx = region
+    if ext_y > ry or ext_x > rx:
+        return False
+    G = _rt_group(geo.p[1])
+    ngroups = -(-geo.p[1] // G)
+    tyo = (ry - ext_y) // geo.s[0] + 1
+    txo = (rx - ext_x) // geo.s[1] + 1
+    tiles_x = -(-geo.oW // txo)
+    tiles = -(-geo.oH // tyo) * tiles_x
+    grid = (tiles, min(geo.p[0] * ngroups, _MAX_GRID_YZ), min(geo.N, _MAX_GRID_YZ))
+    _core.run("correlation", f"sample_forward_rt{G}",
+              (In(a, (a.size,)), In(b, (b.size,)), Out(out, out4), geo.C, geo.H, geo.W) + geo.params()
+              + (ldp, G, ngroups, tyo, txo, tiles_x, float(scale)),
+              like=a, grid=grid, block=(32, _RT_NW), stream=stream)
+    return True
+
+
+def _backward_rt(g, a, b, gin1, gin2, geo, scale, stream):
+    region = _rt_region(geo)
+    if (region is None or a.dtype not in _SHORT or geo.k != (1, 1) or geo.s != (1, 1)):
+        return False
+    ldp, ry, rx = region
+    G = _rt_group(geo.p[1])
+    ngroups = -(-geo.p[1] // G)
+    tiles_x = -(-geo.W // rx)
+    tiles = -(-geo.H // ry) * tiles_x
+    grid = (tiles, min(-(-geo.C // _RT_CB), _MAX_GRID_YZ), min(2 * geo.N, _MAX_GRID_YZ))
+    D = geo.p[0] * geo.p[1]
+    flat = (a.size,)
+    _core.run("correlation", f"sample_backward_rt{G}",
+              (In(g, (g.size,)), In(a, flat), In(b, flat), Out(gin1, flat), Out(gin2, flat),
+               geo.N, D, geo.oH, geo.oW, geo.C, geo.H, geo.W, geo.pad[0], geo.pad[1], geo.p[0], geo.p[1],
+               geo.dp[0], geo.dp[1], ldp, ngroups, tiles_x, float(scale)),
+              like=a, grid=grid, block=(32, _RT_NW), stream=stream)
+    return True
+
+
 def _forward(a, b, geo, out, scale, stream):
     D = geo.p[0] * geo.p[1]
     out_arr = out
@@ -98,6 +159,8 @@ def _forward(a, b, geo, out, scale, stream):
     out4 = (geo.N, D, geo.oH, geo.oW)
     ext_y = (geo.k[0] - 1) * geo.dil[0] + 1
     ext_x = (geo.k[1] - 1) * geo.dil[1] + 1
+    if a.is_cuda and _forward_rt(a, b, geo, out_arr, out4, scale, stream, ext_y, ext_x):
+        return
     if a.is_cuda and (ext_y > _TY or ext_x > _TX):
         n = out_arr.size
         _core.run("correlation", "sample_forward_direct",
@@ -144,6 +207,8 @@ def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
     grid = (tiles, min(-(-geo.C // cb), _MAX_GRID_YZ), min(2 * geo.N, _MAX_GRID_YZ))
     if g.size == 0:        # nothing flows back (cannot happen with validated sizes; kept for safety)
         raise ValueError("grad_out must not be empty")
+    if a.is_cuda and _backward_rt(g, a, b, gin1, gin2, geo, scale, stream):
+        return gin1.obj, gin2.obj
     _core.run("correlation", "sample_backward" + _suffix(a.dtype),
               (In(g, g4), In(a), In(b), Out(gin1), Out(gin2)) + geo.params() + (gsz, ngroups, tiles_x, float(scale)),
               like=a, grid=grid, block=(_TX, _TY), stream=stream)

@@ -8,6 +8,7 @@ from gpuops._core import In, Out
 _THREADS = 256
 _ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS, FORWARD_ITEMS)
 _FORWARD_ITEMS = 4
+_WORDS = 4          # 64-bit words per thread (gpuops.cuda.elementwise.WORDS)
 _MAX_GRID_Y = 65535
 
 
@@ -21,6 +22,14 @@ def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
 
 def _elementwise_grid(n, items=_ITEMS):
     return lambda: (_core.blocks_for(n, _THREADS, items),)
+
+
+def _pick(n, x, out, kernel, items, *more):
+    """The word kernel (64-bit loads) when every array allows it on a GPU, else the element kernel."""
+    if x.is_cuda and _core.word_aligned(x, out, *more):
+        words = n * _core.STORAGE[x.dtype][1] // 8
+        return kernel + "_words", _elementwise_grid(words, _WORDS)
+    return kernel, _elementwise_grid(n, items)
 
 
 def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
@@ -44,10 +53,11 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
     out = _core.output(out, x, x.shape)
     n = x.size
     if n:
-        _core.run("elementwise", "gsmelu_forward",
+        kernel, grid = _pick(n, x, out, "gsmelu_forward", _FORWARD_ITEMS)
+        _core.run("elementwise", kernel,
                   (In(x, (n,)), Out(out, (n,)), neg_slope, delta_t, alpha, beta, slope - neg_slope,
                    0.5 / (alpha + beta), 0.5 * (alpha - beta)),
-                  like=x, grid=_elementwise_grid(n, _FORWARD_ITEMS), block=(_THREADS,), stream=stream)
+                  like=x, grid=grid, block=(_THREADS,), stream=stream)
     return out.obj
 
 
@@ -67,10 +77,11 @@ def gsmelu_backward(grad_out, x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0
     out = _core.output(out, x, x.shape)
     n = x.size
     if n:
-        _core.run("elementwise", "gsmelu_backward",
+        kernel, grid = _pick(n, x, out, "gsmelu_backward", _ITEMS, grad_out)
+        _core.run("elementwise", kernel,
                   (In(grad_out, (n,)), In(x, (n,)), Out(out, (n,)), neg_slope, slope, alpha, beta,
                    slope - neg_slope, 0.5 / (alpha + beta)),
-                  like=x, grid=_elementwise_grid(n), block=(_THREADS,), stream=stream)
+                  like=x, grid=grid, block=(_THREADS,), stream=stream)
     return out.obj
 
 

@@ -34,6 +34,11 @@ def gsmelu_backward(grad_out, x, grad_x, neg_slope, slope, alpha, beta, slope_ga
         grad_x[i] = grad_out[i] * _gsmelu_slope(x[i], neg_slope, slope, alpha, beta, slope_gap, inv_two_width)
 
 
+# the word kernels only change how CUDA loads memory: on the host they are the same loops
+gsmelu_forward_words = gsmelu_forward
+gsmelu_backward_words = gsmelu_backward
+
+
 @njit(**CPU_JIT)
 def ncrelu_forward(x, out):
     """x (N, plane), out (N, 2, plane)."""

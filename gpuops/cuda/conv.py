@@ -515,9 +515,9 @@ def _shfl_down_cuda(scratch, v, off, tid):
     return impl
 
 
-def _gen_fwd(K, S):
+def _gen_fwd(K, S, NY=NY):
     R = (NY - 1) * S + K
-    L = [f"def _dw_fast_k{K}s{S}(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd,",
+    L = [f"def _dw_fast_k{K}s{S}y{NY}(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd,",
          "                offy, offx, flip, strips, total):",
          f'    """Fast depthwise correlation, {K}x{K} taps, stride {S} (see the section comment)."""',
          "    gi = nt.uint32(cuda.blockIdx.x) * nt.uint32(cuda.blockDim.x) + nt.uint32(cuda.threadIdx.x)",
@@ -572,10 +572,10 @@ def _gen_fwd(K, S):
     return "\n".join(L) + "\n"
 
 
-def _gen_wgrad(K, S):
+def _gen_wgrad(K, S, NY=NY):
     R = (NY - 1) * S + K
     KK = K * K
-    L = [f"def _dw_wgrad_fast_k{K}s{S}(x, g, partial, n_src_ch, n_dst_ch, div, Hs, Ws, Ho, Wo, offy, offx,",
+    L = [f"def _dw_wgrad_fast_k{K}s{S}y{NY}(x, g, partial, n_src_ch, n_dst_ch, div, Hs, Ws, Ho, Wo, offy, offx,",
          "                       strips, N, groups, with_bias):",
          f'    """Fast weight-gradient stage 1, {K}x{K} taps, stride {S}: block = (output channel, group of',
          '    images); taps summed in registers over (column, row strip) items, then across the block."""',
@@ -707,10 +707,17 @@ _wgrad_fast_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 13   # n
 #: (K, stride) -> Kernel; narrow dtypes only (float64 takes the generic kernels)
 DW_FAST = {}
 DW_WGRAD_FAST = {}
-for _K in FAST_SIZES:
-    for _S in FAST_STRIDES:
-        # gpuops._core.run finds them as DW_FAST_<K>_<S> / DW_WGRAD_FAST_<K>_<S>
-        DW_FAST[(_K, _S)] = globals()[f"DW_FAST_{_K}_{_S}"] = Kernel(
-            _define(_gen_fwd(_K, _S), f"_dw_fast_k{_K}s{_S}"), _fast_sig, dtypes=_NARROW)
-        DW_WGRAD_FAST[(_K, _S)] = globals()[f"DW_WGRAD_FAST_{_K}_{_S}"] = Kernel(
-            _define(_gen_wgrad(_K, _S), f"_dw_wgrad_fast_k{_K}s{_S}"), _wgrad_fast_sig, dtypes=_NARROW)
+
+
+def _build_fast(ny=NY, sizes=FAST_SIZES, strides=FAST_STRIDES):
+    """Define the generated kernels for ``ny`` output rows per thread (benchmarks try other values)."""
+    for k in sizes:
+        for s in strides:
+            # gpuops._core.run finds them as DW_FAST_<K>_<S> / DW_WGRAD_FAST_<K>_<S>
+            DW_FAST[(k, s)] = globals()[f"DW_FAST_{k}_{s}"] = Kernel(
+                _define(_gen_fwd(k, s, ny), f"_dw_fast_k{k}s{s}y{ny}"), _fast_sig, dtypes=_NARROW)
+            DW_WGRAD_FAST[(k, s)] = globals()[f"DW_WGRAD_FAST_{k}_{s}"] = Kernel(
+                _define(_gen_wgrad(k, s, ny), f"_dw_wgrad_fast_k{k}s{s}y{ny}"), _wgrad_fast_sig, dtypes=_NARROW)
+
+
+_build_fast()

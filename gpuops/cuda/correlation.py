@@ -535,6 +535,8 @@ def _sample_backward_rt{G}(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH,
     y = y0 + yl
     xb = x0 + r + q * 4 * dpW
     wbase = wp * {WSTRIDE}
+    xlo = max(padW, 0)                     # grad_out columns of input columns 0..W-1 inside the output
+    xhi = min(W + padW, oW)
     ncg = (C + {CB} - 1) // {CB}
     cg = nt.int64(cuda.blockIdx.y)
     while cg < ncg:
@@ -555,7 +557,7 @@ def _sample_backward_rt{G}(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH,
                     prow0 = y0 + sy
                     pcol0 = x0 + sx0
                     yg = y + padH
-                    gy_ok = y < H
+                    gy_ok = y < H and 0 <= yg < oH
                     pl0 = n * D + d0
                     pls = nt.int64(1)
                     xs = nt.int64(0)
@@ -564,7 +566,7 @@ def _sample_backward_rt{G}(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH,
                     prow0 = y0 - sy
                     pcol0 = x0 - sx0 - ({G} - 1) * dpW
                     yg = y - sy + padH
-                    gy_ok = y < H and 0 <= y - sy < H
+                    gy_ok = y < H and 0 <= y - sy < H and 0 <= yg < oH
                     pl0 = n * D + d0 + {G} - 1
                     pls = nt.int64(-1)
                     xs = dpW
@@ -677,7 +679,7 @@ def _rt_bwd_source(G):
         comp.append(f"{ind16}jj = jj0 + {t} * jjs\n{ind16}tok = gy_ok and jj < geff")
         for m in range(RT_RP):
             comp.append(f"{ind16}xg = xgm + {m} * dpW\n{ind16}gv{m} = zero\n"
-                        f"{ind16}if tok and padW <= xg < W + padW:\n"
+                        f"{ind16}if tok and xlo <= xg < xhi:\n"
                         f"{ind16}    gv{m} = load(g, U(gb + {m} * dpW))")
         comp.append(f"{ind16}gb += gstep\n{ind16}xgm += xs")
         for cc in range(CB):
@@ -704,7 +706,7 @@ def _rt_define(src, name):
     filename = f"<gpuops.cuda.correlation:{name}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     namespace = {"cuda": cuda, "nt": nt, "U": U, "load": load, "store": store, "min": min,
-                 "__name__": __name__}
+                 "max": max, "__name__": __name__}
     exec(compile(src, filename, "exec"), namespace)
     return namespace[name]
 

@@ -5,6 +5,8 @@ registers (raw storage values) before computing or storing any, so ``ITEMS`` loa
 flight: with 16-bit data that is what it takes to approach copy bandwidth without 128-bit vector
 loads, which numba lacks.  Indices are 64-bit: tensors may exceed 2**31 elements.
 """
+import numpy as np
+
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
@@ -12,6 +14,7 @@ from gpuops.cuda._memory import load, store
 THREADS = 256
 ITEMS = 8
 FORWARD_ITEMS = 4
+WORDS = 4          # 64-bit words per thread in the word kernels (32 bytes of each array in flight)
 MAX_GRID_Y = 65535
 
 
@@ -82,6 +85,62 @@ def _gsmelu_backward(grad_out, x, grad_x, neg_slope, slope, alpha, beta, slope_g
                                                                            slope_gap, inv_two_width))
 
 
+# Word kernels: the same maps, reading and writing 64-bit words (2 float32 or 4 16-bit values per
+# load instruction).  numba has no 128-bit vector loads, and 16-bit scalar loads reach only about half
+# of copy bandwidth; a local uint64 viewed as the storage dtype stays in registers.  The host uses them
+# when every pointer is 8-byte aligned and the size is a whole number of words.
+
+
+def _gsmelu_forward_words(x, out, neg_slope, delta_t, alpha, beta, slope_gap, inv_two_width, half_asym):
+    xw = x.view(np.uint64)
+    ow = out.view(np.uint64)
+    n = xw.size
+    width = nt.int64(cuda.blockDim.x)
+    start = nt.int64(cuda.blockIdx.x) * width * WORDS + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * width * WORDS
+    words_in = cuda.local.array(WORDS, nt.uint64)
+    words_out = cuda.local.array(WORDS, nt.uint64)
+    values_in = words_in.view(x.dtype)
+    values_out = words_out.view(out.dtype)
+    for base in range(start, n, step):
+        for k in range(WORDS):
+            if base + k * width < n:
+                words_in[k] = xw[base + k * width]
+        for j in range(values_in.size):
+            store(values_out, j, gsmelu_value(load(values_in, j), neg_slope, delta_t, alpha, beta, slope_gap,
+                                              inv_two_width, half_asym))
+        for k in range(WORDS):
+            if base + k * width < n:
+                ow[base + k * width] = words_out[k]
+
+
+def _gsmelu_backward_words(grad_out, x, grad_x, neg_slope, slope, alpha, beta, slope_gap, inv_two_width):
+    gw = grad_out.view(np.uint64)
+    xw = x.view(np.uint64)
+    ow = grad_x.view(np.uint64)
+    n = xw.size
+    width = nt.int64(cuda.blockDim.x)
+    start = nt.int64(cuda.blockIdx.x) * width * WORDS + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * width * WORDS
+    words_g = cuda.local.array(WORDS, nt.uint64)
+    words_x = cuda.local.array(WORDS, nt.uint64)
+    words_out = cuda.local.array(WORDS, nt.uint64)
+    values_g = words_g.view(grad_out.dtype)
+    values_x = words_x.view(x.dtype)
+    values_out = words_out.view(grad_x.dtype)
+    for base in range(start, n, step):
+        for k in range(WORDS):
+            if base + k * width < n:
+                words_g[k] = gw[base + k * width]
+                words_x[k] = xw[base + k * width]
+        for j in range(values_x.size):
+            store(values_out, j, load(values_g, j) * gsmelu_slope(load(values_x, j), neg_slope, slope, alpha, beta,
+                                                                  slope_gap, inv_two_width))
+        for k in range(WORDS):
+            if base + k * width < n:
+                ow[base + k * width] = words_out[k]
+
+
 def _ncrelu_forward(x, out):
     """x (N, plane), out (N, 2, plane): blockIdx.y walks the batch, x-blocks the plane (no divisions)."""
     batch, plane = x.shape
@@ -131,5 +190,7 @@ def _arrays(*ndims):
 
 GSMELU_FORWARD = Kernel(_gsmelu_forward, lambda d: _arrays(1, 1)(d) + (compute_type(d),) * 7)
 GSMELU_BACKWARD = Kernel(_gsmelu_backward, lambda d: _arrays(1, 1, 1)(d) + (compute_type(d),) * 6)
+GSMELU_FORWARD_WORDS = Kernel(_gsmelu_forward_words, lambda d: _arrays(1, 1)(d) + (compute_type(d),) * 7)
+GSMELU_BACKWARD_WORDS = Kernel(_gsmelu_backward_words, lambda d: _arrays(1, 1, 1)(d) + (compute_type(d),) * 6)
 NCRELU_FORWARD = Kernel(_ncrelu_forward, _arrays(2, 3))
 NCRELU_BACKWARD = Kernel(_ncrelu_backward, _arrays(3, 2, 2))

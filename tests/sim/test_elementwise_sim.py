@@ -21,8 +21,14 @@ def _x(shape, seed=0):
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_gsmelu_kernels_match_mirror(dtype):
-    x, g = _x(SIZE), _x(SIZE, 1)
+@pytest.mark.parametrize("size", [SIZE, SIZE - 1], ids=["element-kernels", "word-kernels"])
+def test_gsmelu_kernels_match_mirror(dtype, size):
+    import gpuops.elementwise as ew
+    from gpuops import _core
+    x, g = _x(size), _x(size, 1)
+    expected_kernel = "gsmelu_forward_words" if size % 4 == 0 or dtype == "float64" else "gsmelu_forward"
+    picked, _ = ew._pick(size, *(_core.wrap("x", to_kind(x, "simulated", dtype)),) * 2, "gsmelu_forward", 4)
+    assert picked == expected_kernel
     xd, gd = to_kind(x, "simulated", dtype), to_kind(g, "simulated", dtype)
     cpu_x, cpu_g = rounded(x, dtype), rounded(g, dtype)
     assert_close(gpuops.gsmelu(xd, **PARAMS), gpuops.gsmelu(cpu_x, **PARAMS), dtype)

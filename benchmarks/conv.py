@@ -1,0 +1,131 @@
+"""Workloads of the conv family: depthwise convolution (forward, backward) against cuDNN
+(``F.conv2d(groups=C)`` on NCHW tensors), a MobileNetV2-like sweep, im2col/col2im against
+F.unfold/F.fold, and dgmm against ``a * x[None, :]``.
+
+Every workload checks gpuops against the peer on the same random inputs before timing.  ``bytes``
+is the least device-memory traffic (each input read once, each output written once) for the floor.
+"""
+from benchmarks.runner import workload
+
+B, C, H, W = 32, 256, 56, 56
+_TOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+def _torch_dtype(name):
+    import torch
+    return getattr(torch, name)
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
+
+
+def _depthwise_case(N, Cc, Hh, Ww, k, stride, dtype, backward):
+    import torch
+    import torch.nn.functional as F
+
+    import gpuops
+    dt = _torch_dtype(dtype)
+    p = k // 2
+    x = torch.randn(N, Cc, Hh, Ww, device="cuda", dtype=dt)
+    w = torch.randn(Cc, 1, k, k, device="cuda", dtype=dt) / k
+    b = torch.randn(Cc, device="cuda", dtype=dt)
+    Ho = (Hh + 2 * p - k) // stride + 1
+    Wo = (Ww + 2 * p - k) // stride + 1
+    item = x.element_size()
+    if not backward:
+        def ours():
+            return gpuops.conv2d_depthwise(x, w, b, stride=stride, padding=p)
+
+        def peer():
+            return F.conv2d(x, w, b, stride, p, 1, Cc)
+
+        def check():
+            ref = F.conv2d(x.double(), w.double(), b.double(), stride, p, 1, Cc)
+            return _rel(ours(), ref) < _TOL[dtype]
+        nbytes = (x.numel() + N * Cc * Ho * Wo) * item
+        return dict(gpuops=ours, peer=peer, peer_name="cuDNN F.conv2d(groups=C) NCHW", check=check, bytes=nbytes)
+    g = torch.randn(N, Cc, Ho, Wo, device="cuda", dtype=dt)
+    xq, wq, bq = (t.detach().requires_grad_() for t in (x, w, b))
+    out = F.conv2d(xq, wq, bq, stride, p, 1, Cc)
+
+    def ours():
+        return gpuops.conv2d_depthwise_backward(g, x, w, b, stride=stride, padding=p)
+
+    def peer():
+        return torch.autograd.grad(out, (xq, wq, bq), g, retain_graph=True)
+
+    def check():
+        xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+        refs = torch.autograd.grad(F.conv2d(xr, wr, br, stride, p, 1, Cc), (xr, wr, br), g.double())
+        return all(_rel(o, r) < _TOL[dtype] for o, r in zip(ours(), refs))
+    # grad_x: read g, write grad_x; grad_w: read x and g
+    nbytes = (2 * g.numel() + 2 * x.numel()) * item
+    return dict(gpuops=ours, peer=peer, peer_name="cuDNN autograd (groups=C) NCHW", check=check, bytes=nbytes)
+
+
+for _k in (3, 7):
+    for _dtype in ("float32", "bfloat16", "float16"):
+        for _bwd in (False, True):
+            workload("conv2d_depthwise", f"{_k}x{_k} B{B} C{C} {H}x{W} {'bwd' if _bwd else 'fwd'}", _dtype)(
+                lambda k=_k, dtype=_dtype, bwd=_bwd: _depthwise_case(B, C, H, W, k, 1, dtype, bwd))
+
+# MobileNetV2-like depthwise layers (3x3, batch 32): (H, C, stride)
+MOBILENET = [(112, 32, 1), (56, 144, 2), (28, 192, 1), (14, 576, 1), (7, 960, 1)]
+for _h, _c, _s in MOBILENET:
+    for _bwd in (False, True):
+        workload("conv2d_depthwise", f"MobileNetV2 3x3 s{_s} B32 C{_c} {_h}x{_h} {'bwd' if _bwd else 'fwd'}",
+                 "float32")(lambda h=_h, c=_c, s=_s, bwd=_bwd: _depthwise_case(32, c, h, h, 3, s, "float32", bwd))
+
+
+@workload("im2col", "B8 C64 56x56 k3 p1", "float32")
+def _im2col():
+    import torch
+    import torch.nn.functional as F
+
+    import gpuops
+    x = torch.randn(8, 64, 56, 56, device="cuda")
+
+    def ours():
+        return gpuops.im2col(x, 3, padding=1)
+
+    def peer():
+        return F.unfold(x, 3, 1, 1, 1)
+    return dict(gpuops=ours, peer=peer, peer_name="F.unfold",
+                check=lambda: torch.equal(ours().reshape(8, 64 * 9, -1), peer()),
+                bytes=(x.numel() + 9 * x.numel()) * 4)
+
+
+@workload("col2im", "B8 C64 56x56 k3 p1", "float32")
+def _col2im():
+    import torch
+    import torch.nn.functional as F
+
+    import gpuops
+    cols = torch.randn(8, 64, 3, 3, 56, 56, device="cuda")
+
+    def ours():
+        return gpuops.col2im(cols, 3, padding=1, input_size=(56, 56))
+
+    def peer():
+        return F.fold(cols.view(8, 64 * 9, 56 * 56), (56, 56), 3, 1, 1, 1)
+    return dict(gpuops=ours, peer=peer, peer_name="F.fold",
+                check=lambda: torch.allclose(ours(), peer(), rtol=1e-5, atol=1e-5),
+                bytes=(cols.numel() + cols.numel() // 9) * 4)
+
+
+@workload("dgmm", "8192x8192 right", "float32")
+def _dgmm():
+    import torch
+
+    import gpuops
+    a = torch.randn(8192, 8192, device="cuda")
+    v = torch.randn(8192, device="cuda")
+
+    def ours():
+        return gpuops.dgmm(a, v, side="right")
+
+    def peer():
+        return a * v[None, :]
+    return dict(gpuops=ours, peer=peer, peer_name="a * x[None, :]",
+                check=lambda: torch.equal(ours(), peer()), bytes=2 * a.numel() * 4)
