@@ -29,8 +29,9 @@ test-core: setup
 test-sim: setup
 	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) tests/sim
 
+# compiles are independent and CPU-bound: one worker per core
 test-compile: setup
-	$(PYTEST) tests/compile
+	$(PYTEST) -n auto tests/compile
 
 test-adapters: setup
 	$(PYTEST) tests/adapters

@@ -458,8 +458,12 @@ def kernel_arg(arr: Arr, shape=None):
     if arr.kind is SIMULATED:
         host = SIMULATED.host(arr)
         return host.view(storage).reshape(shape)
-    return _DeviceArray()(arr.kind.data_ptr(arr), shape, _c_strides(shape, itemsize), itemsize, _TYPESTR[arr.dtype],
-                          arr.obj)
+    device_array = _LAUNCH.get("DeviceArray")
+    if device_array is None:
+        from gpuops._launch import DeviceArray as device_array
+        _LAUNCH["DeviceArray"] = device_array
+    return device_array(arr.kind.data_ptr(arr), shape, _c_strides(shape, itemsize), itemsize, _TYPESTR[arr.dtype],
+                        arr.obj, arr.size)
 
 
 def word_aligned(*arrs: Arr) -> bool:
@@ -474,9 +478,7 @@ def word_aligned(*arrs: Arr) -> bool:
 _TYPESTR = {name: np.dtype(storage).str for name, (storage, _, _) in STORAGE.items()}
 
 
-def _DeviceArray():
-    from gpuops._launch import DeviceArray
-    return DeviceArray
+_LAUNCH: dict = {}          # gpuops._launch, imported on the first CUDA call (it imports numba)
 
 
 @contextlib.contextmanager

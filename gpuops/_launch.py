@@ -45,13 +45,14 @@ class DeviceArray:
 
     __slots__ = ("ptr", "shape", "strides", "itemsize", "typestr", "owner", "abi")
 
-    def __init__(self, ptr, shape, strides, itemsize, typestr, owner=None):
-        self.ptr, self.shape, self.strides = ptr, tuple(shape), tuple(strides)
+    def __init__(self, ptr, shape: tuple, strides: tuple, itemsize, typestr, owner=None, size=None):
+        self.ptr, self.shape, self.strides = ptr, shape, strides
         self.itemsize, self.typestr, self.owner = itemsize, typestr, owner
-        n = 1
-        for s in self.shape:
-            n *= s
-        self.abi = (0, 0, n, itemsize, ptr, *self.shape, *self.strides)
+        if size is None:
+            size = 1
+            for s in shape:
+                size *= s
+        self.abi = (0, 0, size, itemsize, ptr, *shape, *strides)
 
     def as_numba(self):
         """A numba device array over the same memory (fallback launches only)."""

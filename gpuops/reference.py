@@ -27,3 +27,167 @@ def ncrelu_backward(grad_out, x):
     x, g = np.asarray(x, np.float64), np.asarray(grad_out, np.float64)
     c = x.shape[1]
     return np.where(x >= 0, g[:, :c], g[:, c:])
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _taps(kh, kw, dh, dw, sh, sw, Ho, Wo):
+    """(i, j, row slice, column slice) of every kernel tap into a padded image."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, slice(i * dh, i * dh + sh * (Ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw)
+
+
+def _window(size, k, p, d, s):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv2d_depthwise(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    x, weight = np.asarray(x, np.float64), np.asarray(weight, np.float64)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    N, C, H, W = x.shape
+    Cm, _, kh, kw = weight.shape
+    Ho, Wo = _window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))[:, np.arange(Cm) // (Cm // C)]
+    out = np.zeros((N, Cm, Ho, Wo))
+    for i, j, rows, cols in _taps(kh, kw, dh, dw, sh, sw, Ho, Wo):
+        out += weight[None, :, 0, i, j, None, None] * xp[:, :, rows, cols]
+    if bias is not None:
+        out += np.asarray(bias, np.float64)[None, :, None, None]
+    return out
+
+
+def conv2d_depthwise_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1):
+    x, weight, g = np.asarray(x, np.float64), np.asarray(weight, np.float64), np.asarray(grad_out, np.float64)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    N, C, H, W = x.shape
+    Cm, _, kh, kw = weight.shape
+    m = Cm // C
+    Ho, Wo = g.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))[:, np.arange(Cm) // m]
+    gxp = np.zeros((N, Cm) + xp.shape[2:])
+    gw = np.zeros_like(weight)
+    for i, j, rows, cols in _taps(kh, kw, dh, dw, sh, sw, Ho, Wo):
+        gxp[:, :, rows, cols] += weight[None, :, 0, i, j, None, None] * g
+        gw[:, 0, i, j] = (g * xp[:, :, rows, cols]).sum((0, 2, 3))
+    gx = gxp.reshape(N, C, m, *gxp.shape[2:]).sum(2)[:, :, ph:ph + H, pw:pw + W]
+    return gx, gw, (g.sum((0, 2, 3)) if bias is not None else None)
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    x = np.asarray(x, np.float64)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation)
+    H, W = x.shape[-2:]
+    Ho, Wo = _window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw)
+    xp = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)])
+    cols = np.zeros(x.shape[:-2] + (kh, kw, Ho, Wo))
+    for i, j, rows, cs in _taps(kh, kw, dh, dw, sh, sw, Ho, Wo):
+        cols[..., i, j, :, :] = xp[..., rows, cs]
+    return cols
+
+
+def col2im(cols, kernel_size, stride=1, padding=0, dilation=1, input_size=None):
+    cols = np.asarray(cols, np.float64)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation)
+    Ho, Wo = cols.shape[-2:]
+    H, W = _pair(input_size) if input_size is not None else (
+        (Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1, (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1)
+    lead = cols.shape[:-4]
+    xp = np.zeros(lead + (H + 2 * ph + sh, W + 2 * pw + sw))
+    for i, j, rows, cs in _taps(kh, kw, dh, dw, sh, sw, Ho, Wo):
+        xp[..., rows, cs] += cols[..., i, j, :, :]
+    return xp[..., ph:ph + H, pw:pw + W]
+
+
+def dgmm(a, x):
+    a, x = np.asarray(a, np.float64), np.asarray(x, np.float64)
+    return a * x[None, :] if len(x) == a.shape[1] else x[:, None] * a
+
+
+def dgmm_backward(grad_out, a, x):
+    a, x, g = np.asarray(a, np.float64), np.asarray(x, np.float64), np.asarray(grad_out, np.float64)
+    if len(x) == a.shape[1]:
+        return g * x[None, :], (g * a).sum(0)
+    return x[:, None] * g, (g * a).sum(1)
+
+
+def cdgmm(a, x):
+    a, x = np.asarray(a), np.asarray(x)
+    return a * x[None, :] if len(x) == a.shape[1] else x[:, None] * a
+
+
+def _sampler_terms(shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch):
+    """Every (ph, pw, i, j) term of spec §7 as slices into both inputs padded by ``margin``."""
+    (kH, kW), (pH, pW), (sH, sW) = _pair(kernel_size), _pair(patch_size), _pair(stride)
+    (padH, padW), (dH, dW), (dpH, dpW) = _pair(padding), _pair(dilation), _pair(dilation_patch)
+    H, W = shape[2:]
+    oH, oW = _window(H, kH, padH, dH, sH), _window(W, kW, padW, dW, sW)
+    margin = max(abs(padH), abs(padW)) + max(pH * dpH, pW * dpW) + max(kH * dH, kW * dW) + max(sH, sW)
+    terms = []
+    for ph in range(pH):
+        for pw in range(pW):
+            sy, sx = (ph - (pH - 1) // 2) * dpH, (pw - (pW - 1) // 2) * dpW
+            for i in range(kH):
+                for j in range(kW):
+                    y0, x0 = margin - padH + i * dH, margin - padW + j * dW
+                    r1 = slice(y0, y0 + sH * (oH - 1) + 1, sH)
+                    c1 = slice(x0, x0 + sW * (oW - 1) + 1, sW)
+                    r2 = slice(y0 + sy, y0 + sy + sH * (oH - 1) + 1, sH)
+                    c2 = slice(x0 + sx, x0 + sx + sW * (oW - 1) + 1, sW)
+                    terms.append((ph, pw, r1, c1, r2, c2))
+    return (pH, pW, oH, oW), margin, terms
+
+
+def _pad(a, margin):
+    return np.pad(np.asarray(a, np.float64), ((0, 0), (0, 0), (margin, margin), (margin, margin)))
+
+
+def spatial_correlation_sample(input1, input2, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
+                               dilation_patch=1):
+    """spec §7: zero padding makes "a term is dropped when either position is outside" automatic."""
+    (pH, pW, oH, oW), margin, terms = _sampler_terms(np.shape(input1), kernel_size, patch_size, stride, padding,
+                                                     dilation, dilation_patch)
+    a, b = _pad(input1, margin), _pad(input2, margin)
+    out = np.zeros((a.shape[0], pH, pW, oH, oW))
+    for ph, pw, r1, c1, r2, c2 in terms:
+        out[:, ph, pw] += (a[:, :, r1, c1] * b[:, :, r2, c2]).sum(1)
+    return out
+
+
+def spatial_correlation_sample_backward(grad_out, input1, input2, kernel_size=1, patch_size=1, stride=1,
+                                        padding=0, dilation=1, dilation_patch=1):
+    shape = np.shape(input1)
+    _, margin, terms = _sampler_terms(shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch)
+    a, b, g = _pad(input1, margin), _pad(input2, margin), np.asarray(grad_out, np.float64)
+    ga, gb = np.zeros_like(a), np.zeros_like(b)
+    for ph, pw, r1, c1, r2, c2 in terms:
+        ga[:, :, r1, c1] += g[:, ph, pw, None] * b[:, :, r2, c2]
+        gb[:, :, r2, c2] += g[:, ph, pw, None] * a[:, :, r1, c1]
+    H, W = shape[2:]
+    crop = (slice(None), slice(None), slice(margin, margin + H), slice(margin, margin + W))
+    return ga[crop], gb[crop]
+
+
+def _correlation_as_sampler(shape, pad_size, kernel_size, max_displacement, stride1, stride2):
+    D = 2 * (max_displacement // stride2) + 1
+    scale = 1.0 / (kernel_size * kernel_size * shape[1])
+    return dict(kernel_size=kernel_size, patch_size=D, stride=stride1, padding=pad_size - max_displacement,
+                dilation=1, dilation_patch=stride2), scale
+
+
+def correlation(input1, input2, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
+    """spec §8 through its identity with §7 (the sampler reference also takes a negative padding)."""
+    p, scale = _correlation_as_sampler(np.shape(input1), pad_size, kernel_size, max_displacement, stride1, stride2)
+    out = spatial_correlation_sample(input1, input2, **p) * scale
+    return out.reshape(out.shape[0], -1, *out.shape[3:])
+
+
+def correlation_backward(grad_out, input1, input2, pad_size=0, kernel_size=1, max_displacement=0, stride1=1,
+                         stride2=1):
+    p, scale = _correlation_as_sampler(np.shape(input1), pad_size, kernel_size, max_displacement, stride1, stride2)
+    g = np.asarray(grad_out, np.float64)
+    D = p["patch_size"]
+    g = g.reshape(g.shape[0], D, D, *g.shape[2:]) * scale
+    return spatial_correlation_sample_backward(g, input1, input2, **p)
