@@ -429,6 +429,15 @@ def output(out, like: Arr, shape, dtype=None) -> Arr:
     return arr
 
 
+def out_tuple(out, names):
+    """``out`` of a backward with several gradients: None, or one array (or None) per gradient."""
+    if out is None:
+        return (None,) * len(names)
+    if not isinstance(out, (tuple, list)) or len(out) != len(names):
+        raise TypeError(f"out must be None or a tuple ({', '.join(names)}), got {type(out).__name__}")
+    return tuple(out)
+
+
 def contiguous(arr: Arr) -> Arr:
     return arr.kind.contiguous(arr)
 

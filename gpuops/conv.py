@@ -99,6 +99,11 @@ def _fast_key(arr, kh, kw, sh, sw, dh, dw):
     return None
 
 
+def _wgrad_ny(k):
+    """gpuops.cuda.conv.wgrad_ny: rows per thread of the weight-gradient kernels."""
+    return _NY
+
+
 def _fast_threads(total):
     """Threads per block: 256, fewer (whole warps) for tiny launches."""
     return min(_FAST_THREADS, _ceil(total, 32) * 32)
@@ -147,8 +152,10 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
     return out.obj
 
 
-def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, padding=0, dilation=1, stream=None):
+def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None,
+                              stream=None):
     """Gradients of `conv2d_depthwise`: ``(grad_x, grad_weight, grad_bias)`` (grad_bias None without bias).
+    ``out``: optional arrays to write them into, one per gradient (None for grad_bias without bias).
 
     grad_out: (N, C·m, Ho, Wo), any strides.  grad_x is the transposed convolution (a gather, tiled
     for stride 1); grad_weight and grad_bias are deterministic two-stage reductions (no atomics).
@@ -160,9 +167,10 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
     _core.same_dtype_and_device(x, grad_out)
     if grad_out.shape != (N, Cm, Ho, Wo):
         raise ValueError(f"grad_out must have shape {[N, Cm, Ho, Wo]}, got {list(grad_out.shape)}")
-    grad_x = _core.empty(x, x.shape)
-    grad_w = _core.empty(x, weight.shape)
-    grad_b = None if bias is None else _core.empty(x, (Cm,))
+    out_x, out_w, out_b = _core.out_tuple(out, ("grad_x", "grad_weight", "grad_bias"))
+    grad_x = _core.output(out_x, x, x.shape)
+    grad_w = _core.output(out_w, x, weight.shape)
+    grad_b = None if bias is None else _core.output(out_b, x, (Cm,))
     # input gradient
     key = _fast_key(x, kh, kw, sh, sw, dh, dw)
     if (grad_x.size and key is not None and sh == 1 and m == 1 and _correlate_fast(
@@ -186,7 +194,7 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
 def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
     key = _fast_key(x, kh, kw, sh, sw, dh, dw)
-    if key is not None and N and Cm * N < 2**31 and N * C < 2**31 and N * _ceil(Ho, _NY) * Wo < 2**31:
+    if key is not None and N and Cm * N < 2**31 and N * C < 2**31 and N * _ceil(Ho, _wgrad_ny(kh)) * Wo < 2**31:
         _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream)
         return
     KK = kh * kw
@@ -242,16 +250,17 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
     KK = kh * kw
     with_bias = 0 if grad_b is None else 1
     slots = KK + with_bias
-    strips = _ceil(Ho, _NY)
+    strips = _ceil(Ho, _wgrad_ny(kh))
     per_image = strips * Wo
     threads = _fast_threads(per_image * N)
     # enough blocks to fill the GPU, but each thread should sum several items before the reduction
     groups = max(1, min(N, _ceil(_WGRAD_BLOCKS // 2, Cm), (N * per_image) // (4 * threads)))
     partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
-    _core.run("conv", f"dw_wgrad_fast_{key[0]}_{key[1]}",
-              (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho, Wo,
-               -ph, -pw, strips, N, groups, with_bias),
-              like=x, grid=(Cm * groups,), block=(threads,), stream=stream)
+    for part in range(1 if kh <= 3 else 2):     # gpuops.cuda.conv.wgrad_parts: bands of tap rows
+        _core.run("conv", f"dw_wgrad_fast_{key[0]}_{key[1]}_{part}",
+                  (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho,
+                   Wo, -ph, -pw, strips, N, groups, with_bias),
+                  like=x, grid=(Cm * groups,), block=(threads,), stream=stream)
     gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
     _core.run("conv", "dw_wgrad_final",
               (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),

@@ -100,15 +100,6 @@ def dgmm(a, x, *, side="auto", out=None, stream=None):
     return out.obj
 
 
-def _out_pair(out):
-    """``out`` of a two-gradient backward: None, or a pair of arrays to write into (the JAX adapter's)."""
-    if out is None:
-        return None, None
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise TypeError(f"out must be None or a pair (grad_a, grad_x), got {type(out).__name__}")
-    return out
-
-
 def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     """Gradients of `dgmm`: ``(grad_a, grad_x)``; grad_a = dgmm(grad_out, x), grad_x = Σ grad_out · a over
     the rows (side right) or along each row (side left).  Deterministic."""
@@ -116,7 +107,7 @@ def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     grad_out = _core.contiguous(_core.floating("grad_out", grad_out, ndim=2))
     _core.same_dtype_and_device(a, grad_out)
     _core.same_shape(a, grad_out)
-    out_a, out_x = _out_pair(out)
+    out_a, out_x = _core.out_tuple(out, ("grad_a", "grad_x"))
     grad_a = _core.output(out_a, a, a.shape)
     grad_x = _core.output(out_x, a, x.shape)
     _scale(grad_out, x, grad_a, K, 1, right, 0, stream)
@@ -200,7 +191,7 @@ def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     _core.same_dtype_and_device(a, g)
     _core.same_shape(a, g)
     g = _core.contiguous(g)
-    out_a, out_x = _out_pair(out)
+    out_a, out_x = _core.out_tuple(out, ("grad_a", "grad_x"))
     grad_a, grad_a_p = _alloc(a, a.shape, out_a, is_complex)
     grad_x, grad_x_p = _alloc(a, x.shape, out_x, is_complex)
     if is_complex:

@@ -352,4 +352,37 @@ def _as_pairs(z):
     return jax.numpy.stack([jax.numpy.real(z), jax.numpy.imag(z)], axis=-1)
 
 
-__all__ = ["gsmelu", "ncrelu", "spatial_correlation_sample", "correlation", "im2col", "col2im", "dgmm", "cdgmm"]
+# ---------------------------------------------------------------------------------------------
+# conv2d_depthwise (weights are shared across the batch, so vmap loops)
+
+
+def _conv_shape(shapes, params):
+    p = dict(params)
+    (N, C, H, W), (Cm, _, kh, kw) = shapes[0], shapes[1]
+    (sh, sw), (ph, pw), (dh, dw) = p["stride"], p["padding"], p["dilation"]
+    return (N, Cm, _core.window_out_size("output height", H, kh, ph, dh, sh),
+            _core.window_out_size("output width", W, kw, pw, dw, sw))
+
+
+def _conv_backward(grad_out, x, weight, bias=None, *, out, stream, **params):
+    conv.conv2d_depthwise_backward(grad_out, x, weight, bias, out=tuple(out) + (None,) * (3 - len(out)),
+                                   stream=stream, **params)
+
+
+_conv = _array_op(conv.conv2d_depthwise, _conv_backward, _conv_shape)
+
+
+def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1):
+    """`gpuops.conv2d_depthwise` as a differentiable JAX function: x (N, C, H, W), weight (C·m, 1, kh, kw),
+    bias (C·m,) or None -> (N, C·m, Ho, Wo), exactly ``lax.conv_general_dilated(..., feature_group_count=C)``."""
+    for name, a in (("x", x), ("weight", weight)) + ((("bias", bias),) if bias is not None else ()):
+        _check_floating(name, a)
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"x and weight must be 4-D, got shapes {list(x.shape)} and {list(weight.shape)}")
+    params = _window_params(stride=stride, padding=padding, dilation=dilation)
+    arrays = (x, weight) if bias is None else (x, weight, bias)
+    return _conv(params, *arrays)
+
+
+__all__ = ["gsmelu", "ncrelu", "spatial_correlation_sample", "correlation", "im2col", "col2im", "dgmm", "cdgmm",
+           "conv2d_depthwise"]

@@ -126,3 +126,26 @@ def test_jax_ops():
     np.testing.assert_allclose(gj.cdgmm(az, dz), az * dz[:, None])
     np.testing.assert_allclose(jax.grad(lambda t: jnp.abs(gj.cdgmm(t, dz)).sum())(az),
                                jax.grad(lambda t: jnp.abs(t * dz[:, None]).sum())(az))
+
+
+def test_jax_conv2d_depthwise_jit_grad_vmap():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import gpuops.jax as gj
+    rng = np.random.default_rng(0)
+    x, w, b = (jnp.asarray(rng.standard_normal(s)) for s in ((2, 3, 9, 8), (6, 1, 3, 2), (6,)))
+
+    def ref(x, w, b=None):
+        y = jax.lax.conv_general_dilated(x, w, (2, 1), ((1, 1), (2, 2)), rhs_dilation=(1, 2), feature_group_count=3)
+        return y if b is None else y + b[None, :, None, None]
+
+    p = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    np.testing.assert_allclose(jax.jit(lambda *a: gj.conv2d_depthwise(*a, **p))(x, w, b), ref(x, w, b), rtol=1e-12,
+                               atol=1e-12)
+    grads = jax.grad(lambda *a: (gj.conv2d_depthwise(*a, **p) ** 2).sum(), argnums=(0, 1, 2))(x, w, b)
+    for got, want in zip(grads, jax.grad(lambda *a: (ref(*a) ** 2).sum(), argnums=(0, 1, 2))(x, w, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    batched = jax.vmap(lambda x, w: gj.conv2d_depthwise(x, w, **p))(jnp.stack([x, 2 * x]), jnp.stack([w, -w]))
+    np.testing.assert_allclose(batched[1], ref(2 * x, -w), rtol=1e-12, atol=1e-12)
