@@ -101,7 +101,7 @@ def main():
     bad = 0
     for case in CHECKS:
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
-            if dtype != torch.float32 and case[0] * case[3] * case[4] > 20000:
+            if dtype != torch.float32 and (case[5] not in (3, 7) or case[6] != 1 or case[8] != 1):
                 continue
             ok, errs = check(*case, dtype)
             bad += not ok

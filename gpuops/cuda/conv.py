@@ -515,8 +515,49 @@ def _shfl_down_cuda(scratch, v, off, tid):
     return impl
 
 
+@cuda.jit(device=True)
+def _ldm(a, base, off, ok):
+    """a[base + off] in the compute type where ``ok``, else 0 (the address is always valid)."""
+    return cuda.selp(ok, load(a, base + off), nt.float32(0.0))
+
+
+@cuda.jit(device=True)
+def _col(ix, ws):
+    """(clamped column offset, validity) of column ``ix`` of a ``ws``-wide row."""
+    return nt.int64(min(max(ix, nt.int32(0)), ws - nt.int32(1))), (ix >= nt.int32(0)) & (ix < ws)
+
+
+@cuda.jit(device=True)
+def _row(pb, y, hs, Ws):
+    """(offset of the clamped row ``y`` of the plane at ``pb``, validity of ``y``)."""
+    return pb + nt.int64(min(max(y, nt.int32(0)), hs - nt.int32(1))) * Ws, (y >= nt.int32(0)) & (y < hs)
+
+
+def _gen_prologue_cols(L, K, ind):
+    """Per thread: clamped column offsets cj (always a valid address) and their validity mj."""
+    for j in range(K):
+        L.append(f"{ind}c{j}, m{j} = _col(ix0 + nt.int32({j}), ws)")
+
+
+def _gen_rows(L, K, S, NY, R, ind, src, acc, coef, taprows=None):
+    """The strip's input rows: K branch-free loads each (select on validity, clamped addresses),
+    then one FMA chain per (output row, tap row) pair (tap rows in ``taprows`` only)."""
+    I0, I1 = taprows or (0, K)
+    for t in range(R):
+        if not any(I0 <= t - u * S < I1 for u in range(NY)):
+            continue
+        L.append(f"{ind}rb, r = _row(pb, iy0 + nt.int32({t}), hs, Ws)")
+        for j in range(K):
+            L.append(f"{ind}v{j} = _ldm({src}, rb, c{j}, r & m{j})")
+        for u in range(NY):
+            i = t - u * S
+            if I0 <= i < I1:
+                L.append(acc(ind, u, i))
+
+
 def _gen_fwd(K, S, NY=NY):
     R = (NY - 1) * S + K
+    KK = K * K
     L = [f"def _dw_fast_k{K}s{S}y{NY}(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd,",
          "                offy, offx, flip, strips, total):",
          f'    """Fast depthwise correlation, {K}x{K} taps, stride {S} (see the section comment)."""',
@@ -538,29 +579,21 @@ def _gen_fwd(K, S, NY=NY):
          f"    oy0 = nt.int32(strip) * nt.int32({NY})",
          f"    iy0 = nt.int32(oy0 * nt.int32({S}) + nt.int32(offy))",
          f"    ix0 = nt.int32(ox * nt.int32({S}) + nt.int32(offx))",
-         "    rb = nt.int64(sp) * Hs * Ws + nt.int64(iy0) * Ws + nt.int64(ix0)",
+         "    pb = nt.int64(sp) * Hs * Ws",
          "    zero = nt.float32(0.0)",
-         "    fl = flip != 0",
-         f"    wb = nt.int64(d) * {K * K}"]
-    for j in range(K):
-        L.append(f"    c{j} = ix0 >= nt.int32({-j}) and ix0 < ws - nt.int32({j})")
+         "    fl = nt.int64(flip != 0)",
+         f"    wb = nt.int64(d) * {KK}"]
+    _gen_prologue_cols(L, K, "    ")
     for i in range(K):
         for j in range(K):
             k = i * K + j
-            L.append(f"    w{i}_{j} = load(w, wb + ({K * K - 1 - k} if fl else {k}))")
+            L.append(f"    w{i}_{j} = load(w, wb + {k} + fl * {KK - 1 - 2 * k})")
     for u in range(NY):
         L.append(f"    a{u} = zero")
-    for t in range(R):
-        L.append(f"    y = iy0 + nt.int32({t})")
-        L.append("    r = y >= nt.int32(0) and y < hs")
-        for j in range(K):
-            L.append(f"    v{j} = load(src, rb + {j}) if r and c{j} else zero")
-        for u in range(NY):
-            i = t - u * S
-            if 0 <= i < K:
-                for j in range(K):
-                    L.append(f"    a{u} += w{i}_{j} * v{j}")
-        L.append("    rb += Ws")
+
+    def acc(ind, u, i):
+        return f"{ind}a{u} = a{u} + " + " + ".join(f"w{i}_{j} * v{j}" for j in range(K))
+    _gen_rows(L, K, S, NY, R, "    ", "src", acc, None)
     L += ["    b = zero",
           "    if has_bias:",
           "        b = load(bias, d)",
@@ -572,15 +605,19 @@ def _gen_fwd(K, S, NY=NY):
     return "\n".join(L) + "\n"
 
 
-def _gen_wgrad(K, S, NY=NY):
+def _gen_wgrad(K, S, NY=NY, part=0, parts=1):
     R = (NY - 1) * S + K
     KK = K * K
-    L = [f"def _dw_wgrad_fast_k{K}s{S}y{NY}(x, g, partial, n_src_ch, n_dst_ch, div, Hs, Ws, Ho, Wo, offy, offx,",
+    I0, I1 = (K * part) // parts, (K * (part + 1)) // parts      # the tap rows this kernel sums
+    last = part == parts - 1          # the bias slot (KK) follows the last band's taps: contiguous slots
+    mine = [k for k in range(KK) if I0 <= k // K < I1] + ([KK] if last else [])
+    L = [f"def _dw_wgrad_fast_k{K}s{S}y{NY}p{part}(x, g, partial, n_src_ch, n_dst_ch, div, Hs, Ws, Ho, Wo, offy, offx,",
          "                       strips, N, groups, with_bias):",
          f'    """Fast weight-gradient stage 1, {K}x{K} taps, stride {S}: block = (output channel, group of',
          '    images); taps summed in registers over (column, row strip) items, then across the block."""',
-         f"    smem = cuda.shared.array({(WG_THREADS // 32) * (KK + 1)}, nt.float32)",
+         f"    smem = cuda.shared.array({(WG_THREADS // 32) * len(mine)}, nt.float32)",
          f"    scratch = cuda.shared.array({WG_THREADS}, nt.float32)",
+         f"    red = cuda.local.array({len(mine)}, nt.float32)",
          "    tid = nt.uint32(cuda.threadIdx.x)",
          "    nthreads = nt.uint32(cuda.blockDim.x)",
          "    grp_n = nt.uint32(groups)",
@@ -597,7 +634,7 @@ def _gen_wgrad(K, S, NY=NY):
          "    ho = nt.int32(Ho)",
          "    zero = nt.float32(0.0)",
          "    ab = zero"]
-    for k in range(KK):
+    for k in mine[:-1] if last else mine:
         L.append(f"    a{k} = zero")
     L += ["    it = tid",
           "    while it < total:",
@@ -607,47 +644,45 @@ def _gen_wgrad(K, S, NY=NY):
           "        ox = nt.int32(rem - strip * wo)",
           "        n = nt.int64(grp + q * grp_n)",
           f"        oy0 = nt.int32(strip) * nt.int32({NY})",
-          "        gb = (n * n_dst_ch + nt.int64(o)) * Ho * Wo + nt.int64(oy0) * Wo + nt.int64(ox)",
-          "        rows = ho - oy0"]
+          "        gp = (n * n_dst_ch + nt.int64(o)) * Ho * Wo + nt.int64(ox)"]
     for u in range(NY):
-        L.append(f"        g{u} = load(g, gb + {u} * Wo) if rows > nt.int32({u}) else zero")
-    L.append("        ab += " + " + ".join(f"g{u}" for u in range(NY)))
+        if not last and not any(I0 <= t - u * S < I1 for t in range(R)):
+            continue
+        L.append(f"        g{u} = _ldm(g, gp, nt.int64(min(oy0 + nt.int32({u}), ho - nt.int32(1))) * Wo, "
+                 f"oy0 + nt.int32({u}) < ho)")
+    if last:
+        L.append("        ab = ab + " + " + ".join(f"g{u}" for u in range(NY)))
     L += [f"        iy0 = nt.int32(oy0 * nt.int32({S}) + nt.int32(offy))",
           f"        ix0 = nt.int32(ox * nt.int32({S}) + nt.int32(offx))",
-          "        rb = (n * n_src_ch + nt.int64(c)) * Hs * Ws + nt.int64(iy0) * Ws + nt.int64(ix0)"]
-    for j in range(K):
-        L.append(f"        c{j} = ix0 >= nt.int32({-j}) and ix0 < ws - nt.int32({j})")
-    for t in range(R):
-        L.append(f"        y = iy0 + nt.int32({t})")
-        L.append("        r = y >= nt.int32(0) and y < hs")
-        for j in range(K):
-            L.append(f"        v{j} = load(x, rb + {j}) if r and c{j} else zero")
-        for u in range(NY):
-            i = t - u * S
-            if 0 <= i < K:
-                for j in range(K):
-                    L.append(f"        a{i * K + j} += g{u} * v{j}")
-        L.append("        rb += Ws")
+          "        pb = (n * n_src_ch + nt.int64(c)) * Hs * Ws"]
+    _gen_prologue_cols(L, K, "        ")
+
+    def acc(ind, u, i):
+        return "\n".join(f"{ind}a{i * K + j} = a{i * K + j} + g{u} * v{j}" for j in range(K))
+    _gen_rows(L, K, S, NY, R, "        ", "x", acc, None, (I0, I1))
     L.append("        it += nthreads")
     # block reduction: warp shuffles, then the warps' sums in a fixed order
-    L += ["    lane = tid & nt.uint32(31)",
-          "    warp = tid >> nt.uint32(5)",
-          f"    at = warp * nt.uint32({KK + 1})"]
-    for k in range(KK + 1):
-        a = "ab" if k == KK else f"a{k}"
-        L.append(f"    s = {a}")
-        for off in (16, 8, 4, 2, 1):
-            L.append(f"    s += _shfl_down(scratch, s, nt.uint32({off}), tid)")
-        L.append("    if lane == 0:")
-        L.append(f"        smem[at + nt.uint32({k})] = s")
-    L += ["    cuda.syncthreads()",
-          f"    slots = nt.uint32({KK}) + nt.uint32(with_bias)",
-          "    if tid < slots:",
+    M = len(mine)
+    for q, k in enumerate(mine):
+        L.append(f"    red[{q}] = " + ("ab" if k == KK else f"a{k}"))
+    L += [
+          "    lane = tid & nt.uint32(31)",
+          f"    at = (tid >> nt.uint32(5)) * nt.uint32({M})",
+          f"    for k in range({M}):",
+          "        s = red[k]"]
+    for off in (16, 8, 4, 2, 1):
+        L.append(f"        s += _shfl_down(scratch, s, nt.uint32({off}), tid)")
+    L += ["        if lane == 0:",
+          "            smem[at + nt.uint32(k)] = s",
+          "    cuda.syncthreads()",
+          f"    mine = nt.uint32({M - 1}) + nt.uint32(with_bias)" if last else f"    mine = nt.uint32({M})",
+          "    slots = nt.uint32(" + str(KK) + ") + nt.uint32(with_bias)",
+          "    if tid < mine:",
           "        s = smem[tid]",
           "        nw = (nthreads + nt.uint32(31)) >> nt.uint32(5)",
           "        for wi in range(1, nw):",
-          f"            s += smem[nt.uint32(wi) * nt.uint32({KK + 1}) + tid]",
-          "        partial[nt.int64(blk) * nt.int64(slots) + nt.int64(tid)] = s"]
+          f"            s += smem[nt.uint32(wi) * nt.uint32({M}) + tid]",
+          f"        partial[nt.int64(blk) * nt.int64(slots) + nt.int64(tid + nt.uint32({mine[0]}))] = s"]
     return "\n".join(L) + "\n"
 
 
@@ -709,6 +744,18 @@ DW_FAST = {}
 DW_WGRAD_FAST = {}
 
 
+def wgrad_ny(k, ny=NY):
+    """Output rows per thread of the weight-gradient kernel: 7x7 keeps 49 tap sums in registers, so
+    its strips are 4 rows (8 would need 166 registers)."""
+    return ny
+
+
+def wgrad_parts(k):
+    """Launches (each summing a band of tap rows) of the weight gradient: one band's sums must fit
+    in registers next to the strip's values (<= 128 registers, no spills)."""
+    return 1 if k <= 3 else 2
+
+
 def _build_fast(ny=NY, sizes=FAST_SIZES, strides=FAST_STRIDES):
     """Define the generated kernels for ``ny`` output rows per thread (benchmarks try other values)."""
     for k in sizes:
@@ -716,8 +763,12 @@ def _build_fast(ny=NY, sizes=FAST_SIZES, strides=FAST_STRIDES):
             # gpuops._core.run finds them as DW_FAST_<K>_<S> / DW_WGRAD_FAST_<K>_<S>
             DW_FAST[(k, s)] = globals()[f"DW_FAST_{k}_{s}"] = Kernel(
                 _define(_gen_fwd(k, s, ny), f"_dw_fast_k{k}s{s}y{ny}"), _fast_sig, dtypes=_NARROW)
-            DW_WGRAD_FAST[(k, s)] = globals()[f"DW_WGRAD_FAST_{k}_{s}"] = Kernel(
-                _define(_gen_wgrad(k, s, ny), f"_dw_wgrad_fast_k{k}s{s}y{ny}"), _wgrad_fast_sig, dtypes=_NARROW)
+            nyw = wgrad_ny(k, ny)
+            parts = wgrad_parts(k)
+            for part in range(parts):
+                DW_WGRAD_FAST[(k, s, part)] = globals()[f"DW_WGRAD_FAST_{k}_{s}_{part}"] = Kernel(
+                    _define(_gen_wgrad(k, s, nyw, part, parts), f"_dw_wgrad_fast_k{k}s{s}y{nyw}p{part}"),
+                    _wgrad_fast_sig, dtypes=_NARROW)
 
 
 _build_fast()
