@@ -19,9 +19,11 @@ _BWD_W2 = 80
 _BWD_CB = {"float16": 16, "bfloat16": 16, "float32": 16, "float64": 4}
 _MAX_GRID_YZ = 65535
 _DIRECT_THREADS = 256
-# register-tiled fast paths (gpuops.cuda.correlation RT kernels): 4 warps, groups of 21 or 9 patch columns
+# register-tiled fast paths (gpuops.cuda.correlation RT kernels): 8 warps, a region of 16 rows (before the
+# x-phase split), groups of 21 or 9 patch columns (mirrors RT_NW, RT_ROWS, RT_CB, RT_GROUPS there)
 _RT_GROUPS = (21, 9)
-_RT_NW = 4
+_RT_NW = 8
+_RT_ROWS = 16
 _RT_CB = 12
 _RT_LDP = {1: 0, 2: 1, 4: 2}
 _RT_MIN_PW = 5
@@ -107,7 +109,7 @@ def _rt_region(geo):
     ldp = _RT_LDP.get(geo.dp[1])
     if ldp is None or geo.p[1] < _RT_MIN_PW:
         return None
-    return ldp, (4 * _RT_NW) >> ldp, 32 << ldp
+    return ldp, _RT_ROWS >> ldp, 32 << ldp
 
 
 def _forward_rt(a, b, geo, out, out4, scale, stream, ext_y, ext_x):

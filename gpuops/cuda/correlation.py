@@ -384,19 +384,22 @@ SAMPLE_BACKWARD64.register_budget = 168
 # ---------------------------------------------------------------------------------------------
 # register-tiled kernels (float16/bfloat16/float32 storage; the fast paths of the family module)
 #
-# Both are generated from source templates below, one kernel per compile-time group width G, so that
-# every accumulator is a named scalar (registers, never a local array).  Layout, shared by both: a block
-# is NW = 4 warps; each warp owns 4 *rows* R = 4·warp + ρ (ρ = lane // 8) of input positions, a row being
+# Both are generated (tools/generate_correlation_tiles.py writes gpuops/cuda/_correlation_tiles.py, checked
+# in so that numba's on-disk cache works), one kernel per compile-time group width G, so that every
+# accumulator is a named scalar (registers, never a local array).  Layout, shared by both: a block is
+# NW = 8 warps; each warp owns 2 *rows* R = 2·warp + ρ (ρ = lane // 16) of input positions, a row being
 # one image row and one *phase* r of the x axis modulo the patch dilation dpW (2**ldp, 1, 2 or 4):
 # R = (y_local << ldp) | r, so the block region is (16 >> ldp) rows × (32 << ldp) columns.  Lane
-# q = lane % 8 owns the RP = 4 positions x = r + (4q + m)·dpW (m < 4) of its row.  Staged rows are split
+# q = lane % 16 owns the RP = 2 positions x = r + (2q + m)·dpW (m < 2) of its row.  Staged rows are split
 # by phase, so a position and its patch neighbour x + dpW are adjacent in shared memory: position m at
-# patch column j reads the staged value 4q + m + j, and the RP × G products of one channel need only
-# RP + G − 1 shared loads (3 FMAs per load at G = 21, 2.25 at G = 9).  Row pitches are odd (conflict-free
-# lanes: ρ·pitch + 4q covers 32 banks).  Staged values outside the image are 0 ("a term is dropped").
+# patch column j reads the staged value 2q + m + j, and the RP × G products of one channel need only
+# RP + G − 1 shared loads of input2 and RP of input1 (1.75 FMAs per load at G = 21, 1.5 at G = 9).  Row
+# pitches are odd (conflict-free lanes: ρ·pitch + 2q covers 32 banks).  Staged values outside the image
+# are 0 ("a term is dropped").  RP = 2 (was 4 with 4 warps of 4 rows): RP = 4 needed 181 registers for
+# the G = 21 forward (84 accumulators + 24 live staging offsets/predicates), i.e. ~2 blocks per SM.
 #
 # SAMPLE_FORWARD_RT<G>: per (image, patch row, group of G patch columns) and channel chunk of RT_CH
-# channels, each warp stages its 4 input1 rows (32 values each) and 4 input2 rows shifted by (sy, sx0)
+# channels, each warp stages its 2 input1 rows (32 values each) and 2 input2 rows shifted by (sy, sx0)
 # (32 + G − 1 values each), and every lane accumulates RP × G channel sums P[j](y, x).  The k×k window
 # is the box sum of P done from shared memory over the block region, as in SAMPLE_FORWARD.
 #
@@ -405,310 +408,10 @@ SAMPLE_BACKWARD64.register_budget = 168
 # (sy, sx0) for grad_input1; input1 shifted back by (sy, sx0 + (G − 1)·dpW) for grad_input2) for its
 # RT_CB channels; then for t < G each lane loads its RP grad_out values (plane d0 + t, or d0 + G − 1 − t
 # at the shifted position for grad_input2) and adds RP × RT_CB products from a sliding window of staged
-# values (4q + m + t).  Deterministic: every gradient element is owned by one thread.
+# values (2q + m + t).  Deterministic: every gradient element is owned by one thread.
 
-RT_NW = 4
-RT_RP = 4
-RT_CH = 8               # forward channel chunk
-RT_CB = 12              # backward channels per block
-RT_P1 = 33              # staged input1 row pitch (forward)
-RT_GROUPS = (21, 9)
-
-
-def rt_pitch(g):
-    """Odd pitch of a staged shifted row of the G-wide kernels (8·RP + G − 1 values)."""
-    n = 8 * RT_RP + g - 1
-    return n + 1 - n % 2
-
-
-def rt_fwd_buf(g):
-    stage = RT_NW * RT_CH * (4 * rt_pitch(g) + 4 * RT_P1)
-    return max(stage, g * 32 * RT_RP * RT_NW)
-
-
-def rt_bwd_buf(g):
-    return RT_NW * RT_CB * 4 * rt_pitch(g)
-
-
-_RT_FWD_SRC = '''
-def _sample_forward_rt{G}(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW,
-                          ldp, gsz, ngroups, tyo, txo, tiles_x, scale):
-    buf = cuda.shared.array({BUF}, nt.float32)
-    zero = nt.float32(0)
-    N = out.shape[0]
-    oH = out.shape[2]
-    oW = out.shape[3]
-    HW = H * W
-    lane = nt.int64(cuda.threadIdx.x)
-    wp = nt.int64(cuda.threadIdx.y)
-    tid = wp * 32 + lane
-    rho = lane >> 3
-    q = lane & 7
-    R = wp * 4 + rho
-    yl = R >> ldp
-    r = R & (dpW - 1)
-    RX = nt.int64(32) << ldp
-    RY = nt.int64({ROWS}) >> ldp
-    tile = nt.int64(cuda.blockIdx.x)
-    th = tile // tiles_x
-    tw = tile - th * tiles_x
-    h0 = th * tyo
-    w0 = tw * txo
-    ry0 = h0 * sH - padH
-    rx0 = w0 * sW - padW
-    wbase = wp * {WSTRIDE}
-    # this lane's staging slots: input1 rows rho' (value `lane` of each), input2 rows rho' (values lane, lane + 32)
-{SLOT_SETUP}
-    ndg = PH * ngroups
-    dg = nt.int64(cuda.blockIdx.y)
-    while dg < ndg:
-        ph = dg // ngroups
-        pw0 = (dg - ph * ngroups) * gsz
-        geff = min(gsz, PW - pw0)
-        sy = (ph - (PH - 1) // 2) * dpH
-        sx0 = (pw0 - (PW - 1) // 2) * dpW
-{OFFSETS}
-        n = nt.int64(cuda.blockIdx.z)
-        while n < N:
-{ACC_INIT}
-            for c0 in range(0, C, {CH}):
-                for cc in range({CH}):
-                    c = c0 + cc
-                    pbase = (n * C + c) * HW
-                    cok = c < C
-                    sb = wbase + cc * {CSTRIDE}
-{STAGE}
-                cuda.syncthreads()
-                for cc in range({CH}):
-                    b1 = wbase + cc * {CSTRIDE} + {P2X4} + rho * {P1} + q * 4
-                    b2 = wbase + cc * {CSTRIDE} + rho * {P2} + q * 4
-{COMPUTE}
-                cuda.syncthreads()
-            eb = yl * RX + q * 4 * dpW + r
-{EPI_STORE}
-            cuda.syncthreads()
-            per_j = tyo * txo
-            total = geff * per_j
-            e = tid
-            while e < total:
-                j = e // per_j
-                rr = e - j * per_j
-                oy = rr // txo
-                ox = rr - oy * txo
-                h = h0 + oy
-                w = w0 + ox
-                if h < oH and w < oW:
-                    s = zero
-                    jb = j * {REG}
-                    for i in range(kH):
-                        row = jb + (oy * sH + i * dilH) * RX + ox * sW
-                        for jj in range(kW):
-                            s += buf[U(row + jj * dilW)]
-                    store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
-                e += {THREADS}
-            cuda.syncthreads()
-            n += cuda.gridDim.z
-        dg += cuda.gridDim.y
-'''
-
-_RT_BWD_SRC = '''
-def _sample_backward_rt{G}(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, padW, PH, PW, dpH, dpW,
-                           ldp, ngroups, tiles_x, scale):
-    buf = cuda.shared.array({BUF}, nt.float32)
-    zero = nt.float32(0)
-    HW = H * W
-    oHW = oH * oW
-    lane = nt.int64(cuda.threadIdx.x)
-    wp = nt.int64(cuda.threadIdx.y)
-    rho = lane >> 3
-    q = lane & 7
-    R = wp * 4 + rho
-    yl = R >> ldp
-    r = R & (dpW - 1)
-    RX = nt.int64(32) << ldp
-    RY = nt.int64({ROWS}) >> ldp
-    tile = nt.int64(cuda.blockIdx.x)
-    th = tile // tiles_x
-    tw = tile - th * tiles_x
-    y0 = th * RY
-    x0 = tw * RX
-    y = y0 + yl
-    xb = x0 + r + q * 4 * dpW
-    wbase = wp * {WSTRIDE}
-    xlo = max(padW, 0)                     # grad_out columns of input columns 0..W-1 inside the output
-    xhi = min(W + padW, oW)
-    ncg = (C + {CB} - 1) // {CB}
-    cg = nt.int64(cuda.blockIdx.y)
-    while cg < ncg:
-        c0 = cg * {CB}
-        z = nt.int64(cuda.blockIdx.z)
-        while z < 2 * N:
-            n = z // 2
-            second = z - 2 * n
-{ACC_INIT}
-            for dg in range(PH * ngroups):
-                ph = dg // ngroups
-                pw0 = (dg - ph * ngroups) * {G}
-                geff = min({G}, PW - pw0)
-                sy = (ph - (PH - 1) // 2) * dpH
-                sx0 = (pw0 - (PW - 1) // 2) * dpW
-                d0 = ph * PW + pw0
-                if second == 0:
-                    prow0 = y0 + sy
-                    pcol0 = x0 + sx0
-                    yg = y + padH
-                    gy_ok = y < H and 0 <= yg < oH
-                    pl0 = n * D + d0
-                    pls = nt.int64(1)
-                    xs = nt.int64(0)
-                    xg0 = xb + padW
-                else:
-                    prow0 = y0 - sy
-                    pcol0 = x0 - sx0 - ({G} - 1) * dpW
-                    yg = y - sy + padH
-                    gy_ok = y < H and 0 <= y - sy < H and 0 <= yg < oH
-                    pl0 = n * D + d0 + {G} - 1
-                    pls = nt.int64(-1)
-                    xs = dpW
-                    xg0 = xb - sx0 - ({G} - 1) * dpW + padW
-                # stage the partner rows of this group for the block's channels
-{STAGE}
-                cuda.syncthreads()
-                gstep = pls * oHW + xs
-                gb = pl0 * oHW + yg * oW + xg0
-                xgm = xg0
-                jj0 = ({G} - 1) * second
-                jjs = 1 - 2 * second
-                b2 = wbase + rho * {P2} + q * 4
-{COMPUTE}
-                cuda.syncthreads()
-            if y < H:
-{WRITE}
-            z += cuda.gridDim.z
-        cg += cuda.gridDim.y
-'''
-
-
-def _rt_fwd_source(G):
-    P2 = rt_pitch(G)
-    L2 = 8 * RT_RP + G - 1
-    cstride = 4 * P2 + 4 * RT_P1
-    ind = " " * 4
-    setup = []
-    for k in range(4):
-        setup.append(f"{ind}Rs{k} = wp * 4 + {k}\n{ind}ys{k} = Rs{k} >> ldp\n{ind}rs{k} = Rs{k} & (dpW - 1)")
-        setup.append(f"{ind}x1_{k} = rx0 + rs{k} + lane * dpW\n{ind}y1_{k} = ry0 + ys{k}")
-        setup.append(f"{ind}o1_{k} = y1_{k} * W + x1_{k}\n"
-                     f"{ind}v1_{k} = 0 <= y1_{k} < H and 0 <= x1_{k} < W")
-    offs = []
-    ind8 = " " * 8
-    for k in range(4):
-        offs.append(f"{ind8}y2_{k} = ry0 + ys{k} + sy\n{ind8}y2ok{k} = 0 <= y2_{k} < H")
-        for s in range(2):
-            if s * 32 >= L2:
-                continue
-            offs.append(f"{ind8}x2_{k}_{s} = rx0 + rs{k} + sx0 + (lane + {32 * s}) * dpW\n"
-                        f"{ind8}o2_{k}_{s} = y2_{k} * W + x2_{k}_{s}\n"
-                        f"{ind8}v2_{k}_{s} = y2ok{k} and 0 <= x2_{k}_{s} < W" +
-                        (f" and lane + {32 * s} < {L2}" if (s + 1) * 32 > L2 else ""))
-    ind20 = " " * 20
-    stage = []
-    for k in range(4):
-        stage.append(f"{ind20}v = zero\n{ind20}if cok and v1_{k}:\n{ind20}    v = load(in1, U(pbase + o1_{k}))\n"
-                     f"{ind20}buf[U(sb + {4 * P2 + k * RT_P1} + lane)] = v")
-        for s in range(2):
-            if s * 32 >= L2:
-                continue
-            st = f"{ind20}buf[U(sb + {k * P2 + 32 * s} + lane)] = v"
-            if (s + 1) * 32 > L2:
-                st = f"{ind20}if lane + {32 * s} < {L2}:\n    " + st
-            stage.append(f"{ind20}v = zero\n{ind20}if cok and v2_{k}_{s}:\n{ind20}    v = load(in2, U(pbase + o2_{k}_{s}))\n"
-                         + st)
-    comp = []
-    for m in range(RT_RP):
-        comp.append(f"{ind20}a{m} = buf[U(b1 + {m})]")
-    for kk in range(RT_RP + G - 1):
-        comp.append(f"{ind20}v = buf[U(b2 + {kk})]")
-        for m in range(RT_RP):
-            j = kk - m
-            if 0 <= j < G:
-                comp.append(f"{ind20}acc{m}_{j} += a{m} * v")
-    acc = "\n".join(f"{' ' * 12}acc{m}_{j} = zero" for m in range(RT_RP) for j in range(G))
-    reg = 32 * RT_RP * RT_NW
-    epi = []
-    for j in range(G):
-        for m in range(RT_RP):
-            epi.append(f"{' ' * 12}buf[U({j * reg} + eb + {m} * dpW)] = acc{m}_{j}")
-    return _RT_FWD_SRC.format(
-        G=G, BUF=rt_fwd_buf(G), ROWS=4 * RT_NW, WSTRIDE=RT_CH * cstride, CH=RT_CH, CSTRIDE=cstride,
-        P2X4=4 * P2, P1=RT_P1, P2=P2, REG=reg, THREADS=32 * RT_NW,
-        SLOT_SETUP="\n".join(setup), OFFSETS="\n".join(offs), ACC_INIT=acc, STAGE="\n".join(stage),
-        COMPUTE="\n".join(comp), EPI_STORE="\n".join(epi))
-
-
-def _rt_bwd_source(G):
-    P2 = rt_pitch(G)
-    L2 = 8 * RT_RP + G - 1
-    CB = RT_CB
-    ind16 = " " * 16
-    stage = []
-    for k in range(4):
-        stage.append(f"{ind16}Rs = wp * 4 + {k}\n{ind16}prow = prow0 + (Rs >> ldp)\n"
-                     f"{ind16}prow_ok = 0 <= prow < H\n{ind16}pr = Rs & (dpW - 1)")
-        for s in range(2):
-            if s * 32 >= L2:
-                continue
-            cond = f"prow_ok and 0 <= px < W" + (f" and lane + {32 * s} < {L2}" if (s + 1) * 32 > L2 else "")
-            stage.append(f"{ind16}px = pcol0 + pr + (lane + {32 * s}) * dpW\n{ind16}pv = {cond}\n"
-                         f"{ind16}po = (n * C + c0) * HW + prow * W + px\n"
-                         f"{ind16}sb = wbase + {k * P2 + 32 * s} + lane")
-            body = []
-            for cc in range(CB):
-                body.append(f"{ind16}v = zero\n{ind16}if pv and c0 + {cc} < C:\n"
-                            f"{ind16}    if second == 0:\n{ind16}        v = load(in2, U(po + {cc} * HW))\n"
-                            f"{ind16}    else:\n{ind16}        v = load(in1, U(po + {cc} * HW))\n"
-                            f"{ind16}buf[U(sb + {cc * 4 * P2})] = v")
-            blk = "\n".join(body)
-            if (s + 1) * 32 > L2:
-                blk = "\n".join("    " + ln for ln in blk.split("\n"))
-                blk = f"{ind16}if lane + {32 * s} < {L2}:\n" + blk
-            stage.append(blk)
-    comp = []
-    # g positions of the lane's 4 pixels: x = xg0 + m*dpW + t*xs; plane jj = jj0 + t*jjs
-    for t in range(G):
-        comp.append(f"{ind16}jj = jj0 + {t} * jjs\n{ind16}tok = gy_ok and jj < geff")
-        for m in range(RT_RP):
-            comp.append(f"{ind16}xg = xgm + {m} * dpW\n{ind16}gv{m} = zero\n"
-                        f"{ind16}if tok and xlo <= xg < xhi:\n"
-                        f"{ind16}    gv{m} = load(g, U(gb + {m} * dpW))")
-        comp.append(f"{ind16}gb += gstep\n{ind16}xgm += xs")
-        for cc in range(CB):
-            for m in range(RT_RP):
-                comp.append(f"{ind16}acc{m}_{cc} += gv{m} * buf[U(b2 + {cc * 4 * P2 + t + m})]")
-    acc = "\n".join(f"{' ' * 12}acc{m}_{cc} = zero" for m in range(RT_RP) for cc in range(CB))
-    write = []
-    ind = " " * 16
-    for m in range(RT_RP):
-        write.append(f"{ind}xw = xb + {m} * dpW")
-        write.append(f"{ind}if xw < W:")
-        write.append(f"{ind}    wo = (n * C + c0) * HW + y * W + xw")
-        for cc in range(CB):
-            write.append(f"{ind}    if c0 + {cc} < C:\n{ind}        if second == 0:\n"
-                         f"{ind}            store(gin1, U(wo + {cc} * HW), acc{m}_{cc} * scale)\n"
-                         f"{ind}        else:\n{ind}            store(gin2, U(wo + {cc} * HW), acc{m}_{cc} * scale)")
-    return _RT_BWD_SRC.format(G=G, BUF=rt_bwd_buf(G), ROWS=4 * RT_NW, WSTRIDE=CB * 4 * P2, CB=CB, P2=P2,
-                              ACC_INIT=acc, STAGE="\n".join(stage), COMPUTE="\n".join(comp),
-                              WRITE="\n".join(write))
-
-
-def _rt_define(src, name):
-    import linecache
-    filename = f"<gpuops.cuda.correlation:{name}>"
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    namespace = {"cuda": cuda, "nt": nt, "U": U, "load": load, "store": store, "min": min,
-                 "max": max, "__name__": __name__}
-    exec(compile(src, filename, "exec"), namespace)
-    return namespace[name]
+from gpuops.cuda import _correlation_tiles as _tiles  # noqa: E402
+from gpuops.cuda._correlation_tiles import RT_CB, RT_GROUPS, RT_NW, RT_ROWS  # noqa: E402,F401
 
 
 def _a1(d):
@@ -724,7 +427,7 @@ def _rt_bwd_sig(d):
 
 
 for _g in RT_GROUPS:
-    globals()[f"SAMPLE_FORWARD_RT{_g}"] = Kernel(_rt_define(_rt_fwd_source(_g), f"_sample_forward_rt{_g}"),
+    globals()[f"SAMPLE_FORWARD_RT{_g}"] = Kernel(getattr(_tiles, f"_sample_forward_rt{_g}"),
                                                  _rt_fwd_sig, dtypes=_SHORT)
-    globals()[f"SAMPLE_BACKWARD_RT{_g}"] = Kernel(_rt_define(_rt_bwd_source(_g), f"_sample_backward_rt{_g}"),
+    globals()[f"SAMPLE_BACKWARD_RT{_g}"] = Kernel(getattr(_tiles, f"_sample_backward_rt{_g}"),
                                                   _rt_bwd_sig, dtypes=_SHORT)

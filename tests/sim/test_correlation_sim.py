@@ -73,3 +73,15 @@ def test_direct_forward_kernel():
 def test_correlation_negative_internal_padding():
     _check("float32", (1, 2, 6, 7), dict(pad_size=1, kernel_size=3, max_displacement=2, stride1=2, stride2=2),
            fwd=gc.correlation, bwd=gc.correlation_backward)
+
+
+def test_register_tiled_kernels_group9_phase2():
+    # patch width 5, dilation_patch 2: SAMPLE_FORWARD_RT9 and SAMPLE_BACKWARD_RT9 (2 x-phases, padding)
+    _check("float32", (1, 3, 5, 9), dict(patch_size=(2, 5), dilation_patch=(1, 2), padding=(0, 1)))
+
+
+def test_register_tiled_kernels_group21_and_fp16():
+    # patch width 21: SAMPLE_FORWARD_RT21 / SAMPLE_BACKWARD_RT21; k3 stride 2 forward (box sum), dp 4
+    _check("float16", (1, 2, 4, 7), dict(patch_size=(1, 21), dilation_patch=(2, 1)))
+    _check("float32", (1, 2, 6, 7), dict(pad_size=3, kernel_size=1, max_displacement=4, stride1=1, stride2=2),
+           fwd=gc.correlation, bwd=gc.correlation_backward)
