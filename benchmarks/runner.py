@@ -75,7 +75,13 @@ def copy_bandwidth_gbs():
     return _COPY_BW["gbs"]
 
 
-def run(only=None):
+def _selected(w, only, dtypes):
+    if dtypes and w["dtype"] not in dtypes:
+        return False
+    return not only or any(o in w["op"] or o in w["name"] for o in only)
+
+
+def run(only=None, dtypes=None):
     import torch
     rows = []
     for family in FAMILIES:
@@ -84,7 +90,7 @@ def run(only=None):
         except ModuleNotFoundError as err:
             print(f"skipping {family}: {err}")
     for w in WORKLOADS:
-        if only and only not in w["op"] and only not in w["name"]:
+        if not _selected(w, only, dtypes):
             continue
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -194,14 +200,15 @@ def write(rows, env, out_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="run workloads whose op or name contains this")
+    parser.add_argument("--only", help="comma-separated: run workloads whose op or name contains one of these")
+    parser.add_argument("--dtype", help="comma-separated dtypes to run (default: all)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
     import torch
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks need a CUDA GPU (python -m gpuops runs the CPU checks)")
     print(HEADER, flush=True)
-    rows = run(args.only)
+    rows = run(args.only.split(",") if args.only else None, args.dtype.split(",") if args.dtype else None)
     env = environment()
     path = write(rows, env, args.out)
     print(f"\nwritten: {path}")
