@@ -179,31 +179,47 @@ def write(rows, env, out_dir):
         f.write("\n".join(md) + "\n")
     with open(os.path.join(out_dir, f"{tag}.json"), "w") as f:
         json.dump(dict(env=env, rows=rows), f, indent=1)
+    plot(rows, env, os.path.join(out_dir, f"{tag}.png"))
+    return md_path
+
+
+def plot(rows, env, path):
+    """Bar chart of the speed-ups of the device rows (skipped when matplotlib is missing)."""
     try:
         import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        device_rows = [r for r in rows if r["kind"] == "device"]
-        if device_rows:
-            fig, ax = plt.subplots(figsize=(10, 0.4 * len(device_rows) + 1.5))
-            labels = [f"{r['op']} {r['workload']} {r['dtype']}" for r in device_rows]
-            ax.barh(labels, [r["speedup"] for r in device_rows], color="tab:green")
-            ax.axvline(1.0, color="k", lw=0.8)
-            ax.set_xlabel("speed-up over the peer (×)")
-            ax.set_title(f"gpuops vs peers on {env['gpu']} ({env['date']})")
-            fig.tight_layout()
-            fig.savefig(os.path.join(out_dir, f"{tag}.png"), dpi=110)
     except ImportError:
-        pass
-    return md_path
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    device_rows = [r for r in rows if r["kind"] == "device"]
+    if not device_rows:
+        return
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(device_rows) + 1.6))
+    labels = [f"{r['op']} {r['workload']} {r['dtype']}" for r in device_rows]
+    ax.barh(labels, [r["speedup"] for r in device_rows],
+            color=["tab:green" if r["speedup"] >= 1 else "tab:red" for r in device_rows])
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over the peer (×, log scale; red = slower than the peer)")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"gpuops vs peers on {env['gpu']}, {env['date']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated: run workloads whose op or name contains one of these")
     parser.add_argument("--dtype", help="comma-separated dtypes to run (default: all)")
+    parser.add_argument("--replot", metavar="JSON", help="redraw the chart of a results JSON and exit")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            saved = json.load(f)
+        plot(saved["rows"], saved["env"], args.replot[:-len(".json")] + ".png")
+        return
     import torch
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks need a CUDA GPU (python -m gpuops runs the CPU checks)")
