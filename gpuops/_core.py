@@ -75,6 +75,8 @@ class _Kind:
         raise TypeError(f"{arr.name}: {self.name} arrays are not on a GPU")
     def data_ptr(self, arr: Arr) -> int:                # just the pointer (the hot path)
         return self.pointer(arr)[0]
+    def is_contiguous(self, arr: Arr) -> bool:          # C-contiguous, no overlap (outputs must be)
+        return self.pointer(arr)[1] == _c_strides(arr.shape, STORAGE[arr.dtype][1])
     def stream(self, arr: Arr) -> int:                  # the caller's current stream
         return 0
 
@@ -86,6 +88,8 @@ def _c_strides(shape, itemsize):
     key = (shape, itemsize)
     strides = _C_STRIDES.get(key)
     if strides is None:
+        if len(_C_STRIDES) > 4096:          # shapes that vary without end must not grow it forever
+            _C_STRIDES.clear()
         strides = _C_STRIDES[key] = _compute_c_strides(shape, itemsize)
     return strides
 
@@ -121,6 +125,9 @@ class _Numpy(_Kind):
 
     def numpy(self, arr):
         return arr.obj
+
+    def is_contiguous(self, arr):
+        return arr.obj.flags.c_contiguous
 
 
 class _Torch(_Kind):
@@ -166,6 +173,9 @@ class _Torch(_Kind):
 
     def data_ptr(self, arr):
         return arr.obj.data_ptr()
+
+    def is_contiguous(self, arr):
+        return arr.obj.is_contiguous()
 
     def stream(self, arr):
         raw = self._raw_stream
@@ -231,6 +241,9 @@ class _Cupy(_Cai):
         import cupy
         return cupy.cuda.get_current_stream(arr.device).ptr
 
+    def is_contiguous(self, arr):
+        return arr.obj.flags.c_contiguous
+
 
 class _XlaBuffer(_Kind):
     """The buffers a ``jax.experimental.buffer_callback`` receives (outputs are always given)."""
@@ -243,6 +256,9 @@ class _XlaBuffer(_Kind):
 
     def contiguous(self, arr):
         return arr                      # XLA hands callbacks dense row-major buffers
+
+    def is_contiguous(self, arr):
+        return True
 
     def numpy(self, arr):
         return np.asarray(arr.obj)
@@ -271,6 +287,9 @@ class _Simulated(_Kind):
 
     def data_ptr(self, arr):
         return self.host(arr).ctypes.data
+
+    def is_contiguous(self, arr):
+        return self.host(arr).flags.c_contiguous
 
     def contiguous(self, arr):
         if self.host(arr).flags.c_contiguous:
@@ -382,6 +401,8 @@ def integer(name: str, value, *, minimum=None) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if abs(value) >= 2**31:
+        raise ValueError(f"{name} must be below 2**31 in magnitude, got {value}")
     return int(value)
 
 
@@ -396,7 +417,9 @@ def pair(name: str, value, *, minimum=0) -> tuple:
 
 
 def window_out_size(name: str, size: int, kernel: int, pad: int, dilation: int, stride: int) -> int:
-    """``(in + 2*pad - dil*(k-1) - 1) // stride + 1``; `ValueError` when below 1."""
+    """``(in + 2*pad - dil*(k-1) - 1) // stride + 1``; `ValueError` when below 1 or for an empty input."""
+    if size < 1:
+        raise ValueError(f"{name}: the input must be non-empty along this axis, got size {size}")
     out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
     if out < 1:
         raise ValueError(f"{name}: output size would be {out} (input {size}, kernel {kernel}, padding {pad}, "
@@ -426,6 +449,10 @@ def output(out, like: Arr, shape, dtype=None) -> Arr:
     if arr.shape != tuple(shape) or arr.dtype != dtype or arr.device != like.device:
         raise ValueError(f"out must be {dtype}{list(shape)} on {_where(like.device)}, "
                          f"got {arr.dtype}{list(arr.shape)} on {_where(arr.device)}")
+    if arr.kind is not like.kind:
+        raise TypeError(f"out must be a {like.kind.name} array like the inputs, got {arr.kind.name}")
+    if not arr.kind.is_contiguous(arr):
+        raise ValueError("out must be C-contiguous (kernels write it densely), got a strided or expanded array")
     return arr
 
 

@@ -216,6 +216,8 @@ def _launch_config(grid, block, shmem):
     key = (grid, block, shmem)
     config = _CONFIGS.get(key)
     if config is None:
+        if len(_CONFIGS) > 4096:
+            _CONFIGS.clear()
         from cuda.core import LaunchConfig
         config = _CONFIGS[key] = LaunchConfig(grid=grid, block=block, shmem_size=shmem)
     return config

@@ -286,6 +286,42 @@ def _zero_fill(arr):
 # im2col / col2im
 
 
+def im2col_shape(shape, kernel_size, *, stride=1, padding=0, dilation=1):
+    """Output shape of `im2col` for an input of ``shape`` (checks every argument; shared with the fakes)."""
+    if len(shape) not in (3, 4):
+        raise ValueError(f"x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {list(shape)}")
+    kh, kw = _core.pair("kernel_size", kernel_size, minimum=1)
+    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    H, W = shape[-2:]
+    return tuple(shape[:-2]) + (kh, kw, _core.window_out_size("output height", H, kh, ph, dh, sh),
+                                _core.window_out_size("output width", W, kw, pw, dw, sw))
+
+
+def col2im_shape(shape, kernel_size, *, stride=1, padding=0, dilation=1, input_size=None):
+    """Output shape of `col2im` for columns of ``shape`` (checks every argument; shared with the fakes)."""
+    if len(shape) not in (5, 6):
+        raise ValueError(f"cols must be 5-D (C, kh, kw, Ho, Wo) or 6-D (N, C, kh, kw, Ho, Wo), "
+                         f"got shape {list(shape)}")
+    kh, kw = _core.pair("kernel_size", kernel_size, minimum=1)
+    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    if tuple(shape[-4:-2]) != (kh, kw):
+        raise ValueError(f"cols must have (kh, kw) = {(kh, kw)} at axes -4, -3 (kernel_size), "
+                         f"got shape {list(shape)}")
+    Ho, Wo = shape[-2:]
+    if input_size is None:
+        H = (Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1
+        W = (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1
+        if H < 1 or W < 1:
+            raise ValueError(f"input_size: the image size implied by cols {list(shape)} and the window "
+                             f"parameters would be {(H, W)}; it must be >= 1 (pass input_size)")
+    else:
+        H, W = _core.pair("input_size", input_size, minimum=1)
+    if Ho < 1 or Wo < 1 or (_window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw)) != (Ho, Wo):
+        raise ValueError(f"input_size {(H, W)} gives a {(_window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw))} "
+                         f"window grid with these parameters, but cols has (Ho, Wo) = {(Ho, Wo)}")
+    return tuple(shape[:-4]) + (H, W)
+
+
 def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """Unfold sliding windows: (C, H, W) -> (C, kh, kw, Ho, Wo), (N, C, H, W) -> (N, C, kh, kw, Ho, Wo).
 
@@ -294,14 +330,11 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=
     A batch is one launch.
     """
     x = _core.contiguous(_core.floating("x", x))
-    if x.ndim not in (3, 4):
-        raise ValueError(f"x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {list(x.shape)}")
-    kh, kw = _core.pair("kernel_size", kernel_size, minimum=1)
-    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    shape = im2col_shape(x.shape, kernel_size, stride=stride, padding=padding, dilation=dilation)
     H, W = x.shape[-2:]
-    Ho = _core.window_out_size("output height", H, kh, ph, dh, sh)
-    Wo = _core.window_out_size("output width", W, kw, pw, dw, sw)
-    out = _core.output(out, x, tuple(x.shape[:-2]) + (kh, kw, Ho, Wo))
+    kh, kw, Ho, Wo = shape[-4:]
+    (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
+    out = _core.output(out, x, shape)
     n = out.size
     if n:
         _core.run("conv", "im2col",
@@ -318,27 +351,12 @@ def col2im(cols, kernel_size, *, stride=1, padding=0, dilation=1, input_size=Non
     ``H = (Ho - 1)·sh - 2·ph + dh·(kh - 1) + 1``.  Computed as a gather (no atomics).
     """
     cols = _core.contiguous(_core.floating("cols", cols))
-    if cols.ndim not in (5, 6):
-        raise ValueError(f"cols must be 5-D (C, kh, kw, Ho, Wo) or 6-D (N, C, kh, kw, Ho, Wo), "
-                         f"got shape {list(cols.shape)}")
-    kh, kw = _core.pair("kernel_size", kernel_size, minimum=1)
+    shape = col2im_shape(cols.shape, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         input_size=input_size)
+    H, W = shape[-2:]
+    kh, kw, Ho, Wo = cols.shape[-4:]
     (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
-    if tuple(cols.shape[-4:-2]) != (kh, kw):
-        raise ValueError(f"cols must have (kh, kw) = {(kh, kw)} at axes -4, -3 (kernel_size), "
-                         f"got shape {list(cols.shape)}")
-    Ho, Wo = cols.shape[-2:]
-    if input_size is None:
-        H = (Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1
-        W = (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1
-        if H < 1 or W < 1:
-            raise ValueError(f"input_size: the image size implied by cols {list(cols.shape)} and the window "
-                             f"parameters would be {(H, W)}; it must be >= 1 (pass input_size)")
-    else:
-        H, W = _core.pair("input_size", input_size, minimum=1)
-    if Ho < 1 or Wo < 1 or (_window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw)) != (Ho, Wo):
-        raise ValueError(f"input_size {(H, W)} gives a {(_window(H, kh, ph, dh, sh), _window(W, kw, pw, dw, sw))} "
-                         f"window grid with these parameters, but cols has (Ho, Wo) = {(Ho, Wo)}")
-    out = _core.output(out, cols, tuple(cols.shape[:-4]) + (H, W))
+    out = _core.output(out, cols, shape)
     n = out.size
     if n:
         _core.run("conv", "col2im",

@@ -74,6 +74,8 @@ def _correlation_geometry(shape, pad_size, kernel_size, max_displacement, stride
     kr = (k - 1) // 2
     sizes = []
     for axis, size in (("height", H), ("width", W)):
+        if size < 1:
+            raise ValueError(f"correlation: the inputs must be non-empty along the {axis}, got size {size}")
         span = size + 2 * pad - 2 * (md + kr)
         out = -(-span // s1)                                    # ceil
         if out < 1:
@@ -182,11 +184,8 @@ def _forward(a, b, geo, out, scale, stream):
 
 
 def _backward_outputs(out, a):
-    if out is None:
-        return _core.empty(a, a.shape), _core.empty(a, a.shape)
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise ValueError(f"out must be a pair (grad_input1, grad_input2) or None, got {type(out).__name__}")
-    return _core.output(out[0], a, a.shape), _core.output(out[1], a, a.shape)
+    out1, out2 = _core.out_tuple(out, ("grad_input1", "grad_input2"))
+    return _core.output(out1, a, a.shape), _core.output(out2, a, a.shape)
 
 
 def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):

@@ -272,11 +272,7 @@ def _window_params(**values):
 
 
 def _im2col_shape(shapes, params):
-    p = dict(params)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p["kernel_size"], p["stride"], p["padding"], p["dilation"]
-    H, W = shapes[0][-2:]
-    return tuple(shapes[0][:-2]) + (kh, kw, _core.window_out_size("output height", H, kh, ph, dh, sh),
-                                    _core.window_out_size("output width", W, kw, pw, dw, sw))
+    return conv.im2col_shape(tuple(shapes[0]), **dict(params))
 
 
 def _im2col_backward(grad_out, x, *, out, stream, **params):
@@ -284,8 +280,7 @@ def _im2col_backward(grad_out, x, *, out, stream, **params):
 
 
 def _col2im_shape(shapes, params):
-    p = dict(params)
-    return tuple(shapes[0][:-4]) + tuple(p["input_size"])
+    return conv.col2im_shape(tuple(shapes[0]), **dict(params))
 
 
 def _col2im_backward(grad_out, cols, *, out, stream, input_size, **params):
@@ -317,12 +312,8 @@ def col2im(cols, kernel_size, *, stride=1, padding=0, dilation=1, input_size=Non
     if cols.ndim not in (5, 6):
         raise ValueError(f"cols must be 5-D or 6-D, got shape {list(cols.shape)}")
     params = _window_params(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
-    p = dict(params)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p["kernel_size"], p["stride"], p["padding"], p["dilation"]
-    Ho, Wo = cols.shape[-2:]
-    if input_size is None:
-        input_size = ((Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1, (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1)
-    params += (("input_size", _core.pair("input_size", input_size, minimum=1)),)
+    size = conv.col2im_shape(tuple(cols.shape), input_size=input_size, **dict(params))[-2:]
+    params += (("input_size", size),)
     return _col2im_op(cols.ndim)(params, cols)
 
 

@@ -31,6 +31,9 @@ def _define(schema: str, impl, fake):
     return getattr(torch.ops.gpuops, name).default
 
 
+_PLAIN = (torch.Tensor, nn.Parameter)      # subclasses (FakeTensor, tensor subclasses) take the registered op
+
+
 def _direct(*tensors) -> bool:
     """True when a call may skip the dispatcher and run the core directly: plain tensors, no autograd
     to record, no tracing.  The registered op costs ≈20 µs of dispatch per call; small eager
@@ -38,7 +41,7 @@ def _direct(*tensors) -> bool:
     if torch.compiler.is_compiling():
         return False
     grad = torch.is_grad_enabled()
-    return all(t is None or type(t) is torch.Tensor and not (grad and t.requires_grad) for t in tensors)
+    return all(t is None or type(t) in _PLAIN and not (grad and t.requires_grad) for t in tensors)
 
 
 def _fake_like(x: torch.Tensor, shape=None) -> torch.Tensor:
@@ -391,19 +394,14 @@ class Conv2dDepthwise(nn.Module):
 
 def _im2col_fake(x, kernel_size, stride, padding, dilation):
     _core.floating("x", x)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    H, W = x.shape[-2:]
-    return _fake_like(x, tuple(x.shape[:-2]) + (kh, kw, _core.window_out_size("output height", H, kh, ph, dh, sh),
-                                                 _core.window_out_size("output width", W, kw, pw, dw, sw)))
+    return _fake_like(x, conv.im2col_shape(tuple(x.shape), kernel_size, stride=stride, padding=padding,
+                                           dilation=dilation))
 
 
 def _col2im_fake(cols, kernel_size, stride, padding, dilation, input_size):
     _core.floating("cols", cols)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    Ho, Wo = cols.shape[-2:]
-    if input_size is None:
-        input_size = ((Ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1, (Wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1)
-    return _fake_like(cols, tuple(cols.shape[:-4]) + tuple(input_size))
+    return _fake_like(cols, conv.col2im_shape(tuple(cols.shape), kernel_size, stride=stride, padding=padding,
+                                              dilation=dilation, input_size=input_size))
 
 
 def _im2col_impl(x, kernel_size, stride, padding, dilation):

@@ -745,8 +745,8 @@ DW_WGRAD_FAST = {}
 
 
 def wgrad_ny(k, ny=NY):
-    """Output rows per thread of the weight-gradient kernel: 7x7 keeps 49 tap sums in registers, so
-    its strips are 4 rows (8 would need 166 registers)."""
+    """Output rows per thread of the weight-gradient kernel (the same for every size: 5x5 and 7x7 fit
+    their registers by splitting the taps into bands instead, see `wgrad_parts`)."""
     return ny
 
 

@@ -59,10 +59,18 @@ def test_modules():
     assert "alpha=0.3" in repr(m)
     x = torch.randn(4, 6, dtype=torch.float64)
     torch.testing.assert_close(m(x), _gsmelu_ref(x, **PARAMS))
-    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), gt.NCReLU(), torch.nn.Conv2d(6, 1, 1))
-    out = net(torch.randn(2, 2, 4, 4))
-    out.sum().backward()
-    assert out.shape == (2, 1, 4, 4) and net[0].weight.grad is not None
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), gt.NCReLU(), torch.nn.Conv2d(6, 1, 1)).double()
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    out = net(x)
+    out.square().sum().backward()
+    h = net[0](x)
+    ref = net[2](torch.cat([h.clamp(min=0), torch.where(h >= 0, 0.0, h)], 1))
+    torch.testing.assert_close(out, ref)
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    ref.square().sum().backward()
+    for got, p in zip(grads, net.parameters()):
+        torch.testing.assert_close(got, p.grad)
     with pytest.raises(ValueError, match="alpha \\+ beta"):
         gt.GSmeLU(alpha=0.0, beta=0.0)
 
@@ -76,6 +84,9 @@ def test_16bit_inputs(dtype):
                                rtol=2e-2, atol=2e-2)
     y.sum().backward()
     assert x.grad.dtype == dtype
+    xd = x.detach().double()
+    slope = torch.where(xd <= -0.1, 0.01, torch.where(xd <= 0.1, 0.01 + 0.99 * (xd + 0.1) / 0.2, 1.0))
+    torch.testing.assert_close(x.grad.double(), slope, rtol=2e-2, atol=1e-2)
 
 
 def test_autocast_cpu():
