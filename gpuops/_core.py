@@ -32,19 +32,16 @@ CPU = -1
 class Arr:
     """One array argument as the core sees it.  ``device`` is -1 on the host, else the CUDA ordinal."""
 
-    __slots__ = ("obj", "kind", "shape", "dtype", "device", "name")
+    __slots__ = ("obj", "kind", "shape", "dtype", "device", "name", "size")
 
     def __init__(self, obj, kind, shape, dtype, device, name):
         self.obj, self.kind, self.shape = obj, kind, tuple(shape)
         self.dtype, self.device, self.name = dtype, device, name
+        self.size = math.prod(self.shape)
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
 
     @property
     def is_cuda(self) -> bool:
