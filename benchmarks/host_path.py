@@ -1,6 +1,6 @@
-# Run on any machine: python -m benchmarks.host_path [prof]
 """CPU-only estimate of the Python host path of a CUDA gsmelu call: torch CPU tensors pretend to be on
-cuda:0, kernel compilation and the final cuda.core launch are stubbed out."""
+cuda:0, kernel compilation and the final cuda.core launch are stubbed out.  Measures what the host
+overhead target depends on without a GPU:  python -m benchmarks.host_path [prof]"""
 import time, cProfile, pstats, sys
 import torch
 import gpuops, gpuops._core as core, gpuops._launch as L
