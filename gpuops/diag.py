@@ -42,13 +42,7 @@ def _grid(n):
 
 def _scale(a, x, out, K, P, right, conj, stream):
     n = out.size // P
-    rows = n // K if K else 0
-    if n and P == 1 and a.is_cuda and _core.word_aligned(a, x, out) and K * _core.STORAGE[a.dtype][1] % 8 == 0:
-        row_words = K * _core.STORAGE[a.dtype][1] // 8
-        _core.run("diag", "scale_words", (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), rows, right),
-                  like=a, grid=lambda: (max(1, min(-(-row_words // _THREADS), 2**31 - 1)), max(1, min(rows, 65535))),
-                  block=(_THREADS,), stream=stream)
-    elif n:
+    if n:
         _core.run("diag", "scale", (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), K, P, right, conj),
                   like=a, grid=_grid(n), block=(_THREADS,), stream=stream)
 

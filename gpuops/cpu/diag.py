@@ -25,14 +25,6 @@ def scale(a, d, out, K, P, right, conj):
 
 
 @njit(**CPU_JIT)
-def scale_words(a, d, out, rows, right):
-    """The word kernel's arguments (real data, rows of a whole number of 64-bit words)."""
-    K = a.size // rows
-    for e in prange(a.size):
-        out[e] = a[e] * (d[e - (e // K) * K] if right else d[e // K])
-
-
-@njit(**CPU_JIT)
 def colsum_partial(g, a, partial, M, K, P, rows_per_chunk):
     chunks = max(1, (M + rows_per_chunk - 1) // rows_per_chunk)
     for ch in prange(chunks):

@@ -12,8 +12,6 @@ complex64/complex128 layout is viewed as pairs by gpuops.diag).  ``right`` = 1 s
   row lanes of one chunk of rows (coalesced); chunks are summed in order by the final kernel.
   ``ROWSUM`` (side left: sum along a row) — ``lanes`` threads per row (a power of two ≤ 256).
 """
-import numpy as np
-
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
@@ -47,37 +45,6 @@ def _scale(a, x, out, K, P, right, conj):
             store(out, 2 * i, ar * xr - ai * xm)
             store(out, 2 * i + 1, ar * xm + ai * xr)
         i += step
-
-
-def _scale_words(a, x, out, rows, right):
-    """Real ``SCALE`` on 64-bit words (2 float32 or 4 16-bit values per load; see the word kernels
-    of gpuops.cuda.elementwise): ``blockIdx.y`` walks rows, so no division per element.  The host
-    uses it when rows hold whole words and every pointer is 8-byte aligned."""
-    aw = a.view(np.uint64)
-    ow = out.view(np.uint64)
-    row_words = aw.size // rows
-    xw = x.view(np.uint64)
-    words_a = cuda.local.array(1, nt.uint64)
-    words_x = cuda.local.array(1, nt.uint64)
-    words_out = cuda.local.array(1, nt.uint64)
-    values_a = words_a.view(a.dtype)
-    values_x = words_x.view(x.dtype)
-    values_out = words_out.view(out.dtype)
-    start = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    for r in range(cuda.blockIdx.y, rows, cuda.gridDim.y):
-        base = nt.int64(r) * row_words
-        for w in range(start, row_words, step):
-            words_a[0] = aw[base + w]
-            if right:
-                words_x[0] = xw[w]
-                for t in range(values_a.size):
-                    store(values_out, t, load(values_a, t) * load(values_x, t))
-            else:
-                scale = load(x, r)
-                for t in range(values_a.size):
-                    store(values_out, t, load(values_a, t) * scale)
-            ow[base + w] = words_out[0]
 
 
 def _colsum_partial(g, a, partial, M, K, P, rows_per_chunk):
@@ -199,7 +166,6 @@ def _partial(d):
 
 _I = nt.int64
 SCALE = Kernel(_scale, lambda d: (_flat(d),) * 3 + (_I,) * 4)
-SCALE_WORDS = Kernel(_scale_words, lambda d: (_flat(d),) * 3 + (_I,) * 2)
 COLSUM_PARTIAL = Kernel(_colsum_partial, lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 4)
 COLSUM_FINAL = Kernel(_colsum_final, lambda d: (_partial(d), _flat(d), _I))
 ROWSUM = Kernel(_rowsum, lambda d: (_flat(d),) * 3 + (_I,) * 4)
