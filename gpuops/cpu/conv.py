@@ -23,6 +23,17 @@ def _span(n_out, stride, offset, size):
     return lo, max(lo, hi)
 
 
+@njit(cache=True)
+def _axpy(dst, src, a):
+    """dst += a · src over 2-D views: the inner loop is one LLVM vectorises (the same loop inline over
+    flat offsets into two arrays does not, for want of proof that they do not overlap)."""
+    for i in range(dst.shape[0]):
+        d = dst[i]
+        s = src[i]
+        for j in range(d.size):
+            d[j] += a * s[j]
+
+
 @njit(**CPU_JIT)
 def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
              kh, kw, sh, sw, offy, offx, dh, dw, flip):
@@ -37,19 +48,20 @@ def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws
             s = (d * terms + q) // div
             src_off = (n * n_src_ch + s) * Hs * Ws
             w_off = (d * terms + q) * KK
+            plane_in = src[src_off:src_off + Hs * Ws].reshape(Hs, Ws)
+            plane_out = acc.reshape(Hd, Wd)
             for a in range(kh):
                 oy_lo, oy_hi = _span(Hd, sh, offy + a * dh, Hs)
                 for b in range(kw):
                     kk = a * kw + b
                     if flip:
                         kk = KK - 1 - kk
-                    wv = w[w_off + kk]
                     ox_lo, ox_hi = _span(Wd, sw, offx + b * dw, Ws)
-                    for oy in range(oy_lo, oy_hi):
-                        row = src_off + (oy * sh + offy + a * dh) * Ws + offx + b * dw
-                        out_row = oy * Wd
-                        for ox in range(ox_lo, ox_hi):
-                            acc[out_row + ox] += wv * src[row + ox * sw]
+                    if oy_lo < oy_hi and ox_lo < ox_hi:
+                        iy, ix = oy_lo * sh + offy + a * dh, ox_lo * sw + offx + b * dw
+                        rows = slice(iy, iy + (oy_hi - oy_lo - 1) * sh + 1, sh)
+                        cols = slice(ix, ix + (ox_hi - ox_lo - 1) * sw + 1, sw)
+                        _axpy(plane_out[oy_lo:oy_hi, ox_lo:ox_hi], plane_in[rows, cols], w[w_off + kk])
         if has_bias:
             acc += bias[d]
         dst[out_off:out_off + Hd * Wd] = acc
