@@ -9,29 +9,9 @@ same result as the CUDA reduction, up to rounding.
 import numpy as np
 
 from gpuops._toolchain import CPU_JIT, njit, prange
+from gpuops.cpu._loops import axpy, span
 
 _WRAP = dict(cache=True, nogil=True)     # thin entry points over a parallel body
-
-
-@njit(cache=True, inline="always")
-def _span(n_out, stride, offset, size):
-    """Output indices ``o`` in [lo, hi) whose input ``o·stride + offset`` lies in [0, size): the inner
-    loops then run branch-free (and vectorise) instead of testing every pixel."""
-    lo = 0 if offset >= 0 else (stride - 1 - offset) // stride
-    last = size - 1 - offset
-    hi = 0 if last < 0 else min(n_out, last // stride + 1)
-    return lo, max(lo, hi)
-
-
-@njit(cache=True)
-def _axpy(dst, src, a):
-    """dst += a · src over 2-D views: the inner loop is one LLVM vectorises (the same loop inline over
-    flat offsets into two arrays does not, for want of proof that they do not overlap)."""
-    for i in range(dst.shape[0]):
-        d = dst[i]
-        s = src[i]
-        for j in range(d.size):
-            d[j] += a * s[j]
 
 
 @njit(**CPU_JIT)
@@ -51,17 +31,17 @@ def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws
             plane_in = src[src_off:src_off + Hs * Ws].reshape(Hs, Ws)
             plane_out = acc.reshape(Hd, Wd)
             for a in range(kh):
-                oy_lo, oy_hi = _span(Hd, sh, offy + a * dh, Hs)
+                oy_lo, oy_hi = span(Hd, sh, offy + a * dh, Hs)
                 for b in range(kw):
                     kk = a * kw + b
                     if flip:
                         kk = KK - 1 - kk
-                    ox_lo, ox_hi = _span(Wd, sw, offx + b * dw, Ws)
+                    ox_lo, ox_hi = span(Wd, sw, offx + b * dw, Ws)
                     if oy_lo < oy_hi and ox_lo < ox_hi:
                         iy, ix = oy_lo * sh + offy + a * dh, ox_lo * sw + offx + b * dw
                         rows = slice(iy, iy + (oy_hi - oy_lo - 1) * sh + 1, sh)
                         cols = slice(ix, ix + (ox_hi - ox_lo - 1) * sw + 1, sw)
-                        _axpy(plane_out[oy_lo:oy_hi, ox_lo:ox_hi], plane_in[rows, cols], w[w_off + kk])
+                        axpy(plane_out[oy_lo:oy_hi, ox_lo:ox_hi], plane_in[rows, cols], w[w_off + kk])
         if has_bias:
             acc += bias[d]
         dst[out_off:out_off + Hd * Wd] = acc

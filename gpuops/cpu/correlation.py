@@ -7,6 +7,16 @@ because each (n, c) plane belongs to one thread.
 import numpy as np
 
 from gpuops._toolchain import CPU_JIT, njit, prange
+from gpuops.cpu._loops import fma, span
+
+
+@njit(cache=True, inline="always")
+def _overlap(n_out, stride, offset, shift, size):
+    """Output indices whose two inputs (``o·stride + offset`` and that ``+ shift``) are both inside."""
+    lo1, hi1 = span(n_out, stride, offset, size)
+    lo2, hi2 = span(n_out, stride, offset + shift, size)
+    lo = max(lo1, lo2)
+    return lo, max(lo, min(hi1, hi2))
 
 
 @njit(**CPU_JIT)
@@ -21,17 +31,22 @@ def _forward(in1, in2, out, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH,
         sy = (ph - (PH - 1) // 2) * dpH
         sx = (pw - (PW - 1) // 2) * dpW
         acc = np.zeros((oH, oW), out.dtype)
-        for c in range(C):
-            for h in range(oH):
-                for a in range(kH):
-                    y = h * sH - padH + a * dilH
-                    if y < 0 or y >= H or y + sy < 0 or y + sy >= H:
-                        continue
-                    for w in range(oW):
-                        for b in range(kW):
-                            x = w * sW - padW + b * dilW
-                            if 0 <= x < W and 0 <= x + sx < W:
-                                acc[h, w] += in1[n, c, y, x] * in2[n, c, y + sy, x + sx]
+        for a in range(kH):
+            oy = a * dilH - padH
+            h_lo, h_hi = _overlap(oH, sH, oy, sy, H)
+            if h_lo == h_hi:
+                continue
+            rows = slice(h_lo * sH + oy, (h_hi - 1) * sH + oy + 1, sH)
+            rows2 = slice(h_lo * sH + oy + sy, (h_hi - 1) * sH + oy + sy + 1, sH)
+            for b in range(kW):
+                ox = b * dilW - padW
+                w_lo, w_hi = _overlap(oW, sW, ox, sx, W)
+                if w_lo == w_hi:
+                    continue
+                cols = slice(w_lo * sW + ox, (w_hi - 1) * sW + ox + 1, sW)
+                cols2 = slice(w_lo * sW + ox + sx, (w_hi - 1) * sW + ox + sx + 1, sW)
+                for c in range(C):
+                    fma(acc[h_lo:h_hi, w_lo:w_hi], in1[n, c, rows, cols], in2[n, c, rows2, cols2])
         for h in range(oH):
             for w in range(oW):
                 out[n, d, h, w] = acc[h, w] * scale
@@ -63,18 +78,23 @@ def _backward(g, in1, in2, gin1, gin2, kH, kW, sH, sW, padH, padW, dilH, dilW, P
             pw = d - ph * PW
             sy = (ph - (PH - 1) // 2) * dpH
             sx = (pw - (PW - 1) // 2) * dpW
-            for h in range(oH):
-                for a in range(kH):
-                    y = h * sH - padH + a * dilH
-                    if y < 0 or y >= H or y + sy < 0 or y + sy >= H:
+            for a in range(kH):
+                oy = a * dilH - padH
+                h_lo, h_hi = _overlap(oH, sH, oy, sy, H)
+                if h_lo == h_hi:
+                    continue
+                rows = slice(h_lo * sH + oy, (h_hi - 1) * sH + oy + 1, sH)
+                rows2 = slice(h_lo * sH + oy + sy, (h_hi - 1) * sH + oy + sy + 1, sH)
+                for b in range(kW):
+                    ox = b * dilW - padW
+                    w_lo, w_hi = _overlap(oW, sW, ox, sx, W)
+                    if w_lo == w_hi:
                         continue
-                    for w in range(oW):
-                        gv = g[n, d, h, w]
-                        for b in range(kW):
-                            x = w * sW - padW + b * dilW
-                            if 0 <= x < W and 0 <= x + sx < W:
-                                a1[y, x] += gv * in2[n, c, y + sy, x + sx]
-                                a2[y + sy, x + sx] += gv * in1[n, c, y, x]
+                    cols = slice(w_lo * sW + ox, (w_hi - 1) * sW + ox + 1, sW)
+                    cols2 = slice(w_lo * sW + ox + sx, (w_hi - 1) * sW + ox + sx + 1, sW)
+                    grad = g[n, d, h_lo:h_hi, w_lo:w_hi]
+                    fma(a1[rows, cols], grad, in2[n, c, rows2, cols2])
+                    fma(a2[rows2, cols2], grad, in1[n, c, rows, cols])
         for y in range(H):
             for x in range(W):
                 gin1[n, c, y, x] = a1[y, x] * scale
