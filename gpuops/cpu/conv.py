@@ -14,6 +14,40 @@ from gpuops.cpu._loops import axpy, span
 _WRAP = dict(cache=True, nogil=True)     # thin entry points over a parallel body
 
 
+@njit(cache=True)
+def _axpy_flat(dst, src, a):
+    for i in range(dst.size):
+        dst[i] += a * src[i]
+
+
+@njit(cache=True)
+def _stride1_plane(acc, src, src_off, w, w_off, Hs, Ws, Hd, Wd, kh, kw, offy, offx, dh, dw, flip):
+    """acc (Hd·Wd) += one source plane correlated with one tap set, stride 1.
+
+    The plane is copied into a zero-padded buffer of row width Wp, after which every tap is one long
+    contiguous axpy over Hd·Wp values (columns Wd..Wp of each row are computed and dropped): far
+    better vectorised than one short axpy per output row."""
+    KK = kh * kw
+    Hp, Wp = Hd + (kh - 1) * dh, Wd + (kw - 1) * dw
+    padded = np.zeros(Hp * Wp + (kw - 1) * dw, acc.dtype)
+    px_lo, px_hi = span(Wp, 1, offx, Ws)
+    for py in range(Hp):
+        y = py + offy
+        if 0 <= y < Hs and px_lo < px_hi:
+            row = src_off + y * Ws + offx
+            padded[py * Wp + px_lo:py * Wp + px_hi] = src[row + px_lo:row + px_hi]
+    full = np.zeros(Hd * Wp, acc.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            kk = a * kw + b
+            if flip:
+                kk = KK - 1 - kk
+            shift = a * dh * Wp + b * dw
+            _axpy_flat(full, padded[shift:shift + Hd * Wp], w[w_off + kk])
+    for oy in range(Hd):
+        acc[oy * Wd:(oy + 1) * Wd] += full[oy * Wp:oy * Wp + Wd]
+
+
 @njit(**CPU_JIT)
 def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
              kh, kw, sh, sw, offy, offx, dh, dw, flip):
@@ -28,6 +62,9 @@ def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws
             s = (d * terms + q) // div
             src_off = (n * n_src_ch + s) * Hs * Ws
             w_off = (d * terms + q) * KK
+            if sh == 1 and sw == 1:
+                _stride1_plane(acc, src, src_off, w, w_off, Hs, Ws, Hd, Wd, kh, kw, offy, offx, dh, dw, flip)
+                continue
             plane_in = src[src_off:src_off + Hs * Ws].reshape(Hs, Ws)
             plane_out = acc.reshape(Hd, Wd)
             for a in range(kh):
