@@ -72,116 +72,18 @@ def _like(x, shape=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# gsmelu
+# one custom_vjp wiring for every op
 
 
-@functools.lru_cache(maxsize=None)
-def _gsmelu_forward_callback(params):
-    slope, neg_slope, alpha, beta, delta_t = params
-
-    def callback(ctx, out, x):
-        elementwise.gsmelu(x, slope=slope, neg_slope=neg_slope, alpha=alpha, beta=beta, delta_t=delta_t,
-                           out=out, stream=_stream(ctx, x))
-    return callback
-
-
-@functools.lru_cache(maxsize=None)
-def _gsmelu_backward_callback(params):
-    slope, neg_slope, alpha, beta, delta_t = params
-
-    def callback(ctx, grad_x, grad_out, x):
-        elementwise.gsmelu_backward(grad_out, x, slope=slope, neg_slope=neg_slope, alpha=alpha, beta=beta,
-                                    delta_t=delta_t, out=grad_x, stream=_stream(ctx, x))
-    return callback
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _gsmelu(x, params):
-    return _call(_gsmelu_forward_callback(params), _like(x), x)
-
-
-def _gsmelu_fwd(x, params):
-    return _gsmelu(x, params), x
-
-
-def _gsmelu_bwd(params, x, grad):
-    return (_call(_gsmelu_backward_callback(params), _like(x), grad, x),)
-
-
-_gsmelu.defvjp(_gsmelu_fwd, _gsmelu_bwd)
-
-
-def _check_floating(name, x):
-    if jax.numpy.dtype(x.dtype).name not in _core.FLOAT_DTYPES:
-        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
-                        f"got {jax.numpy.dtype(x.dtype).name}")
-
-
-def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0):
-    """`gpuops.gsmelu` as a differentiable JAX function (any shape; jit, grad, vmap).
-
-    y = g₋·x + Δt + (g₊ − g₋)·h(x), h = 0 (x ≤ −α), (x+α)²/(2(α+β)) (−α < x ≤ β), x + (α−β)/2 otherwise.
-    The parameters are static (Python floats).
-    """
-    _check_floating("x", x)
-    return _gsmelu(x, elementwise._gsmelu_params(slope, neg_slope, alpha, beta, delta_t))
-
-
-# ---------------------------------------------------------------------------------------------
-# ncrelu
-
-
-@functools.lru_cache(maxsize=None)
-def _ncrelu_forward_callback(rank):
-    def callback(ctx, out, x):
-        elementwise.ncrelu(_folded(x, rank), out=_folded(out, rank), stream=_stream(ctx, x))
-    return callback
-
-
-@functools.lru_cache(maxsize=None)
-def _ncrelu_backward_callback(rank):
-    def callback(ctx, grad_x, grad_out, x):
-        elementwise.ncrelu_backward(_folded(grad_out, rank), _folded(x, rank), out=_folded(grad_x, rank),
-                                    stream=_stream(ctx, x))
-    return callback
-
-
-@jax.custom_vjp
-def _ncrelu(x):
-    return _call(_ncrelu_forward_callback(x.ndim), _like(x, elementwise.ncrelu_shape(x.shape)), x)
-
-
-def _ncrelu_fwd(x):
-    return _ncrelu(x), x
-
-
-def _ncrelu_bwd(x, grad):
-    return (_call(_ncrelu_backward_callback(x.ndim), _like(x), grad, x),)
-
-
-_ncrelu.defvjp(_ncrelu_fwd, _ncrelu_bwd)
-
-
-def ncrelu(x):
-    """`gpuops.ncrelu` as a differentiable JAX function: (N, C, ...) -> (N, 2C, ...)."""
-    _check_floating("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must have at least 2 dimensions, got shape {list(x.shape)}")
-    return _ncrelu(x)
-
-
-# ---------------------------------------------------------------------------------------------
-# spatial_correlation_sample and correlation: per-image ops, so vmapped batches fold into N
-
-
-def _array_op(forward, backward, out_shape, ranks=None):
+def _array_op(forward, backward, out_shape, ranks=None, vmap_method=None):
     """A custom_vjp function ``f(*arrays, params)`` over a core forward and its backward.
 
     ``forward(*arrays, out=, stream=, **params)`` and ``backward(grad, *arrays, out=(one per array),
     stream=, **params)`` are core functions; ``params`` is a hashable tuple of (keyword, value) pairs;
     ``out_shape(shapes, params)`` gives the output shape.  ``ranks`` (one per array, then the output)
     lets vmap fold its batch axis into each array's leading axis (ops that are independent per leading
-    index); without it vmap loops over the batch.
+    index); without it vmap loops over the batch, unless ``vmap_method`` says otherwise
+    ("broadcast_all" for elementwise ops, which take any leading axes as they are).
     """
 
     def fold(buffer, i):
@@ -202,7 +104,8 @@ def _array_op(forward, backward, out_shape, ranks=None):
                      **dict(params))
         return callback
 
-    vmap_method = "sequential" if ranks is None else "broadcast_all"
+    if vmap_method is None:
+        vmap_method = "sequential" if ranks is None else "broadcast_all"
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
     def op(params, *arrays):
@@ -218,6 +121,60 @@ def _array_op(forward, backward, out_shape, ranks=None):
 
     op.defvjp(op_fwd, op_bwd)
     return op
+
+
+def _check_floating(name, x):
+    if jax.numpy.dtype(x.dtype).name not in _core.FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
+                        f"got {jax.numpy.dtype(x.dtype).name}")
+
+
+def _single_grad(backward):
+    """A one-input core backward in `_array_op`'s form (its ``out`` is a tuple of one)."""
+    def adapted(grad, x, *, out, stream, **params):
+        backward(grad, x, out=out[0], stream=stream, **params)
+    return adapted
+
+
+# ---------------------------------------------------------------------------------------------
+# gsmelu (elementwise: vmapped buffers pass through with their extra axes)
+
+_GSMELU_KEYS = ("slope", "neg_slope", "alpha", "beta", "delta_t")
+_gsmelu = _array_op(elementwise.gsmelu, _single_grad(elementwise.gsmelu_backward), lambda shapes, params: shapes[0],
+                    vmap_method="broadcast_all")
+
+
+def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0):
+    """`gpuops.gsmelu` as a differentiable JAX function (any shape; jit, grad, vmap).
+
+    y = g₋·x + Δt + (g₊ − g₋)·h(x), h = 0 (x ≤ −α), (x+α)²/(2(α+β)) (−α < x ≤ β), x + (α−β)/2 otherwise.
+    The parameters are static (Python floats).
+    """
+    _check_floating("x", x)
+    params = tuple(zip(_GSMELU_KEYS, elementwise._gsmelu_params(slope, neg_slope, alpha, beta, delta_t)))
+    return _gsmelu(params, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# ncrelu (per leading index: vmapped batches fold into N)
+
+
+@functools.lru_cache(maxsize=None)
+def _ncrelu_op(rank):
+    return _array_op(elementwise.ncrelu, _single_grad(elementwise.ncrelu_backward),
+                     lambda shapes, params: elementwise.ncrelu_shape(shapes[0]), ranks=(rank, rank))
+
+
+def ncrelu(x):
+    """`gpuops.ncrelu` as a differentiable JAX function: (N, C, ...) -> (N, 2C, ...)."""
+    _check_floating("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions, got shape {list(x.shape)}")
+    return _ncrelu_op(x.ndim)((), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# spatial_correlation_sample and correlation: per-image ops, so vmapped batches fold into N
 
 
 def _check_pair(input1, input2):

@@ -18,7 +18,11 @@ def span(n_out, stride, offset, size):
 
 @njit(cache=True)
 def axpy(dst, src, a):
-    """``dst += a · src`` over 2-D views."""
+    """``dst += a · src`` over 1-D or 2-D views (numba compiles one version per rank)."""
+    if dst.ndim == 1:
+        for j in range(dst.size):
+            dst[j] += a * src[j]
+        return
     for i in range(dst.shape[0]):
         d = dst[i]
         s = src[i]

@@ -15,12 +15,6 @@ _WRAP = dict(cache=True, nogil=True)     # thin entry points over a parallel bod
 
 
 @njit(cache=True)
-def _axpy_flat(dst, src, a):
-    for i in range(dst.size):
-        dst[i] += a * src[i]
-
-
-@njit(cache=True)
 def _stride1_plane(acc, src, src_off, w, w_off, Hs, Ws, Hd, Wd, kh, kw, offy, offx, dh, dw, flip):
     """acc (Hd·Wd) += one source plane correlated with one tap set, stride 1.
 
@@ -43,7 +37,7 @@ def _stride1_plane(acc, src, src_off, w, w_off, Hs, Ws, Hd, Wd, kh, kw, offy, of
             if flip:
                 kk = KK - 1 - kk
             shift = a * dh * Wp + b * dw
-            _axpy_flat(full, padded[shift:shift + Hd * Wp], w[w_off + kk])
+            axpy(full, padded[shift:shift + Hd * Wp], w[w_off + kk])
     for oy in range(Hd):
         acc[oy * Wd:(oy + 1) * Wd] += full[oy * Wp:oy * Wp + Wd]
 

@@ -12,11 +12,22 @@ from gpuops.cpu._loops import fma, span
 
 @njit(cache=True, inline="always")
 def _overlap(n_out, stride, offset, shift, size):
-    """Output indices whose two inputs (``o·stride + offset`` and that ``+ shift``) are both inside."""
+    """Output indices [lo, hi) whose two inputs (``o·stride + offset`` and that ``+ shift``) are both
+    inside, and the slices of the two inputs they read (meaningless when lo == hi)."""
     lo1, hi1 = span(n_out, stride, offset, size)
     lo2, hi2 = span(n_out, stride, offset + shift, size)
     lo = max(lo1, lo2)
-    return lo, max(lo, min(hi1, hi2))
+    hi = max(lo, min(hi1, hi2))
+    first, stop = lo * stride + offset, (hi - 1) * stride + offset + 1
+    return lo, hi, slice(first, stop, stride), slice(first + shift, stop + shift, stride)
+
+
+@njit(cache=True, inline="always")
+def _patch_shift(d, PH, PW, dpH, dpW):
+    """(sy, sx) of displacement channel d (spec/ops.md §7)."""
+    ph = d // PW
+    pw = d - ph * PW
+    return (ph - (PH - 1) // 2) * dpH, (pw - (PW - 1) // 2) * dpW
 
 
 @njit(**CPU_JIT)
@@ -26,25 +37,16 @@ def _forward(in1, in2, out, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH,
     for nd in prange(N * D):
         n = nd // D
         d = nd - n * D
-        ph = d // PW
-        pw = d - ph * PW
-        sy = (ph - (PH - 1) // 2) * dpH
-        sx = (pw - (PW - 1) // 2) * dpW
+        sy, sx = _patch_shift(d, PH, PW, dpH, dpW)
         acc = np.zeros((oH, oW), out.dtype)
         for a in range(kH):
-            oy = a * dilH - padH
-            h_lo, h_hi = _overlap(oH, sH, oy, sy, H)
+            h_lo, h_hi, rows, rows2 = _overlap(oH, sH, a * dilH - padH, sy, H)
             if h_lo == h_hi:
                 continue
-            rows = slice(h_lo * sH + oy, (h_hi - 1) * sH + oy + 1, sH)
-            rows2 = slice(h_lo * sH + oy + sy, (h_hi - 1) * sH + oy + sy + 1, sH)
             for b in range(kW):
-                ox = b * dilW - padW
-                w_lo, w_hi = _overlap(oW, sW, ox, sx, W)
+                w_lo, w_hi, cols, cols2 = _overlap(oW, sW, b * dilW - padW, sx, W)
                 if w_lo == w_hi:
                     continue
-                cols = slice(w_lo * sW + ox, (w_hi - 1) * sW + ox + 1, sW)
-                cols2 = slice(w_lo * sW + ox + sx, (w_hi - 1) * sW + ox + sx + 1, sW)
                 for c in range(C):
                     fma(acc[h_lo:h_hi, w_lo:w_hi], in1[n, c, rows, cols], in2[n, c, rows2, cols2])
         for h in range(oH):
@@ -74,24 +76,15 @@ def _backward(g, in1, in2, gin1, gin2, kH, kW, sH, sW, padH, padW, dilH, dilW, P
         a1 = np.zeros((H, W), gin1.dtype)
         a2 = np.zeros((H, W), gin2.dtype)
         for d in range(D):
-            ph = d // PW
-            pw = d - ph * PW
-            sy = (ph - (PH - 1) // 2) * dpH
-            sx = (pw - (PW - 1) // 2) * dpW
+            sy, sx = _patch_shift(d, PH, PW, dpH, dpW)
             for a in range(kH):
-                oy = a * dilH - padH
-                h_lo, h_hi = _overlap(oH, sH, oy, sy, H)
+                h_lo, h_hi, rows, rows2 = _overlap(oH, sH, a * dilH - padH, sy, H)
                 if h_lo == h_hi:
                     continue
-                rows = slice(h_lo * sH + oy, (h_hi - 1) * sH + oy + 1, sH)
-                rows2 = slice(h_lo * sH + oy + sy, (h_hi - 1) * sH + oy + sy + 1, sH)
                 for b in range(kW):
-                    ox = b * dilW - padW
-                    w_lo, w_hi = _overlap(oW, sW, ox, sx, W)
+                    w_lo, w_hi, cols, cols2 = _overlap(oW, sW, b * dilW - padW, sx, W)
                     if w_lo == w_hi:
                         continue
-                    cols = slice(w_lo * sW + ox, (w_hi - 1) * sW + ox + 1, sW)
-                    cols2 = slice(w_lo * sW + ox + sx, (w_hi - 1) * sW + ox + sx + 1, sW)
                     grad = g[n, d, h_lo:h_hi, w_lo:w_hi]
                     fma(a1[rows, cols], grad, in2[n, c, rows2, cols2])
                     fma(a2[rows2, cols2], grad, in1[n, c, rows, cols])
