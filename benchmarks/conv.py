@@ -114,18 +114,47 @@ def _col2im():
                 bytes=(cols.numel() + cols.numel() // 9) * 4)
 
 
-@workload("dgmm", "8192x8192 right", "float32")
-def _dgmm():
+def _dgmm_case(side, dtype, backward, complex_=False):
     import torch
 
     import gpuops
-    a = torch.randn(8192, 8192, device="cuda")
-    v = torch.randn(8192, device="cuda")
+    dt = _torch_dtype(dtype)
+    M = K = 8192
+    if complex_:
+        a = torch.randn(M, K // 2, dtype=torch.complex64, device="cuda")
+        x = torch.randn(K // 2, dtype=torch.complex64, device="cuda")
+    else:
+        a = torch.randn(M, K, device="cuda", dtype=dt)
+        x = torch.randn(K if side == "right" else M, device="cuda", dtype=dt)
+    op, op_backward = (gpuops.cdgmm, gpuops.cdgmm_backward) if complex_ else (gpuops.dgmm, gpuops.dgmm_backward)
 
-    def ours():
-        return gpuops.dgmm(a, v, side="right")
+    def expr(a, x):
+        return a * x[None, :] if side == "right" else x[:, None] * a
+    nbytes = a.numel() * a.element_size()
+    if not backward:
+        return dict(gpuops=lambda: op(a, x, side=side), peer=lambda: expr(a, x), peer_name="torch a * x",
+                    check=lambda: torch.equal(op(a, x, side=side), expr(a, x)), bytes=2 * nbytes)
+    g = torch.randn_like(a)
+    aq, xq = a.detach().requires_grad_(), x.detach().requires_grad_()
+    out = expr(aq, xq)
 
-    def peer():
-        return a * v[None, :]
-    return dict(gpuops=ours, peer=peer, peer_name="a * x[None, :]",
-                check=lambda: torch.equal(ours(), peer()), bytes=2 * a.numel() * 4)
+    def check():
+        wide = torch.complex128 if complex_ else torch.float64
+        ad, xd = (t.detach().to(wide).requires_grad_() for t in (a, x))
+        refs = torch.autograd.grad(expr(ad, xd), (ad, xd), g.to(wide))
+        real = (lambda t: torch.view_as_real(t)) if complex_ else (lambda t: t)
+        return all(_rel(real(o), real(r)) < _TOL[dtype] for o, r in zip(op_backward(g, a, x, side=side), refs))
+    # read grad_out and a, write grad_a (grad_x is negligible)
+    return dict(gpuops=lambda: op_backward(g, a, x, side=side),
+                peer=lambda: torch.autograd.grad(out, (aq, xq), g, retain_graph=True),
+                peer_name="torch autograd of a * x", check=check, bytes=3 * nbytes)
+
+
+for _side in ("right", "left"):
+    for _dtype in ("float32", "bfloat16"):
+        for _bwd in (False, True):
+            workload("dgmm", f"8192x8192 {_side} {'bwd' if _bwd else 'fwd'}", _dtype)(
+                lambda side=_side, dtype=_dtype, bwd=_bwd: _dgmm_case(side, dtype, bwd))
+for _bwd in (False, True):
+    workload("cdgmm", f"8192x4096 complex64 right {'bwd' if _bwd else 'fwd'}", "float32")(
+        lambda bwd=_bwd: _dgmm_case("right", "float32", bwd, complex_=True))

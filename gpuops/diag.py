@@ -11,8 +11,10 @@ from gpuops import _core
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 
-_THREADS = 256
-_REDUCE_BLOCKS = 2048      # blocks aimed at by the column-sum stage 1
+_THREADS = 256           # = gpuops.cuda.diag.THREADS
+_UNROLL = 4              # = gpuops.cuda.diag.UNROLL
+_TARGET_BLOCKS = 2048    # about 8 blocks per SM on a 132-SM H100/H200, enough bytes in flight
+_CPU_SEGMENTS = 16       # row segments of the CPU mirror (side right), fixed so sums do not depend on cores
 _COMPLEX = {"complex64": "float32", "complex128": "float64"}
 
 
@@ -36,40 +38,40 @@ def _side(side, M, K, L):
     raise ValueError(f"side must be 'auto', 'left' or 'right', got {side!r}")
 
 
-def _grid(n):
-    return lambda: (_core.blocks_for(n, _THREADS),)
-
-
-def _scale(a, x, out, K, P, right, conj, stream):
-    n = out.size // P
-    if n:
-        _core.run("diag", "scale", (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), K, P, right, conj),
-                  like=a, grid=_grid(n), block=(_THREADS,), stream=stream)
-
-
-def _reduce(g, a, gx, M, K, P, right, stream):
-    """gx = Σ g · conj(a) over rows (right) or along rows (left); deterministic."""
-    if not gx.size:
-        return
+def _layout(M, K, right, on_gpu):
+    """(tc, tiles, segments, seg_len) of `SCALE`: tc threads along the columns (a power of two), tiles
+    blocks across the kept axis, the reduced axis cut into segments of seg_len.  The GPU aims at
+    about _TARGET_BLOCKS blocks whatever its size, so results are the same on every GPU."""
+    tc = 1
+    while tc < min(K, _THREADS):
+        tc *= 2
+    rows = _THREADS // tc
     if right:
-        col_blocks = -(-K // 32)
-        chunks = max(1, min(-(-_REDUCE_BLOCKS // col_blocks), -(-M // 8)))
-        rows_per_chunk = max(1, -(-M // chunks))
-        chunks = max(1, -(-M // rows_per_chunk))
-        partial = _core.empty(a, (chunks * K * P,), STORAGE[a.dtype][2])
-        _core.run("diag", "colsum_partial",
-                  (In(g, (g.size,)), In(a, (a.size,)), Out(partial), M, K, P, rows_per_chunk),
-                  like=a, grid=lambda: (min(chunks * col_blocks, 2**31 - 1),), block=(_THREADS,), stream=stream)
-        _core.run("diag", "colsum_final", (In(partial), Out(gx, (gx.size,)), chunks),
-                  like=a, grid=_grid(gx.size), block=(_THREADS,), stream=stream)
+        tiles, reduced, per_step = -(-K // tc), M, rows
     else:
-        lanes = 1
-        while lanes < min(K, _THREADS):
-            lanes *= 2
-        per_block = _THREADS // lanes
-        _core.run("diag", "rowsum", (In(g, (g.size,)), In(a, (a.size,)), Out(gx, (gx.size,)), M, K, P, lanes),
-                  like=a, grid=lambda: (max(1, min(-(-M // per_block), 2**31 - 1)),), block=(_THREADS,),
-                  stream=stream)
+        tiles, reduced, per_step = -(-M // rows), K, tc
+    target = _TARGET_BLOCKS if on_gpu else _CPU_SEGMENTS
+    segments = max(1, min(-(-target // tiles) if on_gpu else target, -(-reduced // (per_step * _UNROLL)), 65535))
+    seg_len = max(1, -(-reduced // segments))
+    return tc, tiles, max(1, -(-reduced // seg_len)), seg_len
+
+
+def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None):
+    """out = a · x̃ (conj: x̃ conjugated); with ``b`` and ``gx`` also gx = Σ a · conj(b) over the rows
+    (right) or along each row (left), in one pass over a and b; deterministic."""
+    want_sum = int(gx is not None and gx.size > 0)
+    if not out.size and not want_sum:
+        return
+    tc, tiles, segments, seg_len = _layout(M, K, right, a.is_cuda)
+    count = K if right else M
+    partial = _core.empty(a, ((segments if want_sum else 1) * count * P,), STORAGE[a.dtype][2])
+    b = a if b is None else b
+    _core.run("diag", "scale", (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), In(b, (b.size,)),
+                                Out(partial), M, K, P, right, conj, tc, seg_len, want_sum),
+              like=a, grid=(tiles, segments), block=(_THREADS,), stream=stream)
+    if want_sum:
+        _core.run("diag", "sum_segments", (In(partial), Out(gx, (gx.size,)), segments),
+                  like=a, grid=lambda: (_core.blocks_for(gx.size, _THREADS),), block=(_THREADS,), stream=stream)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def dgmm(a, x, *, side="auto", out=None, stream=None):
     """
     a, x, M, K, right = _check_dgmm(a, x, side)
     out = _core.output(out, a, a.shape)
-    _scale(a, x, out, K, 1, right, 0, stream)
+    _scale(a, x, out, M, K, 1, right, 0, stream)
     return out.obj
 
 
@@ -110,8 +112,7 @@ def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     out_a, out_x = _core.out_tuple(out, ("grad_a", "grad_x"))
     grad_a = _core.output(out_a, a, a.shape)
     grad_x = _core.output(out_x, a, x.shape)
-    _scale(grad_out, x, grad_a, K, 1, right, 0, stream)
-    _reduce(grad_out, a, grad_x, M, K, 1, right, stream)
+    _scale(grad_out, x, grad_a, M, K, 1, right, 0, stream, b=a, gx=grad_x)
     return grad_a.obj, grad_x.obj
 
 
@@ -178,7 +179,7 @@ def cdgmm(a, x, *, side="auto", out=None, stream=None):
     out, out_p = _alloc(a, a.shape, out, is_complex)
     if is_complex:
         a, x = _pairs(a), _pairs(x)
-    _scale(a, x, out_p, K, 2, right, 0, stream)
+    _scale(a, x, out_p, M, K, 2, right, 0, stream)
     return out.obj
 
 
@@ -196,6 +197,5 @@ def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     grad_x, grad_x_p = _alloc(a, x.shape, out_x, is_complex)
     if is_complex:
         a, x, g = _pairs(a), _pairs(x), _pairs(g)
-    _scale(g, x, grad_a_p, K, 2, right, 1, stream)
-    _reduce(g, a, grad_x_p, M, K, 2, right, stream)
+    _scale(g, x, grad_a_p, M, K, 2, right, 1, stream, b=a, gx=grad_x_p)
     return grad_a.obj, grad_x.obj

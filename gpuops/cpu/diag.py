@@ -1,73 +1,65 @@
 """CPU mirrors of gpuops.cuda.diag: same argument lists (flat float32/float64 arrays, int64 scalars),
-same formulas (``P`` = 2: complex as (re, im) pairs), parallel over rows / columns / chunks."""
+same formulas (``P`` = 2: complex as (re, im) pairs) and the same segmented partial sums, parallel
+over row segments (side right) or rows (side left); the inner loop runs along the contiguous columns."""
+import numpy as np
+
 from gpuops._toolchain import CPU_JIT, njit, prange
 
 
-@njit(**CPU_JIT)
-def scale(a, d, out, K, P, right, conj):
-    n = a.size // P
-    for e in prange(n):
-        row = e // K
-        k = row
-        if right:
-            k = e - row * K
-        if P == 1:
-            out[e] = a[e] * d[k]
-        else:
-            ar = a[2 * e]
-            am = a[2 * e + 1]
-            dr = d[2 * k]
-            dm = d[2 * k + 1]
-            if conj:
-                dm = -dm
-            out[2 * e] = ar * dr - am * dm
-            out[2 * e + 1] = ar * dm + am * dr
+@njit(inline="always")
+def _element(a, x, out, b, e, n, P, conj, want_sum):
+    """out[e] = a[e] · x̃[n]; returns a[e] · conj(b[e]) (zero unless want_sum)."""
+    if P == 1:
+        out[e] = a[e] * x[n]
+        return (a[e] * b[e] if want_sum else a[e] * 0), a[e] * 0
+    xr, xm = x[2 * n], x[2 * n + 1]
+    if conj:
+        xm = -xm
+    ar, ai = a[2 * e], a[2 * e + 1]
+    out[2 * e] = ar * xr - ai * xm
+    out[2 * e + 1] = ar * xm + ai * xr
+    if not want_sum:
+        return ar * 0, ar * 0
+    br, bi = b[2 * e], b[2 * e + 1]
+    return ar * br + ai * bi, ai * br - ar * bi
 
 
 @njit(**CPU_JIT)
-def colsum_partial(g, a, partial, M, K, P, rows_per_chunk):
-    chunks = max(1, (M + rows_per_chunk - 1) // rows_per_chunk)
-    for ch in prange(chunks):
-        end = min(M, (ch + 1) * rows_per_chunk)
-        for j in range(K):
-            re = partial.dtype.type(0.0)
-            im = partial.dtype.type(0.0)
-            for i in range(ch * rows_per_chunk, end):
-                e = i * K + j
-                if P == 1:
-                    re += g[e] * a[e]
-                else:
-                    gr, gi, ar, ai = g[2 * e], g[2 * e + 1], a[2 * e], a[2 * e + 1]
-                    re += gr * ar + gi * ai
-                    im += gi * ar - gr * ai
-            partial[(ch * K + j) * P] = re
-            if P == 2:
-                partial[(ch * K + j) * P + 1] = im
+def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
+    if right:
+        segments = max(1, (M + seg_len - 1) // seg_len)
+        for seg in prange(segments):
+            sums = np.zeros((K, 2), partial.dtype)
+            for i in range(seg * seg_len, min(M, (seg + 1) * seg_len)):
+                for j in range(K):
+                    re, im = _element(a, x, out, b, i * K + j, j, P, conj, want_sum)
+                    sums[j, 0] += re
+                    sums[j, 1] += im
+            if want_sum:
+                for j in range(K):
+                    for p in range(P):
+                        partial[(seg * K + j) * P + p] = sums[j, p]
+    else:
+        segments = max(1, (K + seg_len - 1) // seg_len)
+        for i in prange(M):
+            for seg in range(segments):
+                re = partial.dtype.type(0.0)
+                im = partial.dtype.type(0.0)
+                for j in range(seg * seg_len, min(K, (seg + 1) * seg_len)):
+                    dr, di = _element(a, x, out, b, i * K + j, i, P, conj, want_sum)
+                    re += dr
+                    im += di
+                if want_sum:
+                    partial[(seg * M + i) * P] = re
+                    if P == 2:
+                        partial[(seg * M + i) * P + 1] = im
 
 
 @njit(**CPU_JIT)
-def colsum_final(partial, gx, chunks):
+def sum_segments(partial, gx, segments):
     n = gx.size
     for i in prange(n):
         acc = partial[i]
-        for ch in range(1, chunks):
-            acc += partial[ch * n + i]
+        for s in range(1, segments):
+            acc += partial[s * n + i]
         gx[i] = acc
-
-
-@njit(**CPU_JIT)
-def rowsum(g, a, gx, M, K, P, lanes):
-    for row in prange(M):
-        re = gx.dtype.type(0.0)
-        im = gx.dtype.type(0.0)
-        for j in range(K):
-            e = row * K + j
-            if P == 1:
-                re += g[e] * a[e]
-            else:
-                gr, gi, ar, ai = g[2 * e], g[2 * e + 1], a[2 * e], a[2 * e + 1]
-                re += gr * ar + gi * ai
-                im += gi * ar - gr * ai
-        gx[row * P] = re
-        if P == 2:
-            gx[row * P + 1] = im

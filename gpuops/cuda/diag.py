@@ -4,156 +4,132 @@ Arrays arrive flat; ``P`` is 1 for real data and 2 for complex data stored as (r
 complex64/complex128 layout is viewed as pairs by gpuops.diag).  ``right`` = 1 scales columns
 (``a @ diag(x)``), 0 scales rows (``diag(x) @ a``).  Offsets are 64-bit.
 
-* ``SCALE``: ``out[i, j] = a[i, j] · x[j or i]`` (complex product; ``conj`` conjugates x) — the forward
-  pass and grad_a.  Memory-bound, one element per thread per grid-stride step.
-* grad_x reductions, deterministic (no atomics), partial sums in the compute type, tree-reduced
-  in float64 shared memory:
-  ``COLSUM_PARTIAL`` + ``COLSUM_FINAL`` (side right: sum over rows) — a block is 32 columns × 8
-  row lanes of one chunk of rows (coalesced); chunks are summed in order by the final kernel.
-  ``ROWSUM`` (side left: sum along a row) — ``lanes`` threads per row (a power of two ≤ 256).
+One tiled kernel serves the forward pass and the whole backward, so the backward reads grad_out once:
+
+* ``SCALE``: ``out[i, j] = a[i, j] · x̃`` with x̃ = x[j] (right) or x[i] (left), conjugated when
+  ``conj`` (complex product) — the forward pass and grad_a.  When ``want_sum`` it also reduces
+  ``a · conj(b)`` along the reduced axis (rows for right, columns for left) into
+  ``partial[segment, index]``: the grid's y axis cuts the reduced axis into segments, each block
+  keeps its sums in registers and tree-reduces them once at the end, in a fixed order.
+* ``SUM_SEGMENTS``: ``gx[n] = Σ_segment partial[segment, n]`` in segment order (deterministic, no
+  atomics).
+
+A block is 256 threads laid out as ``rows × tc`` with ``tc`` (a power of two) threads along the
+contiguous column axis, so every warp reads whole row stretches (coalesced) and no thread ever
+divides an index: x̃ is one value per thread, loaded once.  ``UNROLL`` independent elements per
+thread and loop step keep enough loads in flight to reach copy bandwidth.
 """
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
 
 THREADS = 256
-RED = 2 * THREADS      # float64 shared words of a reduction (re and im halves)
+UNROLL = 4
+RED = 2 * THREADS      # float64 shared words of the block reduction (re and im halves)
 
 
-def _scale(a, x, out, K, P, right, conj):
-    n = a.size // P
-    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    small = n < 2147483647          # 32-bit division when every index fits (the common case)
-    while i < n:
-        if small:
-            row = nt.int64(nt.int32(i) // nt.int32(K))
-        else:
-            row = i // K
-        xi = row
-        if right:
-            xi = i - row * K
-        if P == 1:
-            store(out, i, load(a, i) * load(x, xi))
-        else:
-            ar = load(a, 2 * i)
-            ai = load(a, 2 * i + 1)
-            xr = load(x, 2 * xi)
-            xm = load(x, 2 * xi + 1)
-            if conj:
-                xm = -xm
-            store(out, 2 * i, ar * xr - ai * xm)
-            store(out, 2 * i + 1, ar * xm + ai * xr)
-        i += step
+@cuda.jit(device=True, inline=True)
+def _element(a, b, out, e, xr, xm, P, want_sum):
+    """out[e] = a[e] · (xr + i·xm); returns a[e] · conj(b[e]) (zero unless want_sum)."""
+    if P == 1:
+        av = load(a, e)
+        store(out, e, av * xr)
+        if want_sum:
+            return av * load(b, e), av * 0
+        return av * 0, av * 0
+    ar = load(a, 2 * e)
+    ai = load(a, 2 * e + 1)
+    store(out, 2 * e, ar * xr - ai * xm)
+    store(out, 2 * e + 1, ar * xm + ai * xr)
+    if want_sum:
+        br = load(b, 2 * e)
+        bi = load(b, 2 * e + 1)
+        return ar * br + ai * bi, ai * br - ar * bi
+    return ar * 0, ar * 0
 
 
-def _colsum_partial(g, a, partial, M, K, P, rows_per_chunk):
-    """partial[chunk, j, p] = Σ_{i in chunk} g[i, j] · conj(a[i, j])  (p = re, im)."""
+def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
     smem = cuda.shared.array(RED, nt.float64)
     tid = cuda.threadIdx.x
-    tx = tid & 31
-    ty = tid >> 5
-    col_blocks = (K + 31) // 32
-    chunks = (M + rows_per_chunk - 1) // rows_per_chunk
-    if chunks < 1:
-        chunks = 1
-    total = chunks * col_blocks
-    blk = nt.int64(cuda.blockIdx.x)
-    while blk < total:
-        ch = blk // col_blocks
-        j = (blk - ch * col_blocks) * 32 + tx
-        re = nt.float32(0.0)
-        im = nt.float32(0.0)
-        if j < K:
-            i = ch * rows_per_chunk + ty
-            end = (ch + 1) * rows_per_chunk
-            if end > M:
-                end = M
-            while i < end:
-                e = i * K + j
-                if P == 1:
-                    re += load(g, e) * load(a, e)
-                else:
-                    gr = load(g, 2 * e)
-                    gi = load(g, 2 * e + 1)
-                    ar = load(a, 2 * e)
-                    ai = load(a, 2 * e + 1)
-                    re += gr * ar + gi * ai
-                    im += gi * ar - gr * ai
-                i += 8
+    tx = tid & (tc - 1)
+    ty = tid // tc
+    rows = THREADS // tc
+    seg = nt.int64(cuda.blockIdx.y)
+    if right:
+        # block = one stretch of tc columns; loop over the rows of this segment
+        j = nt.int64(cuda.blockIdx.x) * tc + tx
+        n = j
+        first = seg * seg_len + ty
+        end = min(M, (seg + 1) * seg_len)
+        step = rows
+        active = j < K
+    else:
+        # block = `rows` whole rows; loop over the columns of this segment
+        n = nt.int64(cuda.blockIdx.x) * rows + ty
+        first = seg * seg_len + tx
+        end = min(K, (seg + 1) * seg_len)
+        step = tc
+        active = n < M
+    xr = load(x, 0) * 0
+    xm = xr
+    re = xr
+    im = xr
+    if active:
+        xr = load(x, n * P)
+        if P == 2:
+            xm = load(x, n * P + 1)
+            if conj:
+                xm = -xm
+        t = first
+        while t < end:
+            for u in range(UNROLL):
+                tu = t + u * step
+                if tu < end:
+                    if right:
+                        e = tu * K + n
+                    else:
+                        e = n * K + tu
+                    dr, di = _element(a, b, out, e, xr, xm, P, want_sum)
+                    re += dr
+                    im += di
+            t += UNROLL * step
+    if want_sum:
         smem[tid] = re
         smem[THREADS + tid] = im
         cuda.syncthreads()
-        s = 4
+        # tree over the threads that share n: along ty (stride tc) for right, along tx for left
+        if right:
+            lane = ty
+            stride = tc
+            s = rows >> 1
+        else:
+            lane = tx
+            stride = 1
+            s = tc >> 1
         while s > 0:
-            if ty < s:
-                smem[tid] += smem[tid + 32 * s]
-                smem[THREADS + tid] += smem[THREADS + tid + 32 * s]
+            if lane < s:
+                smem[tid] += smem[tid + s * stride]
+                smem[THREADS + tid] += smem[THREADS + tid + s * stride]
             cuda.syncthreads()
             s >>= 1
-        if ty == 0 and j < K:
-            partial[(ch * K + j) * P] = smem[tid]
+        if lane == 0 and active:
+            count = K if right else M
+            partial[(seg * count + n) * P] = smem[tid]
             if P == 2:
-                partial[(ch * K + j) * P + 1] = smem[THREADS + tid]
-        blk += cuda.gridDim.x
+                partial[(seg * count + n) * P + 1] = smem[THREADS + tid]
 
 
-def _colsum_final(partial, gx, chunks):
-    """gx[j, p] = Σ_chunk partial[chunk, j, p], chunks in order."""
+def _sum_segments(partial, gx, segments):
+    """gx[i] = Σ_s partial[s, i], segments in order."""
     n = gx.size
     i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
     while i < n:
         acc = partial[i]
-        for ch in range(1, chunks):
-            acc += partial[ch * n + i]
+        for s in range(1, segments):
+            acc += partial[s * n + i]
         store(gx, i, acc)
         i += step
-
-
-def _rowsum(g, a, gx, M, K, P, lanes):
-    """gx[i, p] = Σ_j g[i, j] · conj(a[i, j]); ``lanes`` threads per row."""
-    smem = cuda.shared.array(RED, nt.float64)
-    tid = cuda.threadIdx.x
-    per_block = THREADS // lanes
-    r = tid // lanes
-    lane = tid - r * lanes
-    total = (M + per_block - 1) // per_block
-    blk = nt.int64(cuda.blockIdx.x)
-    while blk < total:
-        row = blk * per_block + r
-        re = nt.float32(0.0)
-        im = nt.float32(0.0)
-        if row < M:
-            j = nt.int64(lane)
-            while j < K:
-                e = row * K + j
-                if P == 1:
-                    re += load(g, e) * load(a, e)
-                else:
-                    gr = load(g, 2 * e)
-                    gi = load(g, 2 * e + 1)
-                    ar = load(a, 2 * e)
-                    ai = load(a, 2 * e + 1)
-                    re += gr * ar + gi * ai
-                    im += gi * ar - gr * ai
-                j += lanes
-        cuda.syncthreads()
-        smem[tid] = re
-        smem[THREADS + tid] = im
-        cuda.syncthreads()
-        s = lanes >> 1
-        while s > 0:
-            if lane < s:
-                smem[tid] += smem[tid + s]
-                smem[THREADS + tid] += smem[THREADS + tid + s]
-            cuda.syncthreads()
-            s >>= 1
-        if lane == 0 and row < M:
-            store(gx, row * P, smem[tid])
-            if P == 2:
-                store(gx, row * P + 1, smem[THREADS + tid])
-        blk += cuda.gridDim.x
 
 
 def _flat(d):
@@ -165,7 +141,5 @@ def _partial(d):
 
 
 _I = nt.int64
-SCALE = Kernel(_scale, lambda d: (_flat(d),) * 3 + (_I,) * 4)
-COLSUM_PARTIAL = Kernel(_colsum_partial, lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 4)
-COLSUM_FINAL = Kernel(_colsum_final, lambda d: (_partial(d), _flat(d), _I))
-ROWSUM = Kernel(_rowsum, lambda d: (_flat(d),) * 3 + (_I,) * 4)
+SCALE = Kernel(_scale, lambda d: (_flat(d),) * 4 + (_partial(d),) + (_I,) * 8)
+SUM_SEGMENTS = Kernel(_sum_segments, lambda d: (_partial(d), _flat(d), _I))

@@ -1,6 +1,6 @@
 """Tier 2: every diag kernel under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) against the CPU mirror,
-on tiny shapes: SCALE (forward, grad_a), COLSUM_PARTIAL + COLSUM_FINAL (side right), ROWSUM (left);
-real data, real pairs and complex dtypes."""
+on tiny shapes: SCALE (forward; backward with its segmented sums) and SUM_SEGMENTS, side right and
+left, one and several segments of the reduced axis; real data, real pairs and complex dtypes."""
 import ml_dtypes
 import numpy as np
 import pytest
@@ -25,8 +25,10 @@ def _close(got, want, tol):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())))
 
 
-# (M, K, len(x), side): right with several row chunks, left with several rows per block, square auto
-CASES = [(40, 3, 3, "auto"), (5, 6, 5, "left"), (4, 4, 4, "auto"), (3, 37, 37, "right")]
+# (M, K, len(x), side): several rows per block (right and left), square auto, a column stretch, and
+# several segments of the reduced axis (3 row segments right, 2 column segments left)
+CASES = [(40, 3, 3, "auto"), (5, 6, 5, "left"), (4, 4, 4, "auto"), (3, 37, 37, "right"), (600, 3, 3, "right"),
+         (2, 1100, 2, "left")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
