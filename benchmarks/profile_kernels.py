@@ -1,0 +1,84 @@
+"""Run one gpuops call per named workload inside a CUDA profiler range, for Nsight Compute:
+
+    ncu --clock-control none --profile-from-start off ... python -m benchmarks.profile_kernels dw3_fwd corr_bwd
+
+Each workload builds random CUDA inputs, calls the op a few times (compile, warm up), then calls it once
+between ``torch.cuda.profiler.start()`` and ``stop()``, so ``--profile-from-start off`` captures only that
+call's kernels.  Shapes are those of benchmarks/conv.py and benchmarks/correlation.py.
+"""
+import sys
+
+import torch
+
+import gpuops
+
+DW = dict(shape=(32, 256, 56, 56))
+FLOWNETC = dict(kernel_size=1, patch_size=21, padding=0, dilation_patch=2)
+
+
+def _depthwise(k, backward):
+    def setup():
+        N, C, H, W = DW["shape"]
+        x = torch.randn(N, C, H, W, device="cuda")
+        w = torch.randn(C, 1, k, k, device="cuda") / k
+        b = torch.randn(C, device="cuda")
+        if not backward:
+            return lambda: gpuops.conv2d_depthwise(x, w, b, stride=1, padding=k // 2)
+        g = torch.randn(N, C, H, W, device="cuda")  # stride 1, padding k//2: output is H x W
+        return lambda: gpuops.conv2d_depthwise_backward(g, x, w, b, stride=1, padding=k // 2)
+    return setup
+
+
+def _correlation(dtype, backward):
+    def setup():
+        a = torch.randn(4, 256, 48, 64, device="cuda", dtype=dtype)
+        b = torch.randn_like(a)
+        if not backward:
+            return lambda: gpuops.spatial_correlation_sample(a, b, **FLOWNETC)
+        g = torch.randn_like(gpuops.spatial_correlation_sample(a, b, **FLOWNETC))
+        return lambda: gpuops.spatial_correlation_sample_backward(g, a, b, **FLOWNETC)
+    return setup
+
+
+def _dgmm():
+    a = torch.randn(8192, 8192, device="cuda")
+    x = torch.randn(8192, device="cuda")
+    return lambda: gpuops.dgmm(a, x, side="right")
+
+
+WORKLOADS = {
+    "dw3_fwd": _depthwise(3, False),
+    "dw3_bwd": _depthwise(3, True),
+    "dw7_fwd": _depthwise(7, False),
+    "dw7_bwd": _depthwise(7, True),
+    "corr_fwd": _correlation(torch.float32, False),
+    "corr_bwd": _correlation(torch.float32, True),
+    "corr_fwd_bf16": _correlation(torch.bfloat16, False),
+    "corr_bwd_bf16": _correlation(torch.bfloat16, True),
+    "dgmm_fwd": _dgmm,
+}
+
+
+def profile(name, warmup=3):
+    fn = WORKLOADS[name]()
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    print(f"=== profile_kernels: {name} ===", flush=True)
+    torch.cuda.profiler.start()
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+
+
+def main(names):
+    unknown = [n for n in names if n not in WORKLOADS]
+    if not names or unknown:
+        sys.exit(f"usage: python -m benchmarks.profile_kernels NAME [NAME...]; unknown {unknown}; "
+                 f"known: {' '.join(WORKLOADS)}")
+    for name in names:
+        profile(name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
