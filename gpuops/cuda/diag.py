@@ -17,35 +17,54 @@ One tiled kernel serves the forward pass and the whole backward, so the backward
 A block is 256 threads laid out as ``rows × tc`` with ``tc`` (a power of two) threads along the
 contiguous column axis, so every warp reads whole row stretches (coalesced) and no thread ever
 divides an index: x̃ is one value per thread, loaded once.  ``UNROLL`` independent elements per
-thread and loop step keep enough loads in flight to reach copy bandwidth.
+thread and loop step, all loaded before any is stored, keep enough loads in flight for copy bandwidth.
 """
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
 
 THREADS = 256
-UNROLL = 4
+UNROLL = 4             # elements per thread and loop step (written out in _scale)
 RED = 2 * THREADS      # float64 shared words of the block reduction (re and im halves)
 
 
 @cuda.jit(device=True, inline=True)
-def _element(a, b, out, e, xr, xm, P, want_sum):
-    """out[e] = a[e] · (xr + i·xm); returns a[e] · conj(b[e]) (zero unless want_sum)."""
-    if P == 1:
-        av = load(a, e)
-        store(out, e, av * xr)
-        if want_sum:
-            return av * load(b, e), av * 0
-        return av * 0, av * 0
-    ar = load(a, 2 * e)
-    ai = load(a, 2 * e + 1)
-    store(out, 2 * e, ar * xr - ai * xm)
-    store(out, 2 * e + 1, ar * xm + ai * xr)
-    if want_sum:
-        br = load(b, 2 * e)
-        bi = load(b, 2 * e + 1)
-        return ar * br + ai * bi, ai * br - ar * bi
-    return ar * 0, ar * 0
+def _offset(right, t, n, K):
+    """Flat index of element t of the reduced axis at n of the kept one."""
+    if right:
+        return t * K + n
+    return n * K + t
+
+
+@cuda.jit(device=True, inline=True)
+def _fetch(a, b, e, ok, P, want_sum):
+    """(re a[e], im a[e], re b[e], im b[e]) in the compute type; zeros where not ok (b: unless want_sum)."""
+    ar = ai = br = bi = nt.float32(0)
+    if ok:
+        if P == 1:
+            ar = load(a, e)
+            if want_sum:
+                br = load(b, e)
+        else:
+            ar = load(a, 2 * e)
+            ai = load(a, 2 * e + 1)
+            if want_sum:
+                br = load(b, 2 * e)
+                bi = load(b, 2 * e + 1)
+    return ar, ai, br, bi
+
+
+@cuda.jit(device=True, inline=True)
+def _emit(out, e, ok, v, xr, xm, P):
+    """out[e] = a · (xr + i·xm) for the fetched v = (a, b); returns a · conj(b)."""
+    ar, ai, br, bi = v
+    if ok:
+        if P == 1:
+            store(out, e, ar * xr)
+        else:
+            store(out, 2 * e, ar * xr - ai * xm)
+            store(out, 2 * e + 1, ar * xm + ai * xr)
+    return ar * br + ai * bi, ai * br - ar * bi
 
 
 def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
@@ -82,16 +101,24 @@ def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
                 xm = -xm
         t = first
         while t < end:
-            for u in range(UNROLL):
-                tu = t + u * step
-                if tu < end:
-                    if right:
-                        e = tu * K + n
-                    else:
-                        e = n * K + tu
-                    dr, di = _element(a, b, out, e, xr, xm, P, want_sum)
-                    re += dr
-                    im += di
+            # all loads of a step before its stores: out may alias a, so the compiler keeps the order
+            e0 = _offset(right, t, n, K)
+            e1 = _offset(right, t + step, n, K)
+            e2 = _offset(right, t + 2 * step, n, K)
+            e3 = _offset(right, t + 3 * step, n, K)
+            ok1 = t + step < end
+            ok2 = t + 2 * step < end
+            ok3 = t + 3 * step < end
+            v0 = _fetch(a, b, e0, True, P, want_sum)
+            v1 = _fetch(a, b, e1, ok1, P, want_sum)
+            v2 = _fetch(a, b, e2, ok2, P, want_sum)
+            v3 = _fetch(a, b, e3, ok3, P, want_sum)
+            d0 = _emit(out, e0, True, v0, xr, xm, P)
+            d1 = _emit(out, e1, ok1, v1, xr, xm, P)
+            d2 = _emit(out, e2, ok2, v2, xr, xm, P)
+            d3 = _emit(out, e3, ok3, v3, xr, xm, P)
+            re += (d0[0] + d1[0]) + (d2[0] + d3[0])
+            im += (d0[1] + d1[1]) + (d2[1] + d3[1])
             t += UNROLL * step
     if want_sum:
         smem[tid] = re
