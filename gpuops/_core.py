@@ -32,12 +32,13 @@ CPU = -1
 class Arr:
     """One array argument as the core sees it.  ``device`` is -1 on the host, else the CUDA ordinal."""
 
-    __slots__ = ("obj", "kind", "shape", "dtype", "device", "name", "size")
+    # ``ptr`` is set only by kinds whose pointer is costly to read (XLA buffers), on first use
+    __slots__ = ("obj", "kind", "shape", "dtype", "device", "name", "size", "ptr")
 
-    def __init__(self, obj, kind, shape, dtype, device, name):
+    def __init__(self, obj, kind, shape, dtype, device, name, size=None):
         self.obj, self.kind, self.shape = obj, kind, tuple(shape)
         self.dtype, self.device, self.name = dtype, device, name
-        self.size = math.prod(self.shape)
+        self.size = math.prod(self.shape) if size is None else size
 
     @property
     def ndim(self) -> int:
@@ -136,13 +137,16 @@ class _Torch(_Kind):
 
     def wrap(self, obj, name):
         device = obj.get_device()                  # -1 on the CPU; no torch.device object built
-        if device < 0 and not obj.is_cpu:
-            raise ValueError(f"{name} must be on a CPU or CUDA device, got a tensor on {obj.device}")
-        dtype = self._dtypes.get(obj.dtype)
+        if device < 0:
+            if not obj.is_cpu:
+                raise ValueError(f"{name} must be on a CPU or CUDA device, got a tensor on {obj.device}")
+            device = CPU
+        torch_dtype = obj.dtype
+        dtype = self._dtypes.get(torch_dtype)
         if dtype is None:
-            dtype = self._dtypes[obj.dtype] = str(obj.dtype)[6:]
-            self._dtypes[dtype] = obj.dtype
-        return Arr(obj, self, obj.shape, dtype, CPU if device < 0 else device, name)
+            dtype = self._dtypes[torch_dtype] = str(torch_dtype)[6:]
+            self._dtypes[dtype] = torch_dtype
+        return Arr(obj, self, obj.shape, dtype, device, name)
 
     def contiguous(self, arr):
         if arr.obj.is_contiguous():
@@ -150,11 +154,21 @@ class _Torch(_Kind):
         return Arr(arr.obj.detach().contiguous(), self, arr.shape, arr.dtype, arr.device, arr.name)
 
     def empty(self, arr, shape, dtype):
+        obj = arr.obj
+        if shape == arr.shape and dtype == arr.dtype and obj.is_contiguous():
+            # the common case (an output like the input) at half the cost of new_empty; a contiguous
+            # input's strides are C-contiguous ones, and empty_like keeps them
+            return Arr(self._empty_like(obj), self, shape, dtype, arr.device, "out", arr.size)
         torch_dtype = self._dtypes.get(dtype)
         if torch_dtype is None:
             import torch
             torch_dtype = self._dtypes[dtype] = getattr(torch, dtype)
-        return Arr(arr.obj.new_empty(shape, dtype=torch_dtype), self, shape, dtype, arr.device, "out")
+        return Arr(obj.new_empty(shape, dtype=torch_dtype), self, shape, dtype, arr.device, "out")
+
+    def _empty_like(self, obj):
+        import torch
+        self._empty_like = torch.empty_like         # bound on first use (torch is imported by then)
+        return torch.empty_like(obj)
 
     def numpy(self, arr):
         return arr.obj.detach().numpy() if arr.dtype != "bfloat16" else arr.obj.detach().float().numpy()
@@ -261,7 +275,14 @@ class _XlaBuffer(_Kind):
         return np.asarray(arr.obj)
 
     def pointer(self, arr):
-        return arr.obj.__cuda_array_interface__["data"][0], _c_strides(arr.shape, STORAGE[arr.dtype][1])
+        return self.data_ptr(arr), _c_strides(arr.shape, STORAGE[arr.dtype][1])
+
+    def data_ptr(self, arr):
+        try:
+            return arr.ptr
+        except AttributeError:          # a buffer builds a new interface dict per read: read it once
+            ptr = arr.ptr = arr.obj.__cuda_array_interface__["data"][0]
+            return ptr
 
     def stream(self, arr):
         raise ValueError("XLA buffers need the callback's stream: pass stream=ctx.stream")
@@ -473,6 +494,8 @@ def stream_for(arr: Arr, stream) -> int:
     """
     if stream is None:
         return arr.kind.stream(arr)
+    if type(stream) is int:             # the JAX adapter's ctx.stream; skips the slow ABC check
+        return stream
     if isinstance(stream, numbers.Integral):
         return int(stream)
     for attr in ("cuda_stream", "ptr", "handle"):
@@ -487,25 +510,41 @@ def stream_for(arr: Arr, stream) -> int:
 def kernel_arg(arr: Arr, shape=None):
     """The kernel-ABI view of a C-contiguous CUDA array, optionally reshaped (same element count)."""
     shape = arr.shape if shape is None else tuple(shape)
-    storage, itemsize, _ = STORAGE[arr.dtype]
     if arr.kind is SIMULATED:
         host = SIMULATED.host(arr)
-        return host.view(storage).reshape(shape)
-    device_array = _LAUNCH.get("DeviceArray")
-    if device_array is None:
-        from gpuops._launch import DeviceArray as device_array
-        _LAUNCH["DeviceArray"] = device_array
-    return device_array(arr.kind.data_ptr(arr), shape, _c_strides(shape, itemsize), itemsize, _TYPESTR[arr.dtype],
-                        arr.obj, arr.size)
+        return host.view(STORAGE[arr.dtype][0]).reshape(shape)
+    layout = _LAYOUTS.get((shape, arr.dtype))
+    if layout is None:
+        layout = _layout(shape, arr.dtype)
+    return _LAUNCH["device_array"](arr.kind.data_ptr(arr), layout, arr.obj)
+
+
+_LAYOUTS: dict = {}
+
+
+def _layout(shape, dtype):
+    """The cached `gpuops._launch.Layout` of C-contiguous ``shape`` arrays of ``dtype``."""
+    if "device_array" not in _LAUNCH:
+        from gpuops._launch import Layout, device_array
+        _LAUNCH["device_array"], _LAUNCH["Layout"] = device_array, Layout
+    if len(_LAYOUTS) > 4096:            # shapes that vary without end must not grow it forever
+        _LAYOUTS.clear()
+    itemsize = STORAGE[dtype][1]
+    layout = _LAYOUTS[(shape, dtype)] = _LAUNCH["Layout"](shape, _c_strides(shape, itemsize), itemsize,
+                                                          _TYPESTR[dtype])
+    return layout
 
 
 def word_aligned(*arrs: Arr) -> bool:
     """True when every (C-contiguous, CUDA) array starts on an 8-byte boundary and holds whole 64-bit words,
     so word kernels (64-bit loads of packed values) may run on it."""
     for arr in arrs:
-        if arr.size * STORAGE[arr.dtype][1] % 8 or arr.kind.data_ptr(arr) % 8:
+        if arr.size * _ITEMSIZE[arr.dtype] % 8 or arr.kind.data_ptr(arr) % 8:
             return False
     return True
+
+
+_ITEMSIZE = {name: itemsize for name, (_, itemsize, _) in STORAGE.items()}
 
 
 _TYPESTR = {name: np.dtype(storage).str for name, (storage, _, _) in STORAGE.items()}
@@ -582,13 +621,29 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
     (`cpu_views`) and the same scalars, floats cast to the compute dtype.  ``grid`` may be a callable
     (computed only for CUDA).
     """
-    if like.is_cuda:
+    if like.device >= 0:
         compiled = _CUDA_KERNELS.get((family, kernel))
         if compiled is None:
             compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_modules(family)[0], kernel.upper())
-        handle = stream_for(like, stream)
-        launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
-        grid = grid() if callable(grid) else grid
+        handle = like.kind.stream(like) if stream is None else stream_for(like, stream)
+        if like.kind is SIMULATED:
+            launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
+        else:
+            # kernel_arg, inlined: this loop runs for every array of every CUDA call
+            device_array = _LAUNCH.get("device_array")
+            launch_args = []
+            for a in args:
+                if isinstance(a, In):
+                    arr = a.arr
+                    layout = _LAYOUTS.get((a.shape, arr.dtype))
+                    if layout is None:
+                        layout = _layout(a.shape, arr.dtype)
+                        device_array = _LAUNCH["device_array"]
+                    launch_args.append(device_array(arr.kind.data_ptr(arr), layout, arr.obj))
+                else:
+                    launch_args.append(a)
+        if callable(grid):
+            grid = grid()
         compiled.launch(like.dtype, grid, block, handle, like.device, *launch_args, shmem=shmem)
         return
     cpu_mod = family_modules(family)[1]

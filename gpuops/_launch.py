@@ -13,13 +13,23 @@ That relies on one numba-cuda internal (``_codelibrary.get_cufunc().kernel``), s
 simulator, whenever the internal is missing, and on request (``GPUOPS_LAUNCHER=numba`` or
 `use_fallback`).  Both paths are tested.
 
+The fast path has two forms.  By default (``GPUOPS_LAUNCHER=fast``) the flattened arguments are packed
+with one precompiled `struct.Struct` per (kernel, dtype, device) into a per-thread buffer of 8-byte
+slots, and ``cuda.bindings.driver.cuLaunchKernel`` gets the (fixed) array of pointers to those slots:
+no per-argument Python objects, and scalars need no numpy conversion (struct rounds a float to
+float32 exactly as ``np.float32`` does).  ``GPUOPS_LAUNCHER=core`` (or `use_launcher`) keeps
+``cuda.core.launch`` with numpy scalars; the packed form also falls back to it for a call whose
+values do not pack (a scalar out of its type's range) and for kernels it cannot describe.
+
 Array arguments are `DeviceArray` descriptors (raw pointer, shape, byte strides) on a GPU, and plain
 numpy arrays under the simulator; family modules build them with `gpuops._core.kernel_arg`.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import struct
 import threading
 import warnings
 
@@ -37,22 +47,38 @@ _SCALAR_TYPES = {
     nt.uint32: np.uint32, nt.uint64: np.uint64, nt.boolean: np.bool_,
 }
 
-_force_fallback = os.environ.get("GPUOPS_LAUNCHER", "fast") == "numba"
+#: struct codes of scalar parameters, each in its own 8-byte slot (little-endian, value first)
+_PACK_CODES = {
+    nt.float32: "f4x", nt.float64: "d", nt.int32: "i4x", nt.int64: "q",
+    nt.uint32: "I4x", nt.uint64: "Q", nt.boolean: "?7x",
+}
+_MAX_SLOTS = 512            # parameters per kernel the packed launch handles (more: cuda.core.launch)
+
+_LAUNCHER = os.environ.get("GPUOPS_LAUNCHER", "fast")
+if _LAUNCHER not in ("fast", "core", "numba"):
+    warnings.warn(f"gpuops: unknown GPUOPS_LAUNCHER={_LAUNCHER!r}; using 'fast'", RuntimeWarning, stacklevel=1)
+    _LAUNCHER = "fast"
+_force_fallback = _LAUNCHER == "numba"
+_packed_enabled = _LAUNCHER == "fast"
 
 
 class DeviceArray:
-    """A device buffer as the kernel ABI sees it: pointer, shape, strides in bytes, storage dtype."""
+    """A device buffer as the kernel ABI sees it: pointer, shape, strides in bytes, storage dtype.
 
-    __slots__ = ("ptr", "shape", "strides", "itemsize", "typestr", "owner", "abi")
+    ``abi`` is the flattened form the fast launch passes.  `device_array` builds one from a cached
+    `Layout` (the hot path); the constructor takes the pieces."""
+
+    __slots__ = ("ptr", "layout", "owner", "abi")
 
     def __init__(self, ptr, shape: tuple, strides: tuple, itemsize, typestr, owner=None, size=None):
-        self.ptr, self.shape, self.strides = ptr, shape, strides
-        self.itemsize, self.typestr, self.owner = itemsize, typestr, owner
-        if size is None:
-            size = 1
-            for s in shape:
-                size *= s
-        self.abi = (0, 0, size, itemsize, ptr, *shape, *strides)
+        layout = Layout(tuple(shape), tuple(strides), itemsize, typestr, size)
+        self.ptr, self.layout, self.owner = ptr, layout, owner
+        self.abi = (*layout.head, ptr, *layout.tail)
+
+    shape = property(lambda self: self.layout.shape)
+    strides = property(lambda self: self.layout.strides)
+    itemsize = property(lambda self: self.layout.itemsize)
+    typestr = property(lambda self: self.layout.typestr)
 
     def as_numba(self):
         """A numba device array over the same memory (fallback launches only)."""
@@ -61,11 +87,44 @@ class DeviceArray:
         return cuda.from_cuda_array_interface(desc, owner=self.owner, sync=False)
 
 
-class _Compiled:
-    __slots__ = ("kernel", "converters", "fast")
+class Layout:
+    """Shape, byte strides and element type of kernel array arguments; ``head`` and ``tail`` are the
+    ABI fields before and after the data pointer (cached per shape and dtype by `gpuops._core`)."""
 
-    def __init__(self, kernel, converters, fast):
+    __slots__ = ("shape", "strides", "itemsize", "typestr", "head", "tail")
+
+    def __init__(self, shape: tuple, strides: tuple, itemsize, typestr, size=None):
+        if size is None:
+            size = 1
+            for s in shape:
+                size *= s
+        self.shape, self.strides, self.itemsize, self.typestr = shape, strides, itemsize, typestr
+        self.head, self.tail = (0, 0, size, itemsize), shape + strides
+
+
+_new_device_array = DeviceArray.__new__
+
+
+def device_array(ptr, layout: Layout, owner=None) -> DeviceArray:
+    """`DeviceArray` of ``ptr`` with a prepared ``layout`` (no per-call shape work)."""
+    arr = _new_device_array(DeviceArray)
+    arr.ptr, arr.layout, arr.owner = ptr, layout, owner
+    arr.abi = (*layout.head, ptr, *layout.tail)
+    return arr
+
+
+class _Compiled:
+    """One (kernel, dtype, device): the cuda.core kernel, scalar converters, and the packed launch
+    (``pack(slots, *args)`` writes the flattened arguments into a slot buffer, ``function`` is the driver
+    handle; both None when the packed launch is unavailable)."""
+
+    __slots__ = ("kernel", "converters", "fast", "pack", "function")
+
+    def __init__(self, kernel, converters, fast, sig=None):
         self.kernel, self.converters, self.fast = kernel, converters, fast
+        self.pack = self.function = None
+        if fast and sig is not None:
+            self.pack, self.function = _packed_launch(kernel, sig)
 
 
 class Kernel:
@@ -109,7 +168,7 @@ class Kernel:
                 warnings.warn(f"gpuops: fast launch unavailable ({err}); using numba's launcher",
                               RuntimeWarning, stacklevel=3)
                 fast = False
-        entry = self._compiled[(dtype, device)] = _Compiled(kernel, converters, fast)
+        entry = self._compiled[(dtype, device)] = _Compiled(kernel, converters, fast, sig)
         return entry
 
     def launch(self, dtype, grid, block, stream, device, *args, shmem=0):
@@ -118,31 +177,50 @@ class Kernel:
         if entry is None:
             entry = self._compile(dtype, device)
         if entry.fast and not _force_fallback:
-            flat = []
-            for conv, arg in zip(entry.converters, args):
-                if conv is None:
-                    flat.extend(arg.abi)
+            if entry.pack is not None and _packed_enabled:
+                state = _THREAD
+                if state.device != device:
+                    _make_current(device)
+                try:
+                    entry.pack(state.slots, *args)
+                except (struct.error, OverflowError, TypeError):
+                    pass                      # a value numpy converts differently: take cuda.core's path
                 else:
-                    # converting a Python scalar costs ≈0.3 µs; parameters repeat from call to call
-                    key = (conv, arg)
-                    value = _SCALARS.get(key)
-                    if value is None:
-                        if len(_SCALARS) > 4096:
-                            _SCALARS.clear()
-                        value = _SCALARS[key] = conv(arg)
-                    flat.append(value)
-            config = _launch_config(grid, block, shmem)
-            if _THREAD.device != device:
-                _make_current(device)
-            try:
-                _core_launch(_core_stream(stream), config, entry.kernel, *flat)
-            except Exception as err:          # the thread's context changed under us (torch.cuda.set_device …)
-                if "CONTEXT" not in str(err) and "HANDLE" not in str(err):
-                    raise
-                _make_current(device)
-                _core_launch(_core_stream(stream), config, entry.kernel, *flat)
+                    dims = _DIMS.get((grid, block))
+                    if dims is None:
+                        dims = _launch_dims(grid, block)
+                    result = _cu_launch(entry.function, *dims, shmem, _cu_stream(stream), state.params, 0)[0]
+                    if result is not _CU_SUCCESS:
+                        _packed_failed(result, entry, dims, shmem, stream, device)
+                    return
+            self._launch_core(entry, grid, block, stream, device, args, shmem)
             return
         self._launch_numba(entry, grid, block, stream, device, args, shmem)
+
+    def _launch_core(self, entry, grid, block, stream, device, args, shmem):
+        flat = []
+        for conv, arg in zip(entry.converters, args):
+            if conv is None:
+                flat.extend(arg.abi)
+            else:
+                # converting a Python scalar costs ≈0.3 µs; parameters repeat from call to call
+                key = (conv, arg)
+                value = _SCALARS.get(key)
+                if value is None:
+                    if len(_SCALARS) > 4096:
+                        _SCALARS.clear()
+                    value = _SCALARS[key] = conv(arg)
+                flat.append(value)
+        config = _launch_config(grid, block, shmem)
+        if _THREAD.device != device:
+            _make_current(device)
+        try:
+            _core_launch(_core_stream(stream), config, entry.kernel, *flat)
+        except Exception as err:          # the thread's context changed under us (torch.cuda.set_device …)
+            if "CONTEXT" not in str(err) and "HANDLE" not in str(err):
+                raise
+            _make_current(device)
+            _core_launch(_core_stream(stream), config, entry.kernel, *flat)
 
     def _launch_numba(self, entry, grid, block, stream, device, args, shmem):
         converted = [arg if conv is None else conv(arg) for conv, arg in zip(entry.converters, args)]
@@ -178,6 +256,21 @@ def use_fallback(enabled: bool = True):
         _force_fallback = saved
 
 
+@contextlib.contextmanager
+def use_launcher(name: str):
+    """Launch with ``"fast"`` (packed cuLaunchKernel), ``"core"`` (cuda.core.launch) or ``"numba"``
+    (numba's dispatcher) inside the block, like ``GPUOPS_LAUNCHER`` (for tests and measurements)."""
+    global _force_fallback, _packed_enabled
+    if name not in ("fast", "core", "numba"):
+        raise ValueError(f"launcher must be 'fast', 'core' or 'numba', got {name!r}")
+    saved = _force_fallback, _packed_enabled
+    _force_fallback, _packed_enabled = name == "numba", name == "fast"
+    try:
+        yield
+    finally:
+        _force_fallback, _packed_enabled = saved
+
+
 # ---------------------------------------------------------------------------------------------
 # cached launch machinery: creating a stream object per call costs ≈40 µs, so cache by handle
 
@@ -190,6 +283,14 @@ _SCALARS: dict = {}
 
 class _ThreadState(threading.local):
     device = None
+
+    def __init__(self):
+        # the packed launch's parameter slots and the fixed array of pointers to them, per thread
+        # (cuLaunchKernel drops the GIL; the driver has copied the values when it returns)
+        self.slots = (ctypes.c_uint64 * _MAX_SLOTS)()
+        base = ctypes.addressof(self.slots)
+        self._pointers = (ctypes.c_void_p * _MAX_SLOTS)(*range(base, base + 8 * _MAX_SLOTS, 8))
+        self.params = ctypes.addressof(self._pointers)
 
 
 # cuda.core launches in the calling thread's current context.  torch runs backward passes on its own
@@ -229,6 +330,89 @@ def _launch_config(grid, block, shmem):
         from cuda.core import LaunchConfig
         config = _CONFIGS[key] = LaunchConfig(grid=grid, block=block, shmem_size=shmem)
     return config
+
+
+# ---------------------------------------------------------------------------------------------
+# the packed launch: cuda.bindings' cuLaunchKernel with kernelParams pointing at per-thread slots
+
+_DIMS: dict = {}
+_CU_STREAMS: dict = {}
+_cu_launch = None                   # driver.cuLaunchKernel, once cuda.bindings is imported
+_CU_SUCCESS = None
+
+
+def _packed_launch(kernel, sig):
+    """(``pack(slots, *args)``, driver function handle) for ``sig``, or (None, None) when the packed
+    launch cannot describe the kernel or cuda.bindings lacks what it needs."""
+    global _CU_SUCCESS, _cu_launch
+    codes, parts = [], []
+    for i, t in enumerate(sig):
+        if isinstance(t, nt.Array):
+            # meminfo, parent, nitems, itemsize, data, *shape, *strides: each an 8-byte slot
+            codes.append("qqqqQ" + "q" * (2 * t.ndim))
+            parts.append(f"*a{i}.abi")
+        elif t in _PACK_CODES:
+            codes.append(_PACK_CODES[t])
+            parts.append(f"a{i}")
+        else:
+            return None, None
+    packer = struct.Struct("<" + "".join(codes))
+    if packer.size > 8 * _MAX_SLOTS:
+        return None, None
+    # one generated function per signature: a single call flattens and packs, with no Python loop
+    names = ", ".join(f"a{i}" for i in range(len(sig)))
+    namespace = {"pack_into": packer.pack_into}
+    exec(f"def pack(slots, {names}):\n    pack_into(slots, 0, {', '.join(parts)})\n", namespace)
+    pack = namespace["pack"]
+    try:
+        from cuda.bindings import driver
+        function = driver.CUfunction(int(kernel.handle))   # a CUkernel launches as a CUfunction (CUDA ≥ 12)
+        _CU_SUCCESS = driver.CUresult.CUDA_SUCCESS
+        if _cu_launch is None:
+            _cu_launch = driver.cuLaunchKernel
+    except (ImportError, AttributeError, TypeError) as err:
+        warnings.warn(f"gpuops: packed launch unavailable ({err}); using cuda.core.launch",
+                      RuntimeWarning, stacklevel=4)
+        return None, None
+    return pack, function
+
+
+def _launch_dims(grid, block):
+    """(gx, gy, gz, bx, by, bz) of an int or 1–3-tuple grid and block."""
+    dims = []
+    for value in (grid, block):
+        value = (value,) if isinstance(value, int) else tuple(value)
+        if not 1 <= len(value) <= 3 or any(not isinstance(v, int) or v < 1 for v in value):
+            raise ValueError(f"grid and block must be 1 to 3 positive ints, got grid={grid!r}, block={block!r}")
+        dims.extend(value + (1,) * (3 - len(value)))
+    dims = tuple(dims)
+    if len(_DIMS) > 4096:
+        _DIMS.clear()
+    _DIMS[(grid, block)] = dims
+    return dims
+
+
+def _cu_stream(handle: int):
+    stream = _CU_STREAMS.get(handle)
+    if stream is None:
+        from cuda.bindings import driver
+        stream = _CU_STREAMS[handle] = driver.CUstream(handle)
+    return stream
+
+
+def _packed_failed(result, entry, dims, shmem, stream, device):
+    """A packed launch returned ``result``: rebind the device's context and retry once when the thread's
+    context changed under us (torch.cuda.set_device …), else raise."""
+    from cuda.bindings import driver
+    codes = driver.CUresult
+    if result in (codes.CUDA_ERROR_INVALID_CONTEXT, codes.CUDA_ERROR_CONTEXT_IS_DESTROYED,
+                  codes.CUDA_ERROR_INVALID_HANDLE):
+        _make_current(device)
+        result = _cu_launch(entry.function, *dims, shmem, _cu_stream(stream), _THREAD.params, 0)[0]
+        if result is _CU_SUCCESS:
+            return
+    raise RuntimeError(f"gpuops: cuLaunchKernel failed with {getattr(result, 'name', result)} "
+                       f"(grid/block {dims}, shared memory {shmem} bytes)")
 
 
 def _numba_stream(handle: int):

@@ -91,17 +91,24 @@ def _array_op(forward, backward, out_shape, ranks=None, vmap_method=None):
 
     @functools.lru_cache(maxsize=None)
     def forward_callback(params):
-        def callback(ctx, out, *arrays):
-            forward(*(fold(a, i) for i, a in enumerate(arrays)), out=fold(out, -1), stream=_stream(ctx, arrays[0]),
-                    **dict(params))
+        kwargs = dict(params)
+        if ranks is None:               # nothing to fold: the per-call path of elementwise ops
+            def callback(ctx, out, *arrays):
+                forward(*arrays, out=out, stream=_stream(ctx, arrays[0]), **kwargs)
+        else:
+            def callback(ctx, out, *arrays):
+                forward(*(fold(a, i) for i, a in enumerate(arrays)), out=fold(out, -1),
+                        stream=_stream(ctx, arrays[0]), **kwargs)
         return callback
 
     @functools.lru_cache(maxsize=None)
     def backward_callback(params):
+        kwargs = dict(params)
+
         def callback(ctx, outs, grad, *arrays):
             backward(fold(grad, -1), *(fold(a, i) for i, a in enumerate(arrays)),
                      out=tuple(fold(o, i) for i, o in enumerate(outs)), stream=_stream(ctx, arrays[0]),
-                     **dict(params))
+                     **kwargs)
         return callback
 
     if vmap_method is None:

@@ -34,14 +34,26 @@ def _define(schema: str, impl, fake):
 _PLAIN = (torch.Tensor, nn.Parameter)      # subclasses (FakeTensor, tensor subclasses) take the registered op
 
 
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
 def _direct(*tensors) -> bool:
     """True when a call may skip the dispatcher and run the core directly: plain tensors, no autograd
     to record, no tracing.  The registered op costs ≈20 µs of dispatch per call; small eager
     inference calls would otherwise pay that several times over."""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return False
-    grad = torch.is_grad_enabled()
-    return all(t is None or type(t) in _PLAIN and not (grad and t.requires_grad) for t in tensors)
+    grad = _grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) not in _PLAIN or grad and t.requires_grad):
+            return False
+    return True
+
+
+def _direct1(x) -> bool:
+    """`_direct` of one tensor (the elementwise ops' hot path)."""
+    return not _is_compiling() and type(x) in _PLAIN and not (x.requires_grad and _grad_enabled())
 
 
 def _fake_like(x: torch.Tensor, shape=None) -> torch.Tensor:
@@ -101,7 +113,7 @@ def gsmelu(x: torch.Tensor, *, slope: float = 1.0, neg_slope: float = 0.01, alph
     >>> gpuops.torch.gsmelu(torch.tensor([-1.0, 0.0, 1.0]), neg_slope=0.0)
     tensor([0.0000, 0.0250, 1.0000])
     """
-    if _direct(x):
+    if _direct1(x):
         return elementwise.gsmelu(x, slope=slope, neg_slope=neg_slope, alpha=alpha, beta=beta, delta_t=delta_t)
     return _gsmelu_op(x, float(slope), float(neg_slope), float(alpha), float(beta), float(delta_t))
 
@@ -163,7 +175,7 @@ def ncrelu(x: torch.Tensor) -> torch.Tensor:
     >>> gpuops.torch.ncrelu(torch.tensor([[1.0, -2.0]]))
     tensor([[ 1.,  0.,  0., -2.]])
     """
-    if _direct(x):
+    if _direct1(x):
         return elementwise.ncrelu(x)
     return _ncrelu_op(x)
 

@@ -1,6 +1,6 @@
 """GPU tier (marker `gpu`, run on the GPU machine): every elementwise op × dtype × array kind
-against the CPU mirror, both launch paths, the caller's stream, CUDA-graph capture, JAX on GPU,
-and > 2**31 elements."""
+against the CPU mirror, all three launch paths (packed cuLaunchKernel, cuda.core, numba), the caller's
+stream, CUDA-graph capture, JAX on GPU, and > 2**31 elements."""
 import numpy as np
 import pytest
 
@@ -23,14 +23,14 @@ def _skip_missing(kind):
 
 
 @gpu_matrix()
-@pytest.mark.parametrize("launcher", ["fast", "numba"])
+@pytest.mark.parametrize("launcher", ["fast", "core", "numba"])
 def test_ops_match_cpu_mirror(kind, dtype, launcher):
     _skip_missing(kind)
     x, g = _x((3, 4, 1000)), _x((3, 4, 1000), 1)
     gn = _x((3, 8, 1000), 2)
     xd, gd, gnd = (to_kind(a, kind, dtype, "cuda") for a in (x, g, gn))
     cx, cg, cgn = (rounded(a, dtype) for a in (x, g, gn))
-    with _launch.use_fallback(launcher == "numba"):
+    with _launch.use_launcher(launcher):
         y = gpuops.gsmelu(xd, **PARAMS)
         assert type(y).__module__.split(".")[0] == type(xd).__module__.split(".")[0]
         assert_close(y, gpuops.gsmelu(cx, **PARAMS), dtype)
