@@ -27,6 +27,8 @@ _RT_ROWS = 16
 _RT_CB = 12
 _RT_LDP = {1: 0, 2: 1, 4: 2}
 _RT_MIN_PW = 5
+#: the RT kernels index their inputs (and grad_out) with 32-bit offsets
+_RT_MAX_SIZE = 2 ** 31
 _SHORT = ("float16", "bfloat16", "float32")
 
 
@@ -116,7 +118,7 @@ def _rt_region(geo):
 
 def _forward_rt(a, b, geo, out, out4, scale, stream, ext_y, ext_x):
     region = _rt_region(geo)
-    if region is None or a.dtype not in _SHORT:
+    if region is None or a.dtype not in _SHORT or a.size >= _RT_MAX_SIZE:
         return False
     ldp, ry, rx = region
     if ext_y > ry or ext_x > rx:
@@ -137,7 +139,8 @@ def _forward_rt(a, b, geo, out, out4, scale, stream, ext_y, ext_x):
 
 def _backward_rt(g, a, b, gin1, gin2, geo, scale, stream):
     region = _rt_region(geo)
-    if (region is None or a.dtype not in _SHORT or geo.k != (1, 1) or geo.s != (1, 1)):
+    if (region is None or a.dtype not in _SHORT or geo.k != (1, 1) or geo.s != (1, 1)
+            or a.size >= _RT_MAX_SIZE or g.size >= _RT_MAX_SIZE):
         return False
     ldp, ry, rx = region
     G = _rt_group(geo.p[1])

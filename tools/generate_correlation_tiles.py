@@ -30,7 +30,8 @@ RT_RPW = 32 // RT_LPR
 RT_ROWS = RT_NW * RT_RPW
 RT_CH = 8               # forward channel chunk
 RT_CB = 12              # backward channels per block
-RT_P1 = 33              # staged input1 row pitch (forward)
+RT_BT = 11              # backward patch-column steps whose grad_out values are loaded together
+RT_P1 = 34              # staged input1 row pitch (forward; even: pairs are read with 64-bit loads)
 RT_GROUPS = (21, 9)
 
 assert RT_LPR * RT_RP == RT_ROW and RT_LPR * RT_RPW == 32 and RT_LPR & (RT_LPR - 1) == 0
@@ -46,14 +47,68 @@ from gpuops.cuda._memory import load, store
 
 #: indices cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
 U = nt.uint64
+#: 32-bit element offsets (the host keeps the arrays of these kernels under 2**31 elements)
+U32 = nt.uint32
+
+
+def _helpers():
+    """(add32, lo32f, hi32f, the uint64 dtype): compiler intrinsics, or plain Python under the simulator."""
+    import numpy as np
+
+    from gpuops._toolchain import SIMULATOR
+    if SIMULATOR:
+        # the simulator has no warp barrier; a block barrier serves (every thread reaches each one alike)
+        from numba.cuda.simulator.kernelapi import FakeCUDAModule
+        if not hasattr(FakeCUDAModule, "syncwarp"):
+            FakeCUDAModule.syncwarp = FakeCUDAModule.syncthreads
+
+        def add32(a, b):
+            return nt.uint32((int(a) + int(b)) & 0xFFFFFFFF)
+
+        def lo32f(w):
+            return np.array(int(w) & 0xFFFFFFFF, dtype=np.uint32).view(np.float32)[()]
+
+        def hi32f(w):
+            return np.array(int(w) >> 32, dtype=np.uint32).view(np.float32)[()]
+        return add32, lo32f, hi32f, np.uint64
+
+    from llvmlite import ir
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def add32(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            return builder.add(args[0], args[1])
+        return nt.uint32(nt.uint32, nt.uint32), codegen
+
+    @intrinsic
+    def lo32f(typingctx, w):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+        return nt.float32(nt.uint64), codegen
+
+    @intrinsic
+    def hi32f(typingctx, w):
+        def codegen(context, builder, signature, args):
+            hi = builder.lshr(args[0], ir.Constant(ir.IntType(64), 32))
+            return builder.bitcast(builder.trunc(hi, ir.IntType(32)), ir.FloatType())
+        return nt.float32(nt.uint64), codegen
+    return add32, lo32f, hi32f, np.uint64
+
+
+#: add32(a, b): a + b of two uint32 as a 32-bit add (numba widens uint32 + uint32 to 64 bits; an index
+#: built from it is one IMAD.WIDE.U32 off the array base instead of 64-bit adds, shifts and masks);
+#: lo32f(w) / hi32f(w): the float32 in the low / high half of a uint64 (a pair read with one 64-bit load)
+add32, lo32f, hi32f, _U64 = _helpers()
 
 '''
 
 
 def rt_pitch(g):
-    """Odd pitch of a staged shifted row of the G-wide kernels (RT_ROW + G − 1 values)."""
+    """Even pitch of a staged shifted row of the G-wide kernels (RT_ROW + G − 1 values): pairs of values
+    are read with 64-bit shared loads, which a half-warp (one staged row) serves in one conflict-free pass."""
     n = RT_ROW + g - 1
-    return n + 1 - n % 2
+    return n + n % 2
 
 
 def rt_fwd_buf(g):
@@ -69,11 +124,13 @@ _RT_FWD_SRC = '''
 def _sample_forward_rt{G}(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW,
                           ldp, gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array({BUF}, nt.float32)
+    buf2 = buf.view(_U64)
     zero = nt.float32(0)
     N = out.shape[0]
     oH = out.shape[2]
     oW = out.shape[3]
     HW = H * W
+    HW32 = U32(HW)
     lane = nt.int64(cuda.threadIdx.x)
     wp = nt.int64(cuda.threadIdx.y)
     tid = wp * 32 + lane
@@ -92,8 +149,11 @@ def _sample_forward_rt{G}(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, di
     ry0 = h0 * sH - padH
     rx0 = w0 * sW - padW
     wbase = wp * {WSTRIDE}
+    # kernel 1, stride 1: the window sum is the identity, each lane stores its own accumulators
+    direct = kH == 1 and kW == 1 and sH == 1 and sW == 1
     # this lane's staging slots: input1 rows k < {RPW} of the warp (value `lane` of each), input2 rows k
-    # (values lane, lane + 32)
+    # (values lane, lane + 32); 32-bit element offsets inside one channel plane (the host keeps every
+    # array under 2**31 elements), 0 where the slot lies outside the image (its load is skipped)
 {SLOT_SETUP}
     ndg = PH * ngroups
     dg = nt.int64(cuda.blockIdx.y)
@@ -108,41 +168,48 @@ def _sample_forward_rt{G}(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, di
         while n < N:
 {ACC_INIT}
             for c0 in range(0, C, {CH}):
+                # each warp stages and reads only its own slice of buf: warp barriers, no block barrier
+                pc = U32((n * C + c0) * HW)
                 for cc in range({CH}):
-                    c = c0 + cc
-                    pbase = (n * C + c) * HW
-                    cok = c < C
+                    cok = c0 + cc < C
                     sb = wbase + cc * {CSTRIDE}
 {STAGE}
-                cuda.syncthreads()
-                for cc in range({CH}):
-                    b1 = wbase + cc * {CSTRIDE} + {P2XR} + rho * {P1} + q * {RP}
-                    b2 = wbase + cc * {CSTRIDE} + rho * {P2} + q * {RP}
+                    pc = add32(pc, HW32)
+                cuda.syncwarp()
+                b1 = (wbase + {P2XR} + rho * {P1} + q * {RP}) >> 1
+                b2 = (wbase + rho * {P2} + q * {RP}) >> 1
 {COMPUTE}
+                cuda.syncwarp()
+            if direct:
+                hd = h0 + yl
+                wd = w0 + r + q * {RP} * dpW
+                if hd < oH:
+{DIRECT_STORE}
+            else:
                 cuda.syncthreads()
-            eb = yl * RX + q * {RP} * dpW + r
+                eb = yl * RX + q * {RP} * dpW + r
 {EPI_STORE}
-            cuda.syncthreads()
-            per_j = tyo * txo
-            total = geff * per_j
-            e = tid
-            while e < total:
-                j = e // per_j
-                rr = e - j * per_j
-                oy = rr // txo
-                ox = rr - oy * txo
-                h = h0 + oy
-                w = w0 + ox
-                if h < oH and w < oW:
-                    s = zero
-                    jb = j * {REG}
-                    for i in range(kH):
-                        row = jb + (oy * sH + i * dilH) * RX + ox * sW
-                        for jj in range(kW):
-                            s += buf[U(row + jj * dilW)]
-                    store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
-                e += {THREADS}
-            cuda.syncthreads()
+                cuda.syncthreads()
+                per_j = tyo * txo
+                total = geff * per_j
+                e = tid
+                while e < total:
+                    j = e // per_j
+                    rr = e - j * per_j
+                    oy = rr // txo
+                    ox = rr - oy * txo
+                    h = h0 + oy
+                    w = w0 + ox
+                    if h < oH and w < oW:
+                        s = zero
+                        jb = j * {REG}
+                        for i in range(kH):
+                            row = jb + (oy * sH + i * dilH) * RX + ox * sW
+                            for jj in range(kW):
+                                s += buf[U(row + jj * dilW)]
+                        store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
+                    e += {THREADS}
+                cuda.syncthreads()
             n += cuda.gridDim.z
         dg += cuda.gridDim.y
 '''
@@ -151,8 +218,10 @@ _RT_BWD_SRC = '''
 def _sample_backward_rt{G}(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, padW, PH, PW, dpH, dpW,
                            ldp, ngroups, tiles_x, scale):
     buf = cuda.shared.array({BUF}, nt.float32)
+    buf2 = buf.view(_U64)
     zero = nt.float32(0)
     HW = H * W
+    HW32 = U32(HW)
     oHW = oH * oW
     lane = nt.int64(cuda.threadIdx.x)
     wp = nt.int64(cuda.threadIdx.y)
@@ -207,19 +276,32 @@ def _sample_backward_rt{G}(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH,
                     pls = nt.int64(-1)
                     xs = dpW
                     xg0 = xb - sx0 - ({G} - 1) * dpW + padW
-                # stage the partner rows of this group for the block's channels
-{STAGE}
-                cuda.syncthreads()
-                gstep = pls * oHW + xs
-                gb = pl0 * oHW + yg * oW + xg0
-                xgm = xg0
-                jj0 = ({G} - 1) * second
-                jjs = 1 - 2 * second
-                b2 = wbase + rho * {P2} + q * {RP}
+                # 32-bit grad_out offsets (mod 2**32; every one that is loaded is in bounds)
+                gst = U32((pls * oHW + xs) & 0xFFFFFFFF)
+                gbt = U32((pl0 * oHW + yg * oW + xg0) & 0xFFFFFFFF)
+                # the steps t whose value at pixel m is loaded: lo_m <= t < hi_m (gy_ok, the group's columns
+                # jj < geff and the output columns xlo <= x < xhi, x = xg0 + m*dpW + t*xs); int32 for compares
+                tlo = ({G} - geff) * second
+                thi = geff + ({G} - geff) * second
+                klo = -((xg0 - xlo) >> ldp)          # xlo <= xg0 + k*dpW < xhi  <=>  klo <= k < khi
+                khi = -((xg0 - xhi) >> ldp)
+{TRANGE}
+                # stage the partner rows of this group for the block's channels (each warp its own rows)
+                if second == 0:
+{STAGE2}
+                else:
+{STAGE1}
+                cuda.syncwarp()
+                b2 = (wbase + rho * {P2} + q * {RP}) >> 1
+                # grad_out values g<t>_<m> (step t: plane d0 + t, or d0 + G - 1 - t at the shifted position for
+                # grad_input2), {TB} steps at a time, all their loads in flight together, then their FMAs
 {COMPUTE}
-                cuda.syncthreads()
+                cuda.syncwarp()
             if y < H:
-{WRITE}
+                if second == 0:
+{WRITE1}
+                else:
+{WRITE2}
             z += cuda.gridDim.z
         cg += cuda.gridDim.y
 '''
@@ -234,8 +316,8 @@ def _rt_fwd_source(G):
     for k in range(RT_RPW):
         setup.append(f"{ind}Rs{k} = wp * {RT_RPW} + {k}\n{ind}ys{k} = Rs{k} >> ldp\n{ind}rs{k} = Rs{k} & (dpW - 1)")
         setup.append(f"{ind}x1_{k} = rx0 + rs{k} + lane * dpW\n{ind}y1_{k} = ry0 + ys{k}")
-        setup.append(f"{ind}o1_{k} = y1_{k} * W + x1_{k}\n"
-                     f"{ind}v1_{k} = 0 <= y1_{k} < H and 0 <= x1_{k} < W")
+        setup.append(f"{ind}v1_{k} = 0 <= y1_{k} < H and 0 <= x1_{k} < W\n"
+                     f"{ind}o1_{k} = U32(0)\n{ind}if v1_{k}:\n{ind}    o1_{k} = U32(y1_{k} * W + x1_{k})")
     offs = []
     ind8 = " " * 8
     for k in range(RT_RPW):
@@ -244,13 +326,14 @@ def _rt_fwd_source(G):
             if s * 32 >= L2:
                 continue
             offs.append(f"{ind8}x2_{k}_{s} = rx0 + rs{k} + sx0 + (lane + {32 * s}) * dpW\n"
-                        f"{ind8}o2_{k}_{s} = y2_{k} * W + x2_{k}_{s}\n"
                         f"{ind8}v2_{k}_{s} = y2ok{k} and 0 <= x2_{k}_{s} < W" +
-                        (f" and lane + {32 * s} < {L2}" if (s + 1) * 32 > L2 else ""))
+                        (f" and lane + {32 * s} < {L2}" if (s + 1) * 32 > L2 else "") +
+                        f"\n{ind8}o2_{k}_{s} = U32(0)\n{ind8}if v2_{k}_{s}:\n"
+                        f"{ind8}    o2_{k}_{s} = U32(y2_{k} * W + x2_{k}_{s})")
     ind20 = " " * 20
     stage = []
     for k in range(RT_RPW):
-        stage.append(f"{ind20}v = zero\n{ind20}if cok and v1_{k}:\n{ind20}    v = load(in1, U(pbase + o1_{k}))\n"
+        stage.append(f"{ind20}v = zero\n{ind20}if cok and v1_{k}:\n{ind20}    v = load(in1, add32(pc, o1_{k}))\n"
                      f"{ind20}buf[U(sb + {RT_RPW * P2 + k * RT_P1} + lane)] = v")
         for s in range(2):
             if s * 32 >= L2:
@@ -258,36 +341,53 @@ def _rt_fwd_source(G):
             st = f"{ind20}buf[U(sb + {k * P2 + 32 * s} + lane)] = v"
             if (s + 1) * 32 > L2:
                 st = f"{ind20}if lane + {32 * s} < {L2}:\n    " + st
-            stage.append(f"{ind20}v = zero\n{ind20}if cok and v2_{k}_{s}:\n{ind20}    v = load(in2, U(pbase + o2_{k}_{s}))\n"
-                         + st)
+            stage.append(f"{ind20}v = zero\n{ind20}if cok and v2_{k}_{s}:\n"
+                         f"{ind20}    v = load(in2, add32(pc, o2_{k}_{s}))\n" + st)
     comp = []
-    for m in range(RT_RP):
-        comp.append(f"{ind20}a{m} = buf[U(b1 + {m})]")
-    for kk in range(RT_RP + G - 1):
-        comp.append(f"{ind20}v = buf[U(b2 + {kk})]")
-        for m in range(RT_RP):
-            j = kk - m
-            if 0 <= j < G:
-                comp.append(f"{ind20}acc{m}_{j} += a{m} * v")
+    ind16 = " " * 16
+    assert RT_RP == 2 and cstride % 2 == 0 and P2 % 2 == 0 and RT_P1 % 2 == 0
+    npair = (RT_RP + G - 1 + 1) // 2
+    for cc in range(RT_CH):
+        h = cc * cstride // 2
+        comp.append(f"{ind16}w = buf2[U(b1 + {h})]\n{ind16}a0 = lo32f(w)\n{ind16}a1 = hi32f(w)")
+        for pk in range(npair):
+            comp.append(f"{ind16}w = buf2[U(b2 + {h + pk})]")
+            for half in range(2):
+                kk = 2 * pk + half
+                if kk >= RT_RP + G - 1:
+                    continue
+                comp.append(f"{ind16}v = {'hi32f' if half else 'lo32f'}(w)")
+                for m in range(RT_RP):
+                    j = kk - m
+                    if 0 <= j < G:
+                        comp.append(f"{ind16}acc{m}_{j} += a{m} * v")
     acc = "\n".join(f"{' ' * 12}acc{m}_{j} = zero" for m in range(RT_RP) for j in range(G))
     reg = RT_ROW * RT_ROWS
     epi = []
     for j in range(G):
         for m in range(RT_RP):
-            epi.append(f"{' ' * 12}buf[U({j * reg} + eb + {m} * dpW)] = acc{m}_{j}")
+            epi.append(f"{' ' * 16}buf[U({j * reg} + eb + {m} * dpW)] = acc{m}_{j}")
+    direct = []
+    ind20 = " " * 20
+    for m in range(RT_RP):
+        direct.append(f"{ind20}if wd + {m} * dpW < oW:")
+        for j in range(G):
+            direct.append(f"{ind20}    if {j} < geff:\n"
+                          f"{ind20}        store(out, (U(n), U(ph * PW + pw0 + {j}), U(hd), U(wd + {m} * dpW)), "
+                          f"acc{m}_{j} * scale)")
     return _RT_FWD_SRC.format(
         G=G, BUF=rt_fwd_buf(G), ROWS=RT_ROWS, WSTRIDE=RT_CH * cstride, CH=RT_CH, CSTRIDE=cstride,
         P2XR=RT_RPW * P2, P1=RT_P1, P2=P2, REG=reg, THREADS=32 * RT_NW, RP=RT_RP, RPW=RT_RPW,
         LSH=RT_LPR.bit_length() - 1, LMASK=RT_LPR - 1,
         SLOT_SETUP="\n".join(setup), OFFSETS="\n".join(offs), ACC_INIT=acc, STAGE="\n".join(stage),
-        COMPUTE="\n".join(comp), EPI_STORE="\n".join(epi))
+        COMPUTE="\n".join(comp), EPI_STORE="\n".join(epi), DIRECT_STORE="\n".join(direct))
 
 
 def _rt_bwd_source(G):
     P2 = rt_pitch(G)
     L2 = RT_ROW + G - 1
     CB = RT_CB
-    ind16 = " " * 16
+    ind16 = " " * 20
     stage = []
     for k in range(RT_RPW):
         stage.append(f"{ind16}Rs = wp * {RT_RPW} + {k}\n{ind16}prow = prow0 + (Rs >> ldp)\n"
@@ -297,56 +397,85 @@ def _rt_bwd_source(G):
                 continue
             cond = f"prow_ok and 0 <= px < W" + (f" and lane + {32 * s} < {L2}" if (s + 1) * 32 > L2 else "")
             stage.append(f"{ind16}px = pcol0 + pr + (lane + {32 * s}) * dpW\n{ind16}pv = {cond}\n"
-                         f"{ind16}po = (n * C + c0) * HW + prow * W + px\n"
+                         f"{ind16}po = U32(0)\n{ind16}if pv:\n"
+                         f"{ind16}    po = U32((n * C + c0) * HW + prow * W + px)\n"
                          f"{ind16}sb = wbase + {k * P2 + 32 * s} + lane")
             body = []
             for cc in range(CB):
                 body.append(f"{ind16}v = zero\n{ind16}if pv and c0 + {cc} < C:\n"
-                            f"{ind16}    if second == 0:\n{ind16}        v = load(in2, U(po + {cc} * HW))\n"
-                            f"{ind16}    else:\n{ind16}        v = load(in1, U(po + {cc} * HW))\n"
+                            f"{ind16}    v = load(SRC, po)\n"
                             f"{ind16}buf[U(sb + {cc * RT_RPW * P2})] = v")
+                if cc + 1 < CB:
+                    body.append(f"{ind16}po = add32(po, HW32)")
             blk = "\n".join(body)
             if (s + 1) * 32 > L2:
                 blk = "\n".join("    " + ln for ln in blk.split("\n"))
                 blk = f"{ind16}if lane + {32 * s} < {L2}:\n" + blk
             stage.append(blk)
-    comp = []
-    # g positions of the lane's RP pixels: x = xg0 + m*dpW + t*xs; plane jj = jj0 + t*jjs
-    # a runtime loop over t (not unrolled in the source): unrolling all G steps let the scheduler hoist
-    # loads across steps and took 152-157 registers at G = 21
-    ind20 = " " * 20
-    comp.append(f"{ind16}jj = jj0\n{ind16}bt = b2\n{ind16}for t in range({G}):\n{ind20}tok = gy_ok and jj < geff")
+    ind16 = " " * 16
+    tr = []
     for m in range(RT_RP):
-        comp.append(f"{ind20}xg = xgm + {m} * dpW\n{ind20}gv{m} = zero\n"
-                    f"{ind20}if tok and xlo <= xg < xhi:\n"
-                    f"{ind20}    gv{m} = load(g, U(gb + {m} * dpW))")
-    comp.append(f"{ind20}gb += gstep\n{ind20}xgm += xs\n{ind20}jj += jjs")
-    for cc in range(CB):
-        for m in range(RT_RP):
-            comp.append(f"{ind20}acc{m}_{cc} += gv{m} * buf[U(bt + {cc * RT_RPW * P2 + m})]")
-    comp.append(f"{ind20}bt += 1")
+        if m:
+            tr.append(f"{ind16}gdp{m} = U32({m} * dpW)")
+        tr.append(f"{ind16}if second == 0:\n"
+                  f"{ind16}    xok = xlo <= xg0 + {m} * dpW < xhi\n"
+                  f"{ind16}    lo{m} = nt.int32(tlo)\n"
+                  f"{ind16}    hi{m} = nt.int32(thi if xok and gy_ok else 0)\n"
+                  f"{ind16}else:\n"
+                  f"{ind16}    lo{m} = nt.int32(max(tlo, min(klo - {m}, {G})))\n"
+                  f"{ind16}    hi{m} = nt.int32(max(0, min(thi, khi - {m})) if gy_ok else 0)")
+    comp = []
+    nval = G + RT_RP - 1
+    assert RT_RP == 2 and P2 % 2 == 0
+    for t0 in range(0, G, RT_BT):
+        t1 = min(G, t0 + RT_BT)
+        # grad_out values g<t>_<m> of the lane's RP pixels at step t: x = xg0 + m*dpW + t*xs, plane jj0 + t*jjs
+        for t in range(t0, t1):
+            for m in range(RT_RP):
+                off = "gbt" if m == 0 else f"add32(gbt, gdp{m})"
+                comp.append(f"{ind16}g{t}_{m} = zero\n"
+                            f"{ind16}if lo{m} <= {t} < hi{m}:\n"
+                            f"{ind16}    g{t}_{m} = load(g, {off})")
+            if t + 1 < G:
+                comp.append(f"{ind16}gbt = add32(gbt, gst)")
+        # per channel: the staged partner values 2q + kk (t0 <= kk <= t1 + RP - 2), read in pairs with 64-bit
+        # loads; value kk meets g<t>_<m> for t = kk - m (per accumulator the order of the step-by-step loop)
+        for cc in range(CB):
+            h = cc * RT_RPW * P2 // 2
+            for pk in range(t0 // 2, (t1 + RT_RP - 2) // 2 + 1):
+                comp.append(f"{ind16}w = buf2[U(b2 + {h + pk})]")
+                for half in range(2):
+                    kk = 2 * pk + half
+                    if kk >= nval:
+                        continue
+                    comp.append(f"{ind16}v = {'hi32f' if half else 'lo32f'}(w)")
+                    for m in range(RT_RP):
+                        t = kk - m
+                        if t0 <= t < t1:
+                            comp.append(f"{ind16}acc{m}_{cc} += g{t}_{m} * v")
     acc = "\n".join(f"{' ' * 12}acc{m}_{cc} = zero" for m in range(RT_RP) for cc in range(CB))
     write = []
-    ind = " " * 16
+    ind = " " * 20
     for m in range(RT_RP):
         write.append(f"{ind}xw = xb + {m} * dpW")
         write.append(f"{ind}if xw < W:")
         write.append(f"{ind}    wo = (n * C + c0) * HW + y * W + xw")
         for cc in range(CB):
-            write.append(f"{ind}    if c0 + {cc} < C:\n{ind}        if second == 0:\n"
-                         f"{ind}            store(gin1, U(wo + {cc} * HW), acc{m}_{cc} * scale)\n"
-                         f"{ind}        else:\n{ind}            store(gin2, U(wo + {cc} * HW), acc{m}_{cc} * scale)")
+            write.append(f"{ind}    if c0 + {cc} < C:\n"
+                         f"{ind}        store(DST, U(wo + {cc} * HW), acc{m}_{cc} * scale)")
     return _RT_BWD_SRC.format(G=G, BUF=rt_bwd_buf(G), ROWS=RT_ROWS, WSTRIDE=CB * RT_RPW * P2, CB=CB, P2=P2,
-                              RP=RT_RP, RPW=RT_RPW, LSH=RT_LPR.bit_length() - 1, LMASK=RT_LPR - 1,
-                              ACC_INIT=acc, STAGE="\n".join(stage), COMPUTE="\n".join(comp),
-                              WRITE="\n".join(write))
-
+                              RP=RT_RP, RPW=RT_RPW, LSH=RT_LPR.bit_length() - 1, LMASK=RT_LPR - 1, NG=G * RT_RP,
+                              ACC_INIT=acc, TB=RT_BT, TRANGE="\n".join(tr), COMPUTE="\n".join(comp),
+                              STAGE2="\n".join(stage).replace("SRC", "in2"),
+                              STAGE1="\n".join(stage).replace("SRC", "in1"),
+                              WRITE1="\n".join(write).replace("DST", "gin1"),
+                              WRITE2="\n".join(write).replace("DST", "gin2"))
 
 
 def source():
     """The text of gpuops/cuda/_correlation_tiles.py."""
     consts = [f"{name} = {globals()[name]!r}" for name in
-              ("RT_NW", "RT_RP", "RT_ROW", "RT_LPR", "RT_RPW", "RT_ROWS", "RT_CH", "RT_CB", "RT_P1", "RT_GROUPS")]
+              ("RT_NW", "RT_RP", "RT_ROW", "RT_LPR", "RT_RPW", "RT_ROWS", "RT_CH", "RT_CB", "RT_BT", "RT_P1", "RT_GROUPS")]
     parts = [HEADER + "#: the generator's layout constants (gpuops.correlations mirrors RT_NW, RT_ROWS, RT_CB)\n"
              + "\n".join(consts) + "\n"]
     for g in RT_GROUPS:

@@ -8,6 +8,59 @@ from gpuops.cuda._memory import load, store
 
 #: indices cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
 U = nt.uint64
+#: 32-bit element offsets (the host keeps the arrays of these kernels under 2**31 elements)
+U32 = nt.uint32
+
+
+def _helpers():
+    """(add32, lo32f, hi32f, the uint64 dtype): compiler intrinsics, or plain Python under the simulator."""
+    import numpy as np
+
+    from gpuops._toolchain import SIMULATOR
+    if SIMULATOR:
+        # the simulator has no warp barrier; a block barrier serves (every thread reaches each one alike)
+        from numba.cuda.simulator.kernelapi import FakeCUDAModule
+        if not hasattr(FakeCUDAModule, "syncwarp"):
+            FakeCUDAModule.syncwarp = FakeCUDAModule.syncthreads
+
+        def add32(a, b):
+            return nt.uint32((int(a) + int(b)) & 0xFFFFFFFF)
+
+        def lo32f(w):
+            return np.array(int(w) & 0xFFFFFFFF, dtype=np.uint32).view(np.float32)[()]
+
+        def hi32f(w):
+            return np.array(int(w) >> 32, dtype=np.uint32).view(np.float32)[()]
+        return add32, lo32f, hi32f, np.uint64
+
+    from llvmlite import ir
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def add32(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            return builder.add(args[0], args[1])
+        return nt.uint32(nt.uint32, nt.uint32), codegen
+
+    @intrinsic
+    def lo32f(typingctx, w):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+        return nt.float32(nt.uint64), codegen
+
+    @intrinsic
+    def hi32f(typingctx, w):
+        def codegen(context, builder, signature, args):
+            hi = builder.lshr(args[0], ir.Constant(ir.IntType(64), 32))
+            return builder.bitcast(builder.trunc(hi, ir.IntType(32)), ir.FloatType())
+        return nt.float32(nt.uint64), codegen
+    return add32, lo32f, hi32f, np.uint64
+
+
+#: add32(a, b): a + b of two uint32 as a 32-bit add (numba widens uint32 + uint32 to 64 bits; an index
+#: built from it is one IMAD.WIDE.U32 off the array base instead of 64-bit adds, shifts and masks);
+#: lo32f(w) / hi32f(w): the float32 in the low / high half of a uint64 (a pair read with one 64-bit load)
+add32, lo32f, hi32f, _U64 = _helpers()
 
 #: the generator's layout constants (gpuops.correlations mirrors RT_NW, RT_ROWS, RT_CB)
 RT_NW = 8
@@ -18,18 +71,21 @@ RT_RPW = 2
 RT_ROWS = 16
 RT_CH = 8
 RT_CB = 12
-RT_P1 = 33
+RT_BT = 11
+RT_P1 = 34
 RT_GROUPS = (21, 9)
 
 
 def _sample_forward_rt21(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW,
                           ldp, gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array(11008, nt.float32)
+    buf2 = buf.view(_U64)
     zero = nt.float32(0)
     N = out.shape[0]
     oH = out.shape[2]
     oW = out.shape[3]
     HW = H * W
+    HW32 = U32(HW)
     lane = nt.int64(cuda.threadIdx.x)
     wp = nt.int64(cuda.threadIdx.y)
     tid = wp * 32 + lane
@@ -48,22 +104,29 @@ def _sample_forward_rt21(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dil
     ry0 = h0 * sH - padH
     rx0 = w0 * sW - padW
     wbase = wp * 1376
+    # kernel 1, stride 1: the window sum is the identity, each lane stores its own accumulators
+    direct = kH == 1 and kW == 1 and sH == 1 and sW == 1
     # this lane's staging slots: input1 rows k < 2 of the warp (value `lane` of each), input2 rows k
-    # (values lane, lane + 32)
+    # (values lane, lane + 32); 32-bit element offsets inside one channel plane (the host keeps every
+    # array under 2**31 elements), 0 where the slot lies outside the image (its load is skipped)
     Rs0 = wp * 2 + 0
     ys0 = Rs0 >> ldp
     rs0 = Rs0 & (dpW - 1)
     x1_0 = rx0 + rs0 + lane * dpW
     y1_0 = ry0 + ys0
-    o1_0 = y1_0 * W + x1_0
     v1_0 = 0 <= y1_0 < H and 0 <= x1_0 < W
+    o1_0 = U32(0)
+    if v1_0:
+        o1_0 = U32(y1_0 * W + x1_0)
     Rs1 = wp * 2 + 1
     ys1 = Rs1 >> ldp
     rs1 = Rs1 & (dpW - 1)
     x1_1 = rx0 + rs1 + lane * dpW
     y1_1 = ry0 + ys1
-    o1_1 = y1_1 * W + x1_1
     v1_1 = 0 <= y1_1 < H and 0 <= x1_1 < W
+    o1_1 = U32(0)
+    if v1_1:
+        o1_1 = U32(y1_1 * W + x1_1)
     ndg = PH * ngroups
     dg = nt.int64(cuda.blockIdx.y)
     while dg < ndg:
@@ -75,19 +138,27 @@ def _sample_forward_rt21(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dil
         y2_0 = ry0 + ys0 + sy
         y2ok0 = 0 <= y2_0 < H
         x2_0_0 = rx0 + rs0 + sx0 + (lane + 0) * dpW
-        o2_0_0 = y2_0 * W + x2_0_0
         v2_0_0 = y2ok0 and 0 <= x2_0_0 < W
+        o2_0_0 = U32(0)
+        if v2_0_0:
+            o2_0_0 = U32(y2_0 * W + x2_0_0)
         x2_0_1 = rx0 + rs0 + sx0 + (lane + 32) * dpW
-        o2_0_1 = y2_0 * W + x2_0_1
         v2_0_1 = y2ok0 and 0 <= x2_0_1 < W and lane + 32 < 52
+        o2_0_1 = U32(0)
+        if v2_0_1:
+            o2_0_1 = U32(y2_0 * W + x2_0_1)
         y2_1 = ry0 + ys1 + sy
         y2ok1 = 0 <= y2_1 < H
         x2_1_0 = rx0 + rs1 + sx0 + (lane + 0) * dpW
-        o2_1_0 = y2_1 * W + x2_1_0
         v2_1_0 = y2ok1 and 0 <= x2_1_0 < W
+        o2_1_0 = U32(0)
+        if v2_1_0:
+            o2_1_0 = U32(y2_1 * W + x2_1_0)
         x2_1_1 = rx0 + rs1 + sx0 + (lane + 32) * dpW
-        o2_1_1 = y2_1 * W + x2_1_1
         v2_1_1 = y2ok1 and 0 <= x2_1_1 < W and lane + 32 < 52
+        o2_1_1 = U32(0)
+        if v2_1_1:
+            o2_1_1 = U32(y2_1 * W + x2_1_1)
         n = nt.int64(cuda.blockIdx.z)
         while n < N:
             acc0_0 = zero
@@ -133,181 +204,833 @@ def _sample_forward_rt21(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dil
             acc1_19 = zero
             acc1_20 = zero
             for c0 in range(0, C, 8):
+                # each warp stages and reads only its own slice of buf: warp barriers, no block barrier
+                pc = U32((n * C + c0) * HW)
                 for cc in range(8):
-                    c = c0 + cc
-                    pbase = (n * C + c) * HW
-                    cok = c < C
+                    cok = c0 + cc < C
                     sb = wbase + cc * 172
                     v = zero
                     if cok and v1_0:
-                        v = load(in1, U(pbase + o1_0))
-                    buf[U(sb + 106 + lane)] = v
+                        v = load(in1, add32(pc, o1_0))
+                    buf[U(sb + 104 + lane)] = v
                     v = zero
                     if cok and v2_0_0:
-                        v = load(in2, U(pbase + o2_0_0))
+                        v = load(in2, add32(pc, o2_0_0))
                     buf[U(sb + 0 + lane)] = v
                     v = zero
                     if cok and v2_0_1:
-                        v = load(in2, U(pbase + o2_0_1))
+                        v = load(in2, add32(pc, o2_0_1))
                     if lane + 32 < 52:
                         buf[U(sb + 32 + lane)] = v
                     v = zero
                     if cok and v1_1:
-                        v = load(in1, U(pbase + o1_1))
-                    buf[U(sb + 139 + lane)] = v
+                        v = load(in1, add32(pc, o1_1))
+                    buf[U(sb + 138 + lane)] = v
                     v = zero
                     if cok and v2_1_0:
-                        v = load(in2, U(pbase + o2_1_0))
-                    buf[U(sb + 53 + lane)] = v
+                        v = load(in2, add32(pc, o2_1_0))
+                    buf[U(sb + 52 + lane)] = v
                     v = zero
                     if cok and v2_1_1:
-                        v = load(in2, U(pbase + o2_1_1))
+                        v = load(in2, add32(pc, o2_1_1))
                     if lane + 32 < 52:
-                        buf[U(sb + 85 + lane)] = v
+                        buf[U(sb + 84 + lane)] = v
+                    pc = add32(pc, HW32)
+                cuda.syncwarp()
+                b1 = (wbase + 104 + rho * 34 + q * 2) >> 1
+                b2 = (wbase + rho * 52 + q * 2) >> 1
+                w = buf2[U(b1 + 0)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 0)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 1)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 2)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 3)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 4)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 5)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 6)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 7)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 8)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 9)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 10)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 86)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 86)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 87)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 88)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 89)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 90)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 91)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 92)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 93)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 94)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 95)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 96)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 172)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 172)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 173)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 174)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 175)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 176)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 177)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 178)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 179)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 180)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 181)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 182)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 258)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 258)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 259)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 260)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 261)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 262)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 263)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 264)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 265)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 266)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 267)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 268)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 344)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 344)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 345)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 346)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 347)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 348)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 349)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 350)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 351)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 352)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 353)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 354)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 430)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 430)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 431)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 432)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 433)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 434)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 435)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 436)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 437)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 438)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 439)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 440)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 516)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 516)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 517)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 518)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 519)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 520)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 521)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 522)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 523)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 524)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 525)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 526)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                w = buf2[U(b1 + 602)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 602)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 603)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 604)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 605)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 606)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc0_9 += a0 * v
+                acc1_8 += a1 * v
+                w = buf2[U(b2 + 607)]
+                v = lo32f(w)
+                acc0_10 += a0 * v
+                acc1_9 += a1 * v
+                v = hi32f(w)
+                acc0_11 += a0 * v
+                acc1_10 += a1 * v
+                w = buf2[U(b2 + 608)]
+                v = lo32f(w)
+                acc0_12 += a0 * v
+                acc1_11 += a1 * v
+                v = hi32f(w)
+                acc0_13 += a0 * v
+                acc1_12 += a1 * v
+                w = buf2[U(b2 + 609)]
+                v = lo32f(w)
+                acc0_14 += a0 * v
+                acc1_13 += a1 * v
+                v = hi32f(w)
+                acc0_15 += a0 * v
+                acc1_14 += a1 * v
+                w = buf2[U(b2 + 610)]
+                v = lo32f(w)
+                acc0_16 += a0 * v
+                acc1_15 += a1 * v
+                v = hi32f(w)
+                acc0_17 += a0 * v
+                acc1_16 += a1 * v
+                w = buf2[U(b2 + 611)]
+                v = lo32f(w)
+                acc0_18 += a0 * v
+                acc1_17 += a1 * v
+                v = hi32f(w)
+                acc0_19 += a0 * v
+                acc1_18 += a1 * v
+                w = buf2[U(b2 + 612)]
+                v = lo32f(w)
+                acc0_20 += a0 * v
+                acc1_19 += a1 * v
+                v = hi32f(w)
+                acc1_20 += a1 * v
+                cuda.syncwarp()
+            if direct:
+                hd = h0 + yl
+                wd = w0 + r + q * 2 * dpW
+                if hd < oH:
+                    if wd + 0 * dpW < oW:
+                        if 0 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 0), U(hd), U(wd + 0 * dpW)), acc0_0 * scale)
+                        if 1 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 1), U(hd), U(wd + 0 * dpW)), acc0_1 * scale)
+                        if 2 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 2), U(hd), U(wd + 0 * dpW)), acc0_2 * scale)
+                        if 3 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 3), U(hd), U(wd + 0 * dpW)), acc0_3 * scale)
+                        if 4 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 4), U(hd), U(wd + 0 * dpW)), acc0_4 * scale)
+                        if 5 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 5), U(hd), U(wd + 0 * dpW)), acc0_5 * scale)
+                        if 6 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 6), U(hd), U(wd + 0 * dpW)), acc0_6 * scale)
+                        if 7 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 7), U(hd), U(wd + 0 * dpW)), acc0_7 * scale)
+                        if 8 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 8), U(hd), U(wd + 0 * dpW)), acc0_8 * scale)
+                        if 9 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 9), U(hd), U(wd + 0 * dpW)), acc0_9 * scale)
+                        if 10 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 10), U(hd), U(wd + 0 * dpW)), acc0_10 * scale)
+                        if 11 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 11), U(hd), U(wd + 0 * dpW)), acc0_11 * scale)
+                        if 12 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 12), U(hd), U(wd + 0 * dpW)), acc0_12 * scale)
+                        if 13 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 13), U(hd), U(wd + 0 * dpW)), acc0_13 * scale)
+                        if 14 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 14), U(hd), U(wd + 0 * dpW)), acc0_14 * scale)
+                        if 15 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 15), U(hd), U(wd + 0 * dpW)), acc0_15 * scale)
+                        if 16 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 16), U(hd), U(wd + 0 * dpW)), acc0_16 * scale)
+                        if 17 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 17), U(hd), U(wd + 0 * dpW)), acc0_17 * scale)
+                        if 18 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 18), U(hd), U(wd + 0 * dpW)), acc0_18 * scale)
+                        if 19 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 19), U(hd), U(wd + 0 * dpW)), acc0_19 * scale)
+                        if 20 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 20), U(hd), U(wd + 0 * dpW)), acc0_20 * scale)
+                    if wd + 1 * dpW < oW:
+                        if 0 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 0), U(hd), U(wd + 1 * dpW)), acc1_0 * scale)
+                        if 1 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 1), U(hd), U(wd + 1 * dpW)), acc1_1 * scale)
+                        if 2 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 2), U(hd), U(wd + 1 * dpW)), acc1_2 * scale)
+                        if 3 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 3), U(hd), U(wd + 1 * dpW)), acc1_3 * scale)
+                        if 4 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 4), U(hd), U(wd + 1 * dpW)), acc1_4 * scale)
+                        if 5 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 5), U(hd), U(wd + 1 * dpW)), acc1_5 * scale)
+                        if 6 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 6), U(hd), U(wd + 1 * dpW)), acc1_6 * scale)
+                        if 7 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 7), U(hd), U(wd + 1 * dpW)), acc1_7 * scale)
+                        if 8 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 8), U(hd), U(wd + 1 * dpW)), acc1_8 * scale)
+                        if 9 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 9), U(hd), U(wd + 1 * dpW)), acc1_9 * scale)
+                        if 10 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 10), U(hd), U(wd + 1 * dpW)), acc1_10 * scale)
+                        if 11 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 11), U(hd), U(wd + 1 * dpW)), acc1_11 * scale)
+                        if 12 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 12), U(hd), U(wd + 1 * dpW)), acc1_12 * scale)
+                        if 13 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 13), U(hd), U(wd + 1 * dpW)), acc1_13 * scale)
+                        if 14 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 14), U(hd), U(wd + 1 * dpW)), acc1_14 * scale)
+                        if 15 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 15), U(hd), U(wd + 1 * dpW)), acc1_15 * scale)
+                        if 16 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 16), U(hd), U(wd + 1 * dpW)), acc1_16 * scale)
+                        if 17 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 17), U(hd), U(wd + 1 * dpW)), acc1_17 * scale)
+                        if 18 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 18), U(hd), U(wd + 1 * dpW)), acc1_18 * scale)
+                        if 19 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 19), U(hd), U(wd + 1 * dpW)), acc1_19 * scale)
+                        if 20 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 20), U(hd), U(wd + 1 * dpW)), acc1_20 * scale)
+            else:
                 cuda.syncthreads()
-                for cc in range(8):
-                    b1 = wbase + cc * 172 + 106 + rho * 33 + q * 2
-                    b2 = wbase + cc * 172 + rho * 53 + q * 2
-                    a0 = buf[U(b1 + 0)]
-                    a1 = buf[U(b1 + 1)]
-                    v = buf[U(b2 + 0)]
-                    acc0_0 += a0 * v
-                    v = buf[U(b2 + 1)]
-                    acc0_1 += a0 * v
-                    acc1_0 += a1 * v
-                    v = buf[U(b2 + 2)]
-                    acc0_2 += a0 * v
-                    acc1_1 += a1 * v
-                    v = buf[U(b2 + 3)]
-                    acc0_3 += a0 * v
-                    acc1_2 += a1 * v
-                    v = buf[U(b2 + 4)]
-                    acc0_4 += a0 * v
-                    acc1_3 += a1 * v
-                    v = buf[U(b2 + 5)]
-                    acc0_5 += a0 * v
-                    acc1_4 += a1 * v
-                    v = buf[U(b2 + 6)]
-                    acc0_6 += a0 * v
-                    acc1_5 += a1 * v
-                    v = buf[U(b2 + 7)]
-                    acc0_7 += a0 * v
-                    acc1_6 += a1 * v
-                    v = buf[U(b2 + 8)]
-                    acc0_8 += a0 * v
-                    acc1_7 += a1 * v
-                    v = buf[U(b2 + 9)]
-                    acc0_9 += a0 * v
-                    acc1_8 += a1 * v
-                    v = buf[U(b2 + 10)]
-                    acc0_10 += a0 * v
-                    acc1_9 += a1 * v
-                    v = buf[U(b2 + 11)]
-                    acc0_11 += a0 * v
-                    acc1_10 += a1 * v
-                    v = buf[U(b2 + 12)]
-                    acc0_12 += a0 * v
-                    acc1_11 += a1 * v
-                    v = buf[U(b2 + 13)]
-                    acc0_13 += a0 * v
-                    acc1_12 += a1 * v
-                    v = buf[U(b2 + 14)]
-                    acc0_14 += a0 * v
-                    acc1_13 += a1 * v
-                    v = buf[U(b2 + 15)]
-                    acc0_15 += a0 * v
-                    acc1_14 += a1 * v
-                    v = buf[U(b2 + 16)]
-                    acc0_16 += a0 * v
-                    acc1_15 += a1 * v
-                    v = buf[U(b2 + 17)]
-                    acc0_17 += a0 * v
-                    acc1_16 += a1 * v
-                    v = buf[U(b2 + 18)]
-                    acc0_18 += a0 * v
-                    acc1_17 += a1 * v
-                    v = buf[U(b2 + 19)]
-                    acc0_19 += a0 * v
-                    acc1_18 += a1 * v
-                    v = buf[U(b2 + 20)]
-                    acc0_20 += a0 * v
-                    acc1_19 += a1 * v
-                    v = buf[U(b2 + 21)]
-                    acc1_20 += a1 * v
+                eb = yl * RX + q * 2 * dpW + r
+                buf[U(0 + eb + 0 * dpW)] = acc0_0
+                buf[U(0 + eb + 1 * dpW)] = acc1_0
+                buf[U(512 + eb + 0 * dpW)] = acc0_1
+                buf[U(512 + eb + 1 * dpW)] = acc1_1
+                buf[U(1024 + eb + 0 * dpW)] = acc0_2
+                buf[U(1024 + eb + 1 * dpW)] = acc1_2
+                buf[U(1536 + eb + 0 * dpW)] = acc0_3
+                buf[U(1536 + eb + 1 * dpW)] = acc1_3
+                buf[U(2048 + eb + 0 * dpW)] = acc0_4
+                buf[U(2048 + eb + 1 * dpW)] = acc1_4
+                buf[U(2560 + eb + 0 * dpW)] = acc0_5
+                buf[U(2560 + eb + 1 * dpW)] = acc1_5
+                buf[U(3072 + eb + 0 * dpW)] = acc0_6
+                buf[U(3072 + eb + 1 * dpW)] = acc1_6
+                buf[U(3584 + eb + 0 * dpW)] = acc0_7
+                buf[U(3584 + eb + 1 * dpW)] = acc1_7
+                buf[U(4096 + eb + 0 * dpW)] = acc0_8
+                buf[U(4096 + eb + 1 * dpW)] = acc1_8
+                buf[U(4608 + eb + 0 * dpW)] = acc0_9
+                buf[U(4608 + eb + 1 * dpW)] = acc1_9
+                buf[U(5120 + eb + 0 * dpW)] = acc0_10
+                buf[U(5120 + eb + 1 * dpW)] = acc1_10
+                buf[U(5632 + eb + 0 * dpW)] = acc0_11
+                buf[U(5632 + eb + 1 * dpW)] = acc1_11
+                buf[U(6144 + eb + 0 * dpW)] = acc0_12
+                buf[U(6144 + eb + 1 * dpW)] = acc1_12
+                buf[U(6656 + eb + 0 * dpW)] = acc0_13
+                buf[U(6656 + eb + 1 * dpW)] = acc1_13
+                buf[U(7168 + eb + 0 * dpW)] = acc0_14
+                buf[U(7168 + eb + 1 * dpW)] = acc1_14
+                buf[U(7680 + eb + 0 * dpW)] = acc0_15
+                buf[U(7680 + eb + 1 * dpW)] = acc1_15
+                buf[U(8192 + eb + 0 * dpW)] = acc0_16
+                buf[U(8192 + eb + 1 * dpW)] = acc1_16
+                buf[U(8704 + eb + 0 * dpW)] = acc0_17
+                buf[U(8704 + eb + 1 * dpW)] = acc1_17
+                buf[U(9216 + eb + 0 * dpW)] = acc0_18
+                buf[U(9216 + eb + 1 * dpW)] = acc1_18
+                buf[U(9728 + eb + 0 * dpW)] = acc0_19
+                buf[U(9728 + eb + 1 * dpW)] = acc1_19
+                buf[U(10240 + eb + 0 * dpW)] = acc0_20
+                buf[U(10240 + eb + 1 * dpW)] = acc1_20
                 cuda.syncthreads()
-            eb = yl * RX + q * 2 * dpW + r
-            buf[U(0 + eb + 0 * dpW)] = acc0_0
-            buf[U(0 + eb + 1 * dpW)] = acc1_0
-            buf[U(512 + eb + 0 * dpW)] = acc0_1
-            buf[U(512 + eb + 1 * dpW)] = acc1_1
-            buf[U(1024 + eb + 0 * dpW)] = acc0_2
-            buf[U(1024 + eb + 1 * dpW)] = acc1_2
-            buf[U(1536 + eb + 0 * dpW)] = acc0_3
-            buf[U(1536 + eb + 1 * dpW)] = acc1_3
-            buf[U(2048 + eb + 0 * dpW)] = acc0_4
-            buf[U(2048 + eb + 1 * dpW)] = acc1_4
-            buf[U(2560 + eb + 0 * dpW)] = acc0_5
-            buf[U(2560 + eb + 1 * dpW)] = acc1_5
-            buf[U(3072 + eb + 0 * dpW)] = acc0_6
-            buf[U(3072 + eb + 1 * dpW)] = acc1_6
-            buf[U(3584 + eb + 0 * dpW)] = acc0_7
-            buf[U(3584 + eb + 1 * dpW)] = acc1_7
-            buf[U(4096 + eb + 0 * dpW)] = acc0_8
-            buf[U(4096 + eb + 1 * dpW)] = acc1_8
-            buf[U(4608 + eb + 0 * dpW)] = acc0_9
-            buf[U(4608 + eb + 1 * dpW)] = acc1_9
-            buf[U(5120 + eb + 0 * dpW)] = acc0_10
-            buf[U(5120 + eb + 1 * dpW)] = acc1_10
-            buf[U(5632 + eb + 0 * dpW)] = acc0_11
-            buf[U(5632 + eb + 1 * dpW)] = acc1_11
-            buf[U(6144 + eb + 0 * dpW)] = acc0_12
-            buf[U(6144 + eb + 1 * dpW)] = acc1_12
-            buf[U(6656 + eb + 0 * dpW)] = acc0_13
-            buf[U(6656 + eb + 1 * dpW)] = acc1_13
-            buf[U(7168 + eb + 0 * dpW)] = acc0_14
-            buf[U(7168 + eb + 1 * dpW)] = acc1_14
-            buf[U(7680 + eb + 0 * dpW)] = acc0_15
-            buf[U(7680 + eb + 1 * dpW)] = acc1_15
-            buf[U(8192 + eb + 0 * dpW)] = acc0_16
-            buf[U(8192 + eb + 1 * dpW)] = acc1_16
-            buf[U(8704 + eb + 0 * dpW)] = acc0_17
-            buf[U(8704 + eb + 1 * dpW)] = acc1_17
-            buf[U(9216 + eb + 0 * dpW)] = acc0_18
-            buf[U(9216 + eb + 1 * dpW)] = acc1_18
-            buf[U(9728 + eb + 0 * dpW)] = acc0_19
-            buf[U(9728 + eb + 1 * dpW)] = acc1_19
-            buf[U(10240 + eb + 0 * dpW)] = acc0_20
-            buf[U(10240 + eb + 1 * dpW)] = acc1_20
-            cuda.syncthreads()
-            per_j = tyo * txo
-            total = geff * per_j
-            e = tid
-            while e < total:
-                j = e // per_j
-                rr = e - j * per_j
-                oy = rr // txo
-                ox = rr - oy * txo
-                h = h0 + oy
-                w = w0 + ox
-                if h < oH and w < oW:
-                    s = zero
-                    jb = j * 512
-                    for i in range(kH):
-                        row = jb + (oy * sH + i * dilH) * RX + ox * sW
-                        for jj in range(kW):
-                            s += buf[U(row + jj * dilW)]
-                    store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
-                e += 256
-            cuda.syncthreads()
+                per_j = tyo * txo
+                total = geff * per_j
+                e = tid
+                while e < total:
+                    j = e // per_j
+                    rr = e - j * per_j
+                    oy = rr // txo
+                    ox = rr - oy * txo
+                    h = h0 + oy
+                    w = w0 + ox
+                    if h < oH and w < oW:
+                        s = zero
+                        jb = j * 512
+                        for i in range(kH):
+                            row = jb + (oy * sH + i * dilH) * RX + ox * sW
+                            for jj in range(kW):
+                                s += buf[U(row + jj * dilW)]
+                        store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
+                    e += 256
+                cuda.syncthreads()
             n += cuda.gridDim.z
         dg += cuda.gridDim.y
 
 
 def _sample_backward_rt21(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, padW, PH, PW, dpH, dpW,
                            ldp, ngroups, tiles_x, scale):
-    buf = cuda.shared.array(10176, nt.float32)
+    buf = cuda.shared.array(9984, nt.float32)
+    buf2 = buf.view(_U64)
     zero = nt.float32(0)
     HW = H * W
+    HW32 = U32(HW)
     oHW = oH * oW
     lane = nt.int64(cuda.threadIdx.x)
     wp = nt.int64(cuda.threadIdx.y)
@@ -325,7 +1048,7 @@ def _sample_backward_rt21(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, 
     x0 = tw * RX
     y = y0 + yl
     xb = x0 + r + q * 2 * dpW
-    wbase = wp * 1272
+    wbase = wp * 1248
     xlo = max(padW, 0)                     # grad_out columns of input columns 0..W-1 inside the output
     xhi = min(W + padW, oW)
     ncg = (C + 12 - 1) // 12
@@ -385,543 +1108,1770 @@ def _sample_backward_rt21(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, 
                     pls = nt.int64(-1)
                     xs = dpW
                     xg0 = xb - sx0 - (21 - 1) * dpW + padW
-                # stage the partner rows of this group for the block's channels
-                Rs = wp * 2 + 0
-                prow = prow0 + (Rs >> ldp)
-                prow_ok = 0 <= prow < H
-                pr = Rs & (dpW - 1)
-                px = pcol0 + pr + (lane + 0) * dpW
-                pv = prow_ok and 0 <= px < W
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 0 + lane
-                v = zero
-                if pv and c0 + 0 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 0 * HW))
-                    else:
-                        v = load(in1, U(po + 0 * HW))
-                buf[U(sb + 0)] = v
-                v = zero
-                if pv and c0 + 1 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 1 * HW))
-                    else:
-                        v = load(in1, U(po + 1 * HW))
-                buf[U(sb + 106)] = v
-                v = zero
-                if pv and c0 + 2 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 2 * HW))
-                    else:
-                        v = load(in1, U(po + 2 * HW))
-                buf[U(sb + 212)] = v
-                v = zero
-                if pv and c0 + 3 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 3 * HW))
-                    else:
-                        v = load(in1, U(po + 3 * HW))
-                buf[U(sb + 318)] = v
-                v = zero
-                if pv and c0 + 4 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 4 * HW))
-                    else:
-                        v = load(in1, U(po + 4 * HW))
-                buf[U(sb + 424)] = v
-                v = zero
-                if pv and c0 + 5 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 5 * HW))
-                    else:
-                        v = load(in1, U(po + 5 * HW))
-                buf[U(sb + 530)] = v
-                v = zero
-                if pv and c0 + 6 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 6 * HW))
-                    else:
-                        v = load(in1, U(po + 6 * HW))
-                buf[U(sb + 636)] = v
-                v = zero
-                if pv and c0 + 7 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 7 * HW))
-                    else:
-                        v = load(in1, U(po + 7 * HW))
-                buf[U(sb + 742)] = v
-                v = zero
-                if pv and c0 + 8 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 8 * HW))
-                    else:
-                        v = load(in1, U(po + 8 * HW))
-                buf[U(sb + 848)] = v
-                v = zero
-                if pv and c0 + 9 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 9 * HW))
-                    else:
-                        v = load(in1, U(po + 9 * HW))
-                buf[U(sb + 954)] = v
-                v = zero
-                if pv and c0 + 10 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 10 * HW))
-                    else:
-                        v = load(in1, U(po + 10 * HW))
-                buf[U(sb + 1060)] = v
-                v = zero
-                if pv and c0 + 11 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 11 * HW))
-                    else:
-                        v = load(in1, U(po + 11 * HW))
-                buf[U(sb + 1166)] = v
-                px = pcol0 + pr + (lane + 32) * dpW
-                pv = prow_ok and 0 <= px < W and lane + 32 < 52
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 32 + lane
-                if lane + 32 < 52:
+                # 32-bit grad_out offsets (mod 2**32; every one that is loaded is in bounds)
+                gst = U32((pls * oHW + xs) & 0xFFFFFFFF)
+                gbt = U32((pl0 * oHW + yg * oW + xg0) & 0xFFFFFFFF)
+                # the steps t whose value at pixel m is loaded: lo_m <= t < hi_m (gy_ok, the group's columns
+                # jj < geff and the output columns xlo <= x < xhi, x = xg0 + m*dpW + t*xs); int32 for compares
+                tlo = (21 - geff) * second
+                thi = geff + (21 - geff) * second
+                klo = -((xg0 - xlo) >> ldp)          # xlo <= xg0 + k*dpW < xhi  <=>  klo <= k < khi
+                khi = -((xg0 - xhi) >> ldp)
+                if second == 0:
+                    xok = xlo <= xg0 + 0 * dpW < xhi
+                    lo0 = nt.int32(tlo)
+                    hi0 = nt.int32(thi if xok and gy_ok else 0)
+                else:
+                    lo0 = nt.int32(max(tlo, min(klo - 0, 21)))
+                    hi0 = nt.int32(max(0, min(thi, khi - 0)) if gy_ok else 0)
+                gdp1 = U32(1 * dpW)
+                if second == 0:
+                    xok = xlo <= xg0 + 1 * dpW < xhi
+                    lo1 = nt.int32(tlo)
+                    hi1 = nt.int32(thi if xok and gy_ok else 0)
+                else:
+                    lo1 = nt.int32(max(tlo, min(klo - 1, 21)))
+                    hi1 = nt.int32(max(0, min(thi, khi - 1)) if gy_ok else 0)
+                # stage the partner rows of this group for the block's channels (each warp its own rows)
+                if second == 0:
+                    Rs = wp * 2 + 0
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 0 + lane
                     v = zero
                     if pv and c0 + 0 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 0 * HW))
-                        else:
-                            v = load(in1, U(po + 0 * HW))
+                        v = load(in2, po)
                     buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 1 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 1 * HW))
-                        else:
-                            v = load(in1, U(po + 1 * HW))
-                    buf[U(sb + 106)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 104)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 2 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 2 * HW))
-                        else:
-                            v = load(in1, U(po + 2 * HW))
-                    buf[U(sb + 212)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 208)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 3 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 3 * HW))
-                        else:
-                            v = load(in1, U(po + 3 * HW))
-                    buf[U(sb + 318)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 312)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 4 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 4 * HW))
-                        else:
-                            v = load(in1, U(po + 4 * HW))
-                    buf[U(sb + 424)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 416)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 5 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 5 * HW))
-                        else:
-                            v = load(in1, U(po + 5 * HW))
-                    buf[U(sb + 530)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 520)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 6 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 6 * HW))
-                        else:
-                            v = load(in1, U(po + 6 * HW))
-                    buf[U(sb + 636)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 624)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 7 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 7 * HW))
-                        else:
-                            v = load(in1, U(po + 7 * HW))
-                    buf[U(sb + 742)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 728)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 8 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 8 * HW))
-                        else:
-                            v = load(in1, U(po + 8 * HW))
-                    buf[U(sb + 848)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 832)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 9 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 9 * HW))
-                        else:
-                            v = load(in1, U(po + 9 * HW))
-                    buf[U(sb + 954)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 936)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 10 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 10 * HW))
-                        else:
-                            v = load(in1, U(po + 10 * HW))
-                    buf[U(sb + 1060)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 1040)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 11 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 11 * HW))
-                        else:
-                            v = load(in1, U(po + 11 * HW))
-                    buf[U(sb + 1166)] = v
-                Rs = wp * 2 + 1
-                prow = prow0 + (Rs >> ldp)
-                prow_ok = 0 <= prow < H
-                pr = Rs & (dpW - 1)
-                px = pcol0 + pr + (lane + 0) * dpW
-                pv = prow_ok and 0 <= px < W
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 53 + lane
-                v = zero
-                if pv and c0 + 0 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 0 * HW))
-                    else:
-                        v = load(in1, U(po + 0 * HW))
-                buf[U(sb + 0)] = v
-                v = zero
-                if pv and c0 + 1 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 1 * HW))
-                    else:
-                        v = load(in1, U(po + 1 * HW))
-                buf[U(sb + 106)] = v
-                v = zero
-                if pv and c0 + 2 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 2 * HW))
-                    else:
-                        v = load(in1, U(po + 2 * HW))
-                buf[U(sb + 212)] = v
-                v = zero
-                if pv and c0 + 3 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 3 * HW))
-                    else:
-                        v = load(in1, U(po + 3 * HW))
-                buf[U(sb + 318)] = v
-                v = zero
-                if pv and c0 + 4 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 4 * HW))
-                    else:
-                        v = load(in1, U(po + 4 * HW))
-                buf[U(sb + 424)] = v
-                v = zero
-                if pv and c0 + 5 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 5 * HW))
-                    else:
-                        v = load(in1, U(po + 5 * HW))
-                buf[U(sb + 530)] = v
-                v = zero
-                if pv and c0 + 6 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 6 * HW))
-                    else:
-                        v = load(in1, U(po + 6 * HW))
-                buf[U(sb + 636)] = v
-                v = zero
-                if pv and c0 + 7 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 7 * HW))
-                    else:
-                        v = load(in1, U(po + 7 * HW))
-                buf[U(sb + 742)] = v
-                v = zero
-                if pv and c0 + 8 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 8 * HW))
-                    else:
-                        v = load(in1, U(po + 8 * HW))
-                buf[U(sb + 848)] = v
-                v = zero
-                if pv and c0 + 9 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 9 * HW))
-                    else:
-                        v = load(in1, U(po + 9 * HW))
-                buf[U(sb + 954)] = v
-                v = zero
-                if pv and c0 + 10 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 10 * HW))
-                    else:
-                        v = load(in1, U(po + 10 * HW))
-                buf[U(sb + 1060)] = v
-                v = zero
-                if pv and c0 + 11 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 11 * HW))
-                    else:
-                        v = load(in1, U(po + 11 * HW))
-                buf[U(sb + 1166)] = v
-                px = pcol0 + pr + (lane + 32) * dpW
-                pv = prow_ok and 0 <= px < W and lane + 32 < 52
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 85 + lane
-                if lane + 32 < 52:
+                        v = load(in2, po)
+                    buf[U(sb + 1144)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 52
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 32 + lane
+                    if lane + 32 < 52:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 104)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 208)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 312)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 416)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 520)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 624)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 728)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 832)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 936)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 1040)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 1144)] = v
+                    Rs = wp * 2 + 1
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 52 + lane
                     v = zero
                     if pv and c0 + 0 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 0 * HW))
-                        else:
-                            v = load(in1, U(po + 0 * HW))
+                        v = load(in2, po)
                     buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 1 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 1 * HW))
-                        else:
-                            v = load(in1, U(po + 1 * HW))
-                    buf[U(sb + 106)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 104)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 2 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 2 * HW))
-                        else:
-                            v = load(in1, U(po + 2 * HW))
-                    buf[U(sb + 212)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 208)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 3 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 3 * HW))
-                        else:
-                            v = load(in1, U(po + 3 * HW))
-                    buf[U(sb + 318)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 312)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 4 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 4 * HW))
-                        else:
-                            v = load(in1, U(po + 4 * HW))
-                    buf[U(sb + 424)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 416)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 5 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 5 * HW))
-                        else:
-                            v = load(in1, U(po + 5 * HW))
-                    buf[U(sb + 530)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 520)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 6 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 6 * HW))
-                        else:
-                            v = load(in1, U(po + 6 * HW))
-                    buf[U(sb + 636)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 624)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 7 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 7 * HW))
-                        else:
-                            v = load(in1, U(po + 7 * HW))
-                    buf[U(sb + 742)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 728)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 8 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 8 * HW))
-                        else:
-                            v = load(in1, U(po + 8 * HW))
-                    buf[U(sb + 848)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 832)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 9 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 9 * HW))
-                        else:
-                            v = load(in1, U(po + 9 * HW))
-                    buf[U(sb + 954)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 936)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 10 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 10 * HW))
-                        else:
-                            v = load(in1, U(po + 10 * HW))
-                    buf[U(sb + 1060)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 1040)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 11 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 11 * HW))
-                        else:
-                            v = load(in1, U(po + 11 * HW))
-                    buf[U(sb + 1166)] = v
-                cuda.syncthreads()
-                gstep = pls * oHW + xs
-                gb = pl0 * oHW + yg * oW + xg0
-                xgm = xg0
-                jj0 = (21 - 1) * second
-                jjs = 1 - 2 * second
-                b2 = wbase + rho * 53 + q * 2
-                jj = jj0
-                bt = b2
-                for t in range(21):
-                    tok = gy_ok and jj < geff
-                    xg = xgm + 0 * dpW
-                    gv0 = zero
-                    if tok and xlo <= xg < xhi:
-                        gv0 = load(g, U(gb + 0 * dpW))
-                    xg = xgm + 1 * dpW
-                    gv1 = zero
-                    if tok and xlo <= xg < xhi:
-                        gv1 = load(g, U(gb + 1 * dpW))
-                    gb += gstep
-                    xgm += xs
-                    jj += jjs
-                    acc0_0 += gv0 * buf[U(bt + 0)]
-                    acc1_0 += gv1 * buf[U(bt + 1)]
-                    acc0_1 += gv0 * buf[U(bt + 106)]
-                    acc1_1 += gv1 * buf[U(bt + 107)]
-                    acc0_2 += gv0 * buf[U(bt + 212)]
-                    acc1_2 += gv1 * buf[U(bt + 213)]
-                    acc0_3 += gv0 * buf[U(bt + 318)]
-                    acc1_3 += gv1 * buf[U(bt + 319)]
-                    acc0_4 += gv0 * buf[U(bt + 424)]
-                    acc1_4 += gv1 * buf[U(bt + 425)]
-                    acc0_5 += gv0 * buf[U(bt + 530)]
-                    acc1_5 += gv1 * buf[U(bt + 531)]
-                    acc0_6 += gv0 * buf[U(bt + 636)]
-                    acc1_6 += gv1 * buf[U(bt + 637)]
-                    acc0_7 += gv0 * buf[U(bt + 742)]
-                    acc1_7 += gv1 * buf[U(bt + 743)]
-                    acc0_8 += gv0 * buf[U(bt + 848)]
-                    acc1_8 += gv1 * buf[U(bt + 849)]
-                    acc0_9 += gv0 * buf[U(bt + 954)]
-                    acc1_9 += gv1 * buf[U(bt + 955)]
-                    acc0_10 += gv0 * buf[U(bt + 1060)]
-                    acc1_10 += gv1 * buf[U(bt + 1061)]
-                    acc0_11 += gv0 * buf[U(bt + 1166)]
-                    acc1_11 += gv1 * buf[U(bt + 1167)]
-                    bt += 1
-                cuda.syncthreads()
+                        v = load(in2, po)
+                    buf[U(sb + 1144)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 52
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 84 + lane
+                    if lane + 32 < 52:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 104)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 208)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 312)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 416)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 520)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 624)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 728)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 832)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 936)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 1040)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 1144)] = v
+                else:
+                    Rs = wp * 2 + 0
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 0 + lane
+                    v = zero
+                    if pv and c0 + 0 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 1 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 104)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 2 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 208)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 3 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 312)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 4 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 416)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 5 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 520)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 6 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 624)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 7 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 728)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 8 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 832)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 9 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 936)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 10 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 1040)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 11 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 1144)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 52
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 32 + lane
+                    if lane + 32 < 52:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 104)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 208)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 312)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 416)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 520)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 624)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 728)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 832)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 936)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 1040)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 1144)] = v
+                    Rs = wp * 2 + 1
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 52 + lane
+                    v = zero
+                    if pv and c0 + 0 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 1 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 104)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 2 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 208)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 3 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 312)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 4 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 416)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 5 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 520)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 6 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 624)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 7 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 728)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 8 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 832)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 9 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 936)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 10 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 1040)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 11 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 1144)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 52
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 84 + lane
+                    if lane + 32 < 52:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 104)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 208)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 312)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 416)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 520)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 624)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 728)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 832)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 936)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 1040)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 1144)] = v
+                cuda.syncwarp()
+                b2 = (wbase + rho * 52 + q * 2) >> 1
+                # grad_out values g<t>_<m> (step t: plane d0 + t, or d0 + G - 1 - t at the shifted position for
+                # grad_input2), 11 steps at a time, all their loads in flight together, then their FMAs
+                g0_0 = zero
+                if lo0 <= 0 < hi0:
+                    g0_0 = load(g, gbt)
+                g0_1 = zero
+                if lo1 <= 0 < hi1:
+                    g0_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g1_0 = zero
+                if lo0 <= 1 < hi0:
+                    g1_0 = load(g, gbt)
+                g1_1 = zero
+                if lo1 <= 1 < hi1:
+                    g1_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g2_0 = zero
+                if lo0 <= 2 < hi0:
+                    g2_0 = load(g, gbt)
+                g2_1 = zero
+                if lo1 <= 2 < hi1:
+                    g2_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g3_0 = zero
+                if lo0 <= 3 < hi0:
+                    g3_0 = load(g, gbt)
+                g3_1 = zero
+                if lo1 <= 3 < hi1:
+                    g3_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g4_0 = zero
+                if lo0 <= 4 < hi0:
+                    g4_0 = load(g, gbt)
+                g4_1 = zero
+                if lo1 <= 4 < hi1:
+                    g4_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g5_0 = zero
+                if lo0 <= 5 < hi0:
+                    g5_0 = load(g, gbt)
+                g5_1 = zero
+                if lo1 <= 5 < hi1:
+                    g5_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g6_0 = zero
+                if lo0 <= 6 < hi0:
+                    g6_0 = load(g, gbt)
+                g6_1 = zero
+                if lo1 <= 6 < hi1:
+                    g6_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g7_0 = zero
+                if lo0 <= 7 < hi0:
+                    g7_0 = load(g, gbt)
+                g7_1 = zero
+                if lo1 <= 7 < hi1:
+                    g7_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g8_0 = zero
+                if lo0 <= 8 < hi0:
+                    g8_0 = load(g, gbt)
+                g8_1 = zero
+                if lo1 <= 8 < hi1:
+                    g8_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g9_0 = zero
+                if lo0 <= 9 < hi0:
+                    g9_0 = load(g, gbt)
+                g9_1 = zero
+                if lo1 <= 9 < hi1:
+                    g9_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g10_0 = zero
+                if lo0 <= 10 < hi0:
+                    g10_0 = load(g, gbt)
+                g10_1 = zero
+                if lo1 <= 10 < hi1:
+                    g10_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                w = buf2[U(b2 + 0)]
+                v = lo32f(w)
+                acc0_0 += g0_0 * v
+                v = hi32f(w)
+                acc0_0 += g1_0 * v
+                acc1_0 += g0_1 * v
+                w = buf2[U(b2 + 1)]
+                v = lo32f(w)
+                acc0_0 += g2_0 * v
+                acc1_0 += g1_1 * v
+                v = hi32f(w)
+                acc0_0 += g3_0 * v
+                acc1_0 += g2_1 * v
+                w = buf2[U(b2 + 2)]
+                v = lo32f(w)
+                acc0_0 += g4_0 * v
+                acc1_0 += g3_1 * v
+                v = hi32f(w)
+                acc0_0 += g5_0 * v
+                acc1_0 += g4_1 * v
+                w = buf2[U(b2 + 3)]
+                v = lo32f(w)
+                acc0_0 += g6_0 * v
+                acc1_0 += g5_1 * v
+                v = hi32f(w)
+                acc0_0 += g7_0 * v
+                acc1_0 += g6_1 * v
+                w = buf2[U(b2 + 4)]
+                v = lo32f(w)
+                acc0_0 += g8_0 * v
+                acc1_0 += g7_1 * v
+                v = hi32f(w)
+                acc0_0 += g9_0 * v
+                acc1_0 += g8_1 * v
+                w = buf2[U(b2 + 5)]
+                v = lo32f(w)
+                acc0_0 += g10_0 * v
+                acc1_0 += g9_1 * v
+                v = hi32f(w)
+                acc1_0 += g10_1 * v
+                w = buf2[U(b2 + 52)]
+                v = lo32f(w)
+                acc0_1 += g0_0 * v
+                v = hi32f(w)
+                acc0_1 += g1_0 * v
+                acc1_1 += g0_1 * v
+                w = buf2[U(b2 + 53)]
+                v = lo32f(w)
+                acc0_1 += g2_0 * v
+                acc1_1 += g1_1 * v
+                v = hi32f(w)
+                acc0_1 += g3_0 * v
+                acc1_1 += g2_1 * v
+                w = buf2[U(b2 + 54)]
+                v = lo32f(w)
+                acc0_1 += g4_0 * v
+                acc1_1 += g3_1 * v
+                v = hi32f(w)
+                acc0_1 += g5_0 * v
+                acc1_1 += g4_1 * v
+                w = buf2[U(b2 + 55)]
+                v = lo32f(w)
+                acc0_1 += g6_0 * v
+                acc1_1 += g5_1 * v
+                v = hi32f(w)
+                acc0_1 += g7_0 * v
+                acc1_1 += g6_1 * v
+                w = buf2[U(b2 + 56)]
+                v = lo32f(w)
+                acc0_1 += g8_0 * v
+                acc1_1 += g7_1 * v
+                v = hi32f(w)
+                acc0_1 += g9_0 * v
+                acc1_1 += g8_1 * v
+                w = buf2[U(b2 + 57)]
+                v = lo32f(w)
+                acc0_1 += g10_0 * v
+                acc1_1 += g9_1 * v
+                v = hi32f(w)
+                acc1_1 += g10_1 * v
+                w = buf2[U(b2 + 104)]
+                v = lo32f(w)
+                acc0_2 += g0_0 * v
+                v = hi32f(w)
+                acc0_2 += g1_0 * v
+                acc1_2 += g0_1 * v
+                w = buf2[U(b2 + 105)]
+                v = lo32f(w)
+                acc0_2 += g2_0 * v
+                acc1_2 += g1_1 * v
+                v = hi32f(w)
+                acc0_2 += g3_0 * v
+                acc1_2 += g2_1 * v
+                w = buf2[U(b2 + 106)]
+                v = lo32f(w)
+                acc0_2 += g4_0 * v
+                acc1_2 += g3_1 * v
+                v = hi32f(w)
+                acc0_2 += g5_0 * v
+                acc1_2 += g4_1 * v
+                w = buf2[U(b2 + 107)]
+                v = lo32f(w)
+                acc0_2 += g6_0 * v
+                acc1_2 += g5_1 * v
+                v = hi32f(w)
+                acc0_2 += g7_0 * v
+                acc1_2 += g6_1 * v
+                w = buf2[U(b2 + 108)]
+                v = lo32f(w)
+                acc0_2 += g8_0 * v
+                acc1_2 += g7_1 * v
+                v = hi32f(w)
+                acc0_2 += g9_0 * v
+                acc1_2 += g8_1 * v
+                w = buf2[U(b2 + 109)]
+                v = lo32f(w)
+                acc0_2 += g10_0 * v
+                acc1_2 += g9_1 * v
+                v = hi32f(w)
+                acc1_2 += g10_1 * v
+                w = buf2[U(b2 + 156)]
+                v = lo32f(w)
+                acc0_3 += g0_0 * v
+                v = hi32f(w)
+                acc0_3 += g1_0 * v
+                acc1_3 += g0_1 * v
+                w = buf2[U(b2 + 157)]
+                v = lo32f(w)
+                acc0_3 += g2_0 * v
+                acc1_3 += g1_1 * v
+                v = hi32f(w)
+                acc0_3 += g3_0 * v
+                acc1_3 += g2_1 * v
+                w = buf2[U(b2 + 158)]
+                v = lo32f(w)
+                acc0_3 += g4_0 * v
+                acc1_3 += g3_1 * v
+                v = hi32f(w)
+                acc0_3 += g5_0 * v
+                acc1_3 += g4_1 * v
+                w = buf2[U(b2 + 159)]
+                v = lo32f(w)
+                acc0_3 += g6_0 * v
+                acc1_3 += g5_1 * v
+                v = hi32f(w)
+                acc0_3 += g7_0 * v
+                acc1_3 += g6_1 * v
+                w = buf2[U(b2 + 160)]
+                v = lo32f(w)
+                acc0_3 += g8_0 * v
+                acc1_3 += g7_1 * v
+                v = hi32f(w)
+                acc0_3 += g9_0 * v
+                acc1_3 += g8_1 * v
+                w = buf2[U(b2 + 161)]
+                v = lo32f(w)
+                acc0_3 += g10_0 * v
+                acc1_3 += g9_1 * v
+                v = hi32f(w)
+                acc1_3 += g10_1 * v
+                w = buf2[U(b2 + 208)]
+                v = lo32f(w)
+                acc0_4 += g0_0 * v
+                v = hi32f(w)
+                acc0_4 += g1_0 * v
+                acc1_4 += g0_1 * v
+                w = buf2[U(b2 + 209)]
+                v = lo32f(w)
+                acc0_4 += g2_0 * v
+                acc1_4 += g1_1 * v
+                v = hi32f(w)
+                acc0_4 += g3_0 * v
+                acc1_4 += g2_1 * v
+                w = buf2[U(b2 + 210)]
+                v = lo32f(w)
+                acc0_4 += g4_0 * v
+                acc1_4 += g3_1 * v
+                v = hi32f(w)
+                acc0_4 += g5_0 * v
+                acc1_4 += g4_1 * v
+                w = buf2[U(b2 + 211)]
+                v = lo32f(w)
+                acc0_4 += g6_0 * v
+                acc1_4 += g5_1 * v
+                v = hi32f(w)
+                acc0_4 += g7_0 * v
+                acc1_4 += g6_1 * v
+                w = buf2[U(b2 + 212)]
+                v = lo32f(w)
+                acc0_4 += g8_0 * v
+                acc1_4 += g7_1 * v
+                v = hi32f(w)
+                acc0_4 += g9_0 * v
+                acc1_4 += g8_1 * v
+                w = buf2[U(b2 + 213)]
+                v = lo32f(w)
+                acc0_4 += g10_0 * v
+                acc1_4 += g9_1 * v
+                v = hi32f(w)
+                acc1_4 += g10_1 * v
+                w = buf2[U(b2 + 260)]
+                v = lo32f(w)
+                acc0_5 += g0_0 * v
+                v = hi32f(w)
+                acc0_5 += g1_0 * v
+                acc1_5 += g0_1 * v
+                w = buf2[U(b2 + 261)]
+                v = lo32f(w)
+                acc0_5 += g2_0 * v
+                acc1_5 += g1_1 * v
+                v = hi32f(w)
+                acc0_5 += g3_0 * v
+                acc1_5 += g2_1 * v
+                w = buf2[U(b2 + 262)]
+                v = lo32f(w)
+                acc0_5 += g4_0 * v
+                acc1_5 += g3_1 * v
+                v = hi32f(w)
+                acc0_5 += g5_0 * v
+                acc1_5 += g4_1 * v
+                w = buf2[U(b2 + 263)]
+                v = lo32f(w)
+                acc0_5 += g6_0 * v
+                acc1_5 += g5_1 * v
+                v = hi32f(w)
+                acc0_5 += g7_0 * v
+                acc1_5 += g6_1 * v
+                w = buf2[U(b2 + 264)]
+                v = lo32f(w)
+                acc0_5 += g8_0 * v
+                acc1_5 += g7_1 * v
+                v = hi32f(w)
+                acc0_5 += g9_0 * v
+                acc1_5 += g8_1 * v
+                w = buf2[U(b2 + 265)]
+                v = lo32f(w)
+                acc0_5 += g10_0 * v
+                acc1_5 += g9_1 * v
+                v = hi32f(w)
+                acc1_5 += g10_1 * v
+                w = buf2[U(b2 + 312)]
+                v = lo32f(w)
+                acc0_6 += g0_0 * v
+                v = hi32f(w)
+                acc0_6 += g1_0 * v
+                acc1_6 += g0_1 * v
+                w = buf2[U(b2 + 313)]
+                v = lo32f(w)
+                acc0_6 += g2_0 * v
+                acc1_6 += g1_1 * v
+                v = hi32f(w)
+                acc0_6 += g3_0 * v
+                acc1_6 += g2_1 * v
+                w = buf2[U(b2 + 314)]
+                v = lo32f(w)
+                acc0_6 += g4_0 * v
+                acc1_6 += g3_1 * v
+                v = hi32f(w)
+                acc0_6 += g5_0 * v
+                acc1_6 += g4_1 * v
+                w = buf2[U(b2 + 315)]
+                v = lo32f(w)
+                acc0_6 += g6_0 * v
+                acc1_6 += g5_1 * v
+                v = hi32f(w)
+                acc0_6 += g7_0 * v
+                acc1_6 += g6_1 * v
+                w = buf2[U(b2 + 316)]
+                v = lo32f(w)
+                acc0_6 += g8_0 * v
+                acc1_6 += g7_1 * v
+                v = hi32f(w)
+                acc0_6 += g9_0 * v
+                acc1_6 += g8_1 * v
+                w = buf2[U(b2 + 317)]
+                v = lo32f(w)
+                acc0_6 += g10_0 * v
+                acc1_6 += g9_1 * v
+                v = hi32f(w)
+                acc1_6 += g10_1 * v
+                w = buf2[U(b2 + 364)]
+                v = lo32f(w)
+                acc0_7 += g0_0 * v
+                v = hi32f(w)
+                acc0_7 += g1_0 * v
+                acc1_7 += g0_1 * v
+                w = buf2[U(b2 + 365)]
+                v = lo32f(w)
+                acc0_7 += g2_0 * v
+                acc1_7 += g1_1 * v
+                v = hi32f(w)
+                acc0_7 += g3_0 * v
+                acc1_7 += g2_1 * v
+                w = buf2[U(b2 + 366)]
+                v = lo32f(w)
+                acc0_7 += g4_0 * v
+                acc1_7 += g3_1 * v
+                v = hi32f(w)
+                acc0_7 += g5_0 * v
+                acc1_7 += g4_1 * v
+                w = buf2[U(b2 + 367)]
+                v = lo32f(w)
+                acc0_7 += g6_0 * v
+                acc1_7 += g5_1 * v
+                v = hi32f(w)
+                acc0_7 += g7_0 * v
+                acc1_7 += g6_1 * v
+                w = buf2[U(b2 + 368)]
+                v = lo32f(w)
+                acc0_7 += g8_0 * v
+                acc1_7 += g7_1 * v
+                v = hi32f(w)
+                acc0_7 += g9_0 * v
+                acc1_7 += g8_1 * v
+                w = buf2[U(b2 + 369)]
+                v = lo32f(w)
+                acc0_7 += g10_0 * v
+                acc1_7 += g9_1 * v
+                v = hi32f(w)
+                acc1_7 += g10_1 * v
+                w = buf2[U(b2 + 416)]
+                v = lo32f(w)
+                acc0_8 += g0_0 * v
+                v = hi32f(w)
+                acc0_8 += g1_0 * v
+                acc1_8 += g0_1 * v
+                w = buf2[U(b2 + 417)]
+                v = lo32f(w)
+                acc0_8 += g2_0 * v
+                acc1_8 += g1_1 * v
+                v = hi32f(w)
+                acc0_8 += g3_0 * v
+                acc1_8 += g2_1 * v
+                w = buf2[U(b2 + 418)]
+                v = lo32f(w)
+                acc0_8 += g4_0 * v
+                acc1_8 += g3_1 * v
+                v = hi32f(w)
+                acc0_8 += g5_0 * v
+                acc1_8 += g4_1 * v
+                w = buf2[U(b2 + 419)]
+                v = lo32f(w)
+                acc0_8 += g6_0 * v
+                acc1_8 += g5_1 * v
+                v = hi32f(w)
+                acc0_8 += g7_0 * v
+                acc1_8 += g6_1 * v
+                w = buf2[U(b2 + 420)]
+                v = lo32f(w)
+                acc0_8 += g8_0 * v
+                acc1_8 += g7_1 * v
+                v = hi32f(w)
+                acc0_8 += g9_0 * v
+                acc1_8 += g8_1 * v
+                w = buf2[U(b2 + 421)]
+                v = lo32f(w)
+                acc0_8 += g10_0 * v
+                acc1_8 += g9_1 * v
+                v = hi32f(w)
+                acc1_8 += g10_1 * v
+                w = buf2[U(b2 + 468)]
+                v = lo32f(w)
+                acc0_9 += g0_0 * v
+                v = hi32f(w)
+                acc0_9 += g1_0 * v
+                acc1_9 += g0_1 * v
+                w = buf2[U(b2 + 469)]
+                v = lo32f(w)
+                acc0_9 += g2_0 * v
+                acc1_9 += g1_1 * v
+                v = hi32f(w)
+                acc0_9 += g3_0 * v
+                acc1_9 += g2_1 * v
+                w = buf2[U(b2 + 470)]
+                v = lo32f(w)
+                acc0_9 += g4_0 * v
+                acc1_9 += g3_1 * v
+                v = hi32f(w)
+                acc0_9 += g5_0 * v
+                acc1_9 += g4_1 * v
+                w = buf2[U(b2 + 471)]
+                v = lo32f(w)
+                acc0_9 += g6_0 * v
+                acc1_9 += g5_1 * v
+                v = hi32f(w)
+                acc0_9 += g7_0 * v
+                acc1_9 += g6_1 * v
+                w = buf2[U(b2 + 472)]
+                v = lo32f(w)
+                acc0_9 += g8_0 * v
+                acc1_9 += g7_1 * v
+                v = hi32f(w)
+                acc0_9 += g9_0 * v
+                acc1_9 += g8_1 * v
+                w = buf2[U(b2 + 473)]
+                v = lo32f(w)
+                acc0_9 += g10_0 * v
+                acc1_9 += g9_1 * v
+                v = hi32f(w)
+                acc1_9 += g10_1 * v
+                w = buf2[U(b2 + 520)]
+                v = lo32f(w)
+                acc0_10 += g0_0 * v
+                v = hi32f(w)
+                acc0_10 += g1_0 * v
+                acc1_10 += g0_1 * v
+                w = buf2[U(b2 + 521)]
+                v = lo32f(w)
+                acc0_10 += g2_0 * v
+                acc1_10 += g1_1 * v
+                v = hi32f(w)
+                acc0_10 += g3_0 * v
+                acc1_10 += g2_1 * v
+                w = buf2[U(b2 + 522)]
+                v = lo32f(w)
+                acc0_10 += g4_0 * v
+                acc1_10 += g3_1 * v
+                v = hi32f(w)
+                acc0_10 += g5_0 * v
+                acc1_10 += g4_1 * v
+                w = buf2[U(b2 + 523)]
+                v = lo32f(w)
+                acc0_10 += g6_0 * v
+                acc1_10 += g5_1 * v
+                v = hi32f(w)
+                acc0_10 += g7_0 * v
+                acc1_10 += g6_1 * v
+                w = buf2[U(b2 + 524)]
+                v = lo32f(w)
+                acc0_10 += g8_0 * v
+                acc1_10 += g7_1 * v
+                v = hi32f(w)
+                acc0_10 += g9_0 * v
+                acc1_10 += g8_1 * v
+                w = buf2[U(b2 + 525)]
+                v = lo32f(w)
+                acc0_10 += g10_0 * v
+                acc1_10 += g9_1 * v
+                v = hi32f(w)
+                acc1_10 += g10_1 * v
+                w = buf2[U(b2 + 572)]
+                v = lo32f(w)
+                acc0_11 += g0_0 * v
+                v = hi32f(w)
+                acc0_11 += g1_0 * v
+                acc1_11 += g0_1 * v
+                w = buf2[U(b2 + 573)]
+                v = lo32f(w)
+                acc0_11 += g2_0 * v
+                acc1_11 += g1_1 * v
+                v = hi32f(w)
+                acc0_11 += g3_0 * v
+                acc1_11 += g2_1 * v
+                w = buf2[U(b2 + 574)]
+                v = lo32f(w)
+                acc0_11 += g4_0 * v
+                acc1_11 += g3_1 * v
+                v = hi32f(w)
+                acc0_11 += g5_0 * v
+                acc1_11 += g4_1 * v
+                w = buf2[U(b2 + 575)]
+                v = lo32f(w)
+                acc0_11 += g6_0 * v
+                acc1_11 += g5_1 * v
+                v = hi32f(w)
+                acc0_11 += g7_0 * v
+                acc1_11 += g6_1 * v
+                w = buf2[U(b2 + 576)]
+                v = lo32f(w)
+                acc0_11 += g8_0 * v
+                acc1_11 += g7_1 * v
+                v = hi32f(w)
+                acc0_11 += g9_0 * v
+                acc1_11 += g8_1 * v
+                w = buf2[U(b2 + 577)]
+                v = lo32f(w)
+                acc0_11 += g10_0 * v
+                acc1_11 += g9_1 * v
+                v = hi32f(w)
+                acc1_11 += g10_1 * v
+                g11_0 = zero
+                if lo0 <= 11 < hi0:
+                    g11_0 = load(g, gbt)
+                g11_1 = zero
+                if lo1 <= 11 < hi1:
+                    g11_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g12_0 = zero
+                if lo0 <= 12 < hi0:
+                    g12_0 = load(g, gbt)
+                g12_1 = zero
+                if lo1 <= 12 < hi1:
+                    g12_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g13_0 = zero
+                if lo0 <= 13 < hi0:
+                    g13_0 = load(g, gbt)
+                g13_1 = zero
+                if lo1 <= 13 < hi1:
+                    g13_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g14_0 = zero
+                if lo0 <= 14 < hi0:
+                    g14_0 = load(g, gbt)
+                g14_1 = zero
+                if lo1 <= 14 < hi1:
+                    g14_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g15_0 = zero
+                if lo0 <= 15 < hi0:
+                    g15_0 = load(g, gbt)
+                g15_1 = zero
+                if lo1 <= 15 < hi1:
+                    g15_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g16_0 = zero
+                if lo0 <= 16 < hi0:
+                    g16_0 = load(g, gbt)
+                g16_1 = zero
+                if lo1 <= 16 < hi1:
+                    g16_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g17_0 = zero
+                if lo0 <= 17 < hi0:
+                    g17_0 = load(g, gbt)
+                g17_1 = zero
+                if lo1 <= 17 < hi1:
+                    g17_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g18_0 = zero
+                if lo0 <= 18 < hi0:
+                    g18_0 = load(g, gbt)
+                g18_1 = zero
+                if lo1 <= 18 < hi1:
+                    g18_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g19_0 = zero
+                if lo0 <= 19 < hi0:
+                    g19_0 = load(g, gbt)
+                g19_1 = zero
+                if lo1 <= 19 < hi1:
+                    g19_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g20_0 = zero
+                if lo0 <= 20 < hi0:
+                    g20_0 = load(g, gbt)
+                g20_1 = zero
+                if lo1 <= 20 < hi1:
+                    g20_1 = load(g, add32(gbt, gdp1))
+                w = buf2[U(b2 + 5)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_0 += g11_0 * v
+                w = buf2[U(b2 + 6)]
+                v = lo32f(w)
+                acc0_0 += g12_0 * v
+                acc1_0 += g11_1 * v
+                v = hi32f(w)
+                acc0_0 += g13_0 * v
+                acc1_0 += g12_1 * v
+                w = buf2[U(b2 + 7)]
+                v = lo32f(w)
+                acc0_0 += g14_0 * v
+                acc1_0 += g13_1 * v
+                v = hi32f(w)
+                acc0_0 += g15_0 * v
+                acc1_0 += g14_1 * v
+                w = buf2[U(b2 + 8)]
+                v = lo32f(w)
+                acc0_0 += g16_0 * v
+                acc1_0 += g15_1 * v
+                v = hi32f(w)
+                acc0_0 += g17_0 * v
+                acc1_0 += g16_1 * v
+                w = buf2[U(b2 + 9)]
+                v = lo32f(w)
+                acc0_0 += g18_0 * v
+                acc1_0 += g17_1 * v
+                v = hi32f(w)
+                acc0_0 += g19_0 * v
+                acc1_0 += g18_1 * v
+                w = buf2[U(b2 + 10)]
+                v = lo32f(w)
+                acc0_0 += g20_0 * v
+                acc1_0 += g19_1 * v
+                v = hi32f(w)
+                acc1_0 += g20_1 * v
+                w = buf2[U(b2 + 57)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_1 += g11_0 * v
+                w = buf2[U(b2 + 58)]
+                v = lo32f(w)
+                acc0_1 += g12_0 * v
+                acc1_1 += g11_1 * v
+                v = hi32f(w)
+                acc0_1 += g13_0 * v
+                acc1_1 += g12_1 * v
+                w = buf2[U(b2 + 59)]
+                v = lo32f(w)
+                acc0_1 += g14_0 * v
+                acc1_1 += g13_1 * v
+                v = hi32f(w)
+                acc0_1 += g15_0 * v
+                acc1_1 += g14_1 * v
+                w = buf2[U(b2 + 60)]
+                v = lo32f(w)
+                acc0_1 += g16_0 * v
+                acc1_1 += g15_1 * v
+                v = hi32f(w)
+                acc0_1 += g17_0 * v
+                acc1_1 += g16_1 * v
+                w = buf2[U(b2 + 61)]
+                v = lo32f(w)
+                acc0_1 += g18_0 * v
+                acc1_1 += g17_1 * v
+                v = hi32f(w)
+                acc0_1 += g19_0 * v
+                acc1_1 += g18_1 * v
+                w = buf2[U(b2 + 62)]
+                v = lo32f(w)
+                acc0_1 += g20_0 * v
+                acc1_1 += g19_1 * v
+                v = hi32f(w)
+                acc1_1 += g20_1 * v
+                w = buf2[U(b2 + 109)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_2 += g11_0 * v
+                w = buf2[U(b2 + 110)]
+                v = lo32f(w)
+                acc0_2 += g12_0 * v
+                acc1_2 += g11_1 * v
+                v = hi32f(w)
+                acc0_2 += g13_0 * v
+                acc1_2 += g12_1 * v
+                w = buf2[U(b2 + 111)]
+                v = lo32f(w)
+                acc0_2 += g14_0 * v
+                acc1_2 += g13_1 * v
+                v = hi32f(w)
+                acc0_2 += g15_0 * v
+                acc1_2 += g14_1 * v
+                w = buf2[U(b2 + 112)]
+                v = lo32f(w)
+                acc0_2 += g16_0 * v
+                acc1_2 += g15_1 * v
+                v = hi32f(w)
+                acc0_2 += g17_0 * v
+                acc1_2 += g16_1 * v
+                w = buf2[U(b2 + 113)]
+                v = lo32f(w)
+                acc0_2 += g18_0 * v
+                acc1_2 += g17_1 * v
+                v = hi32f(w)
+                acc0_2 += g19_0 * v
+                acc1_2 += g18_1 * v
+                w = buf2[U(b2 + 114)]
+                v = lo32f(w)
+                acc0_2 += g20_0 * v
+                acc1_2 += g19_1 * v
+                v = hi32f(w)
+                acc1_2 += g20_1 * v
+                w = buf2[U(b2 + 161)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_3 += g11_0 * v
+                w = buf2[U(b2 + 162)]
+                v = lo32f(w)
+                acc0_3 += g12_0 * v
+                acc1_3 += g11_1 * v
+                v = hi32f(w)
+                acc0_3 += g13_0 * v
+                acc1_3 += g12_1 * v
+                w = buf2[U(b2 + 163)]
+                v = lo32f(w)
+                acc0_3 += g14_0 * v
+                acc1_3 += g13_1 * v
+                v = hi32f(w)
+                acc0_3 += g15_0 * v
+                acc1_3 += g14_1 * v
+                w = buf2[U(b2 + 164)]
+                v = lo32f(w)
+                acc0_3 += g16_0 * v
+                acc1_3 += g15_1 * v
+                v = hi32f(w)
+                acc0_3 += g17_0 * v
+                acc1_3 += g16_1 * v
+                w = buf2[U(b2 + 165)]
+                v = lo32f(w)
+                acc0_3 += g18_0 * v
+                acc1_3 += g17_1 * v
+                v = hi32f(w)
+                acc0_3 += g19_0 * v
+                acc1_3 += g18_1 * v
+                w = buf2[U(b2 + 166)]
+                v = lo32f(w)
+                acc0_3 += g20_0 * v
+                acc1_3 += g19_1 * v
+                v = hi32f(w)
+                acc1_3 += g20_1 * v
+                w = buf2[U(b2 + 213)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_4 += g11_0 * v
+                w = buf2[U(b2 + 214)]
+                v = lo32f(w)
+                acc0_4 += g12_0 * v
+                acc1_4 += g11_1 * v
+                v = hi32f(w)
+                acc0_4 += g13_0 * v
+                acc1_4 += g12_1 * v
+                w = buf2[U(b2 + 215)]
+                v = lo32f(w)
+                acc0_4 += g14_0 * v
+                acc1_4 += g13_1 * v
+                v = hi32f(w)
+                acc0_4 += g15_0 * v
+                acc1_4 += g14_1 * v
+                w = buf2[U(b2 + 216)]
+                v = lo32f(w)
+                acc0_4 += g16_0 * v
+                acc1_4 += g15_1 * v
+                v = hi32f(w)
+                acc0_4 += g17_0 * v
+                acc1_4 += g16_1 * v
+                w = buf2[U(b2 + 217)]
+                v = lo32f(w)
+                acc0_4 += g18_0 * v
+                acc1_4 += g17_1 * v
+                v = hi32f(w)
+                acc0_4 += g19_0 * v
+                acc1_4 += g18_1 * v
+                w = buf2[U(b2 + 218)]
+                v = lo32f(w)
+                acc0_4 += g20_0 * v
+                acc1_4 += g19_1 * v
+                v = hi32f(w)
+                acc1_4 += g20_1 * v
+                w = buf2[U(b2 + 265)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_5 += g11_0 * v
+                w = buf2[U(b2 + 266)]
+                v = lo32f(w)
+                acc0_5 += g12_0 * v
+                acc1_5 += g11_1 * v
+                v = hi32f(w)
+                acc0_5 += g13_0 * v
+                acc1_5 += g12_1 * v
+                w = buf2[U(b2 + 267)]
+                v = lo32f(w)
+                acc0_5 += g14_0 * v
+                acc1_5 += g13_1 * v
+                v = hi32f(w)
+                acc0_5 += g15_0 * v
+                acc1_5 += g14_1 * v
+                w = buf2[U(b2 + 268)]
+                v = lo32f(w)
+                acc0_5 += g16_0 * v
+                acc1_5 += g15_1 * v
+                v = hi32f(w)
+                acc0_5 += g17_0 * v
+                acc1_5 += g16_1 * v
+                w = buf2[U(b2 + 269)]
+                v = lo32f(w)
+                acc0_5 += g18_0 * v
+                acc1_5 += g17_1 * v
+                v = hi32f(w)
+                acc0_5 += g19_0 * v
+                acc1_5 += g18_1 * v
+                w = buf2[U(b2 + 270)]
+                v = lo32f(w)
+                acc0_5 += g20_0 * v
+                acc1_5 += g19_1 * v
+                v = hi32f(w)
+                acc1_5 += g20_1 * v
+                w = buf2[U(b2 + 317)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_6 += g11_0 * v
+                w = buf2[U(b2 + 318)]
+                v = lo32f(w)
+                acc0_6 += g12_0 * v
+                acc1_6 += g11_1 * v
+                v = hi32f(w)
+                acc0_6 += g13_0 * v
+                acc1_6 += g12_1 * v
+                w = buf2[U(b2 + 319)]
+                v = lo32f(w)
+                acc0_6 += g14_0 * v
+                acc1_6 += g13_1 * v
+                v = hi32f(w)
+                acc0_6 += g15_0 * v
+                acc1_6 += g14_1 * v
+                w = buf2[U(b2 + 320)]
+                v = lo32f(w)
+                acc0_6 += g16_0 * v
+                acc1_6 += g15_1 * v
+                v = hi32f(w)
+                acc0_6 += g17_0 * v
+                acc1_6 += g16_1 * v
+                w = buf2[U(b2 + 321)]
+                v = lo32f(w)
+                acc0_6 += g18_0 * v
+                acc1_6 += g17_1 * v
+                v = hi32f(w)
+                acc0_6 += g19_0 * v
+                acc1_6 += g18_1 * v
+                w = buf2[U(b2 + 322)]
+                v = lo32f(w)
+                acc0_6 += g20_0 * v
+                acc1_6 += g19_1 * v
+                v = hi32f(w)
+                acc1_6 += g20_1 * v
+                w = buf2[U(b2 + 369)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_7 += g11_0 * v
+                w = buf2[U(b2 + 370)]
+                v = lo32f(w)
+                acc0_7 += g12_0 * v
+                acc1_7 += g11_1 * v
+                v = hi32f(w)
+                acc0_7 += g13_0 * v
+                acc1_7 += g12_1 * v
+                w = buf2[U(b2 + 371)]
+                v = lo32f(w)
+                acc0_7 += g14_0 * v
+                acc1_7 += g13_1 * v
+                v = hi32f(w)
+                acc0_7 += g15_0 * v
+                acc1_7 += g14_1 * v
+                w = buf2[U(b2 + 372)]
+                v = lo32f(w)
+                acc0_7 += g16_0 * v
+                acc1_7 += g15_1 * v
+                v = hi32f(w)
+                acc0_7 += g17_0 * v
+                acc1_7 += g16_1 * v
+                w = buf2[U(b2 + 373)]
+                v = lo32f(w)
+                acc0_7 += g18_0 * v
+                acc1_7 += g17_1 * v
+                v = hi32f(w)
+                acc0_7 += g19_0 * v
+                acc1_7 += g18_1 * v
+                w = buf2[U(b2 + 374)]
+                v = lo32f(w)
+                acc0_7 += g20_0 * v
+                acc1_7 += g19_1 * v
+                v = hi32f(w)
+                acc1_7 += g20_1 * v
+                w = buf2[U(b2 + 421)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_8 += g11_0 * v
+                w = buf2[U(b2 + 422)]
+                v = lo32f(w)
+                acc0_8 += g12_0 * v
+                acc1_8 += g11_1 * v
+                v = hi32f(w)
+                acc0_8 += g13_0 * v
+                acc1_8 += g12_1 * v
+                w = buf2[U(b2 + 423)]
+                v = lo32f(w)
+                acc0_8 += g14_0 * v
+                acc1_8 += g13_1 * v
+                v = hi32f(w)
+                acc0_8 += g15_0 * v
+                acc1_8 += g14_1 * v
+                w = buf2[U(b2 + 424)]
+                v = lo32f(w)
+                acc0_8 += g16_0 * v
+                acc1_8 += g15_1 * v
+                v = hi32f(w)
+                acc0_8 += g17_0 * v
+                acc1_8 += g16_1 * v
+                w = buf2[U(b2 + 425)]
+                v = lo32f(w)
+                acc0_8 += g18_0 * v
+                acc1_8 += g17_1 * v
+                v = hi32f(w)
+                acc0_8 += g19_0 * v
+                acc1_8 += g18_1 * v
+                w = buf2[U(b2 + 426)]
+                v = lo32f(w)
+                acc0_8 += g20_0 * v
+                acc1_8 += g19_1 * v
+                v = hi32f(w)
+                acc1_8 += g20_1 * v
+                w = buf2[U(b2 + 473)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_9 += g11_0 * v
+                w = buf2[U(b2 + 474)]
+                v = lo32f(w)
+                acc0_9 += g12_0 * v
+                acc1_9 += g11_1 * v
+                v = hi32f(w)
+                acc0_9 += g13_0 * v
+                acc1_9 += g12_1 * v
+                w = buf2[U(b2 + 475)]
+                v = lo32f(w)
+                acc0_9 += g14_0 * v
+                acc1_9 += g13_1 * v
+                v = hi32f(w)
+                acc0_9 += g15_0 * v
+                acc1_9 += g14_1 * v
+                w = buf2[U(b2 + 476)]
+                v = lo32f(w)
+                acc0_9 += g16_0 * v
+                acc1_9 += g15_1 * v
+                v = hi32f(w)
+                acc0_9 += g17_0 * v
+                acc1_9 += g16_1 * v
+                w = buf2[U(b2 + 477)]
+                v = lo32f(w)
+                acc0_9 += g18_0 * v
+                acc1_9 += g17_1 * v
+                v = hi32f(w)
+                acc0_9 += g19_0 * v
+                acc1_9 += g18_1 * v
+                w = buf2[U(b2 + 478)]
+                v = lo32f(w)
+                acc0_9 += g20_0 * v
+                acc1_9 += g19_1 * v
+                v = hi32f(w)
+                acc1_9 += g20_1 * v
+                w = buf2[U(b2 + 525)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_10 += g11_0 * v
+                w = buf2[U(b2 + 526)]
+                v = lo32f(w)
+                acc0_10 += g12_0 * v
+                acc1_10 += g11_1 * v
+                v = hi32f(w)
+                acc0_10 += g13_0 * v
+                acc1_10 += g12_1 * v
+                w = buf2[U(b2 + 527)]
+                v = lo32f(w)
+                acc0_10 += g14_0 * v
+                acc1_10 += g13_1 * v
+                v = hi32f(w)
+                acc0_10 += g15_0 * v
+                acc1_10 += g14_1 * v
+                w = buf2[U(b2 + 528)]
+                v = lo32f(w)
+                acc0_10 += g16_0 * v
+                acc1_10 += g15_1 * v
+                v = hi32f(w)
+                acc0_10 += g17_0 * v
+                acc1_10 += g16_1 * v
+                w = buf2[U(b2 + 529)]
+                v = lo32f(w)
+                acc0_10 += g18_0 * v
+                acc1_10 += g17_1 * v
+                v = hi32f(w)
+                acc0_10 += g19_0 * v
+                acc1_10 += g18_1 * v
+                w = buf2[U(b2 + 530)]
+                v = lo32f(w)
+                acc0_10 += g20_0 * v
+                acc1_10 += g19_1 * v
+                v = hi32f(w)
+                acc1_10 += g20_1 * v
+                w = buf2[U(b2 + 577)]
+                v = lo32f(w)
+                v = hi32f(w)
+                acc0_11 += g11_0 * v
+                w = buf2[U(b2 + 578)]
+                v = lo32f(w)
+                acc0_11 += g12_0 * v
+                acc1_11 += g11_1 * v
+                v = hi32f(w)
+                acc0_11 += g13_0 * v
+                acc1_11 += g12_1 * v
+                w = buf2[U(b2 + 579)]
+                v = lo32f(w)
+                acc0_11 += g14_0 * v
+                acc1_11 += g13_1 * v
+                v = hi32f(w)
+                acc0_11 += g15_0 * v
+                acc1_11 += g14_1 * v
+                w = buf2[U(b2 + 580)]
+                v = lo32f(w)
+                acc0_11 += g16_0 * v
+                acc1_11 += g15_1 * v
+                v = hi32f(w)
+                acc0_11 += g17_0 * v
+                acc1_11 += g16_1 * v
+                w = buf2[U(b2 + 581)]
+                v = lo32f(w)
+                acc0_11 += g18_0 * v
+                acc1_11 += g17_1 * v
+                v = hi32f(w)
+                acc0_11 += g19_0 * v
+                acc1_11 += g18_1 * v
+                w = buf2[U(b2 + 582)]
+                v = lo32f(w)
+                acc0_11 += g20_0 * v
+                acc1_11 += g19_1 * v
+                v = hi32f(w)
+                acc1_11 += g20_1 * v
+                cuda.syncwarp()
             if y < H:
-                xw = xb + 0 * dpW
-                if xw < W:
-                    wo = (n * C + c0) * HW + y * W + xw
-                    if c0 + 0 < C:
-                        if second == 0:
+                if second == 0:
+                    xw = xb + 0 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
                             store(gin1, U(wo + 0 * HW), acc0_0 * scale)
-                        else:
-                            store(gin2, U(wo + 0 * HW), acc0_0 * scale)
-                    if c0 + 1 < C:
-                        if second == 0:
+                        if c0 + 1 < C:
                             store(gin1, U(wo + 1 * HW), acc0_1 * scale)
-                        else:
-                            store(gin2, U(wo + 1 * HW), acc0_1 * scale)
-                    if c0 + 2 < C:
-                        if second == 0:
+                        if c0 + 2 < C:
                             store(gin1, U(wo + 2 * HW), acc0_2 * scale)
-                        else:
-                            store(gin2, U(wo + 2 * HW), acc0_2 * scale)
-                    if c0 + 3 < C:
-                        if second == 0:
+                        if c0 + 3 < C:
                             store(gin1, U(wo + 3 * HW), acc0_3 * scale)
-                        else:
-                            store(gin2, U(wo + 3 * HW), acc0_3 * scale)
-                    if c0 + 4 < C:
-                        if second == 0:
+                        if c0 + 4 < C:
                             store(gin1, U(wo + 4 * HW), acc0_4 * scale)
-                        else:
-                            store(gin2, U(wo + 4 * HW), acc0_4 * scale)
-                    if c0 + 5 < C:
-                        if second == 0:
+                        if c0 + 5 < C:
                             store(gin1, U(wo + 5 * HW), acc0_5 * scale)
-                        else:
-                            store(gin2, U(wo + 5 * HW), acc0_5 * scale)
-                    if c0 + 6 < C:
-                        if second == 0:
+                        if c0 + 6 < C:
                             store(gin1, U(wo + 6 * HW), acc0_6 * scale)
-                        else:
-                            store(gin2, U(wo + 6 * HW), acc0_6 * scale)
-                    if c0 + 7 < C:
-                        if second == 0:
+                        if c0 + 7 < C:
                             store(gin1, U(wo + 7 * HW), acc0_7 * scale)
-                        else:
-                            store(gin2, U(wo + 7 * HW), acc0_7 * scale)
-                    if c0 + 8 < C:
-                        if second == 0:
+                        if c0 + 8 < C:
                             store(gin1, U(wo + 8 * HW), acc0_8 * scale)
-                        else:
-                            store(gin2, U(wo + 8 * HW), acc0_8 * scale)
-                    if c0 + 9 < C:
-                        if second == 0:
+                        if c0 + 9 < C:
                             store(gin1, U(wo + 9 * HW), acc0_9 * scale)
-                        else:
-                            store(gin2, U(wo + 9 * HW), acc0_9 * scale)
-                    if c0 + 10 < C:
-                        if second == 0:
+                        if c0 + 10 < C:
                             store(gin1, U(wo + 10 * HW), acc0_10 * scale)
-                        else:
-                            store(gin2, U(wo + 10 * HW), acc0_10 * scale)
-                    if c0 + 11 < C:
-                        if second == 0:
+                        if c0 + 11 < C:
                             store(gin1, U(wo + 11 * HW), acc0_11 * scale)
-                        else:
-                            store(gin2, U(wo + 11 * HW), acc0_11 * scale)
-                xw = xb + 1 * dpW
-                if xw < W:
-                    wo = (n * C + c0) * HW + y * W + xw
-                    if c0 + 0 < C:
-                        if second == 0:
+                    xw = xb + 1 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
                             store(gin1, U(wo + 0 * HW), acc1_0 * scale)
-                        else:
-                            store(gin2, U(wo + 0 * HW), acc1_0 * scale)
-                    if c0 + 1 < C:
-                        if second == 0:
+                        if c0 + 1 < C:
                             store(gin1, U(wo + 1 * HW), acc1_1 * scale)
-                        else:
-                            store(gin2, U(wo + 1 * HW), acc1_1 * scale)
-                    if c0 + 2 < C:
-                        if second == 0:
+                        if c0 + 2 < C:
                             store(gin1, U(wo + 2 * HW), acc1_2 * scale)
-                        else:
-                            store(gin2, U(wo + 2 * HW), acc1_2 * scale)
-                    if c0 + 3 < C:
-                        if second == 0:
+                        if c0 + 3 < C:
                             store(gin1, U(wo + 3 * HW), acc1_3 * scale)
-                        else:
-                            store(gin2, U(wo + 3 * HW), acc1_3 * scale)
-                    if c0 + 4 < C:
-                        if second == 0:
+                        if c0 + 4 < C:
                             store(gin1, U(wo + 4 * HW), acc1_4 * scale)
-                        else:
-                            store(gin2, U(wo + 4 * HW), acc1_4 * scale)
-                    if c0 + 5 < C:
-                        if second == 0:
+                        if c0 + 5 < C:
                             store(gin1, U(wo + 5 * HW), acc1_5 * scale)
-                        else:
-                            store(gin2, U(wo + 5 * HW), acc1_5 * scale)
-                    if c0 + 6 < C:
-                        if second == 0:
+                        if c0 + 6 < C:
                             store(gin1, U(wo + 6 * HW), acc1_6 * scale)
-                        else:
-                            store(gin2, U(wo + 6 * HW), acc1_6 * scale)
-                    if c0 + 7 < C:
-                        if second == 0:
+                        if c0 + 7 < C:
                             store(gin1, U(wo + 7 * HW), acc1_7 * scale)
-                        else:
-                            store(gin2, U(wo + 7 * HW), acc1_7 * scale)
-                    if c0 + 8 < C:
-                        if second == 0:
+                        if c0 + 8 < C:
                             store(gin1, U(wo + 8 * HW), acc1_8 * scale)
-                        else:
-                            store(gin2, U(wo + 8 * HW), acc1_8 * scale)
-                    if c0 + 9 < C:
-                        if second == 0:
+                        if c0 + 9 < C:
                             store(gin1, U(wo + 9 * HW), acc1_9 * scale)
-                        else:
-                            store(gin2, U(wo + 9 * HW), acc1_9 * scale)
-                    if c0 + 10 < C:
-                        if second == 0:
+                        if c0 + 10 < C:
                             store(gin1, U(wo + 10 * HW), acc1_10 * scale)
-                        else:
-                            store(gin2, U(wo + 10 * HW), acc1_10 * scale)
-                    if c0 + 11 < C:
-                        if second == 0:
+                        if c0 + 11 < C:
                             store(gin1, U(wo + 11 * HW), acc1_11 * scale)
-                        else:
+                else:
+                    xw = xb + 0 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
+                            store(gin2, U(wo + 0 * HW), acc0_0 * scale)
+                        if c0 + 1 < C:
+                            store(gin2, U(wo + 1 * HW), acc0_1 * scale)
+                        if c0 + 2 < C:
+                            store(gin2, U(wo + 2 * HW), acc0_2 * scale)
+                        if c0 + 3 < C:
+                            store(gin2, U(wo + 3 * HW), acc0_3 * scale)
+                        if c0 + 4 < C:
+                            store(gin2, U(wo + 4 * HW), acc0_4 * scale)
+                        if c0 + 5 < C:
+                            store(gin2, U(wo + 5 * HW), acc0_5 * scale)
+                        if c0 + 6 < C:
+                            store(gin2, U(wo + 6 * HW), acc0_6 * scale)
+                        if c0 + 7 < C:
+                            store(gin2, U(wo + 7 * HW), acc0_7 * scale)
+                        if c0 + 8 < C:
+                            store(gin2, U(wo + 8 * HW), acc0_8 * scale)
+                        if c0 + 9 < C:
+                            store(gin2, U(wo + 9 * HW), acc0_9 * scale)
+                        if c0 + 10 < C:
+                            store(gin2, U(wo + 10 * HW), acc0_10 * scale)
+                        if c0 + 11 < C:
+                            store(gin2, U(wo + 11 * HW), acc0_11 * scale)
+                    xw = xb + 1 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
+                            store(gin2, U(wo + 0 * HW), acc1_0 * scale)
+                        if c0 + 1 < C:
+                            store(gin2, U(wo + 1 * HW), acc1_1 * scale)
+                        if c0 + 2 < C:
+                            store(gin2, U(wo + 2 * HW), acc1_2 * scale)
+                        if c0 + 3 < C:
+                            store(gin2, U(wo + 3 * HW), acc1_3 * scale)
+                        if c0 + 4 < C:
+                            store(gin2, U(wo + 4 * HW), acc1_4 * scale)
+                        if c0 + 5 < C:
+                            store(gin2, U(wo + 5 * HW), acc1_5 * scale)
+                        if c0 + 6 < C:
+                            store(gin2, U(wo + 6 * HW), acc1_6 * scale)
+                        if c0 + 7 < C:
+                            store(gin2, U(wo + 7 * HW), acc1_7 * scale)
+                        if c0 + 8 < C:
+                            store(gin2, U(wo + 8 * HW), acc1_8 * scale)
+                        if c0 + 9 < C:
+                            store(gin2, U(wo + 9 * HW), acc1_9 * scale)
+                        if c0 + 10 < C:
+                            store(gin2, U(wo + 10 * HW), acc1_10 * scale)
+                        if c0 + 11 < C:
                             store(gin2, U(wo + 11 * HW), acc1_11 * scale)
             z += cuda.gridDim.z
         cg += cuda.gridDim.y
@@ -930,11 +2880,13 @@ def _sample_backward_rt21(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, 
 def _sample_forward_rt9(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH, dilW, PH, PW, dpH, dpW,
                           ldp, gsz, ngroups, tyo, txo, tiles_x, scale):
     buf = cuda.shared.array(9472, nt.float32)
+    buf2 = buf.view(_U64)
     zero = nt.float32(0)
     N = out.shape[0]
     oH = out.shape[2]
     oW = out.shape[3]
     HW = H * W
+    HW32 = U32(HW)
     lane = nt.int64(cuda.threadIdx.x)
     wp = nt.int64(cuda.threadIdx.y)
     tid = wp * 32 + lane
@@ -953,22 +2905,29 @@ def _sample_forward_rt9(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH
     ry0 = h0 * sH - padH
     rx0 = w0 * sW - padW
     wbase = wp * 1184
+    # kernel 1, stride 1: the window sum is the identity, each lane stores its own accumulators
+    direct = kH == 1 and kW == 1 and sH == 1 and sW == 1
     # this lane's staging slots: input1 rows k < 2 of the warp (value `lane` of each), input2 rows k
-    # (values lane, lane + 32)
+    # (values lane, lane + 32); 32-bit element offsets inside one channel plane (the host keeps every
+    # array under 2**31 elements), 0 where the slot lies outside the image (its load is skipped)
     Rs0 = wp * 2 + 0
     ys0 = Rs0 >> ldp
     rs0 = Rs0 & (dpW - 1)
     x1_0 = rx0 + rs0 + lane * dpW
     y1_0 = ry0 + ys0
-    o1_0 = y1_0 * W + x1_0
     v1_0 = 0 <= y1_0 < H and 0 <= x1_0 < W
+    o1_0 = U32(0)
+    if v1_0:
+        o1_0 = U32(y1_0 * W + x1_0)
     Rs1 = wp * 2 + 1
     ys1 = Rs1 >> ldp
     rs1 = Rs1 & (dpW - 1)
     x1_1 = rx0 + rs1 + lane * dpW
     y1_1 = ry0 + ys1
-    o1_1 = y1_1 * W + x1_1
     v1_1 = 0 <= y1_1 < H and 0 <= x1_1 < W
+    o1_1 = U32(0)
+    if v1_1:
+        o1_1 = U32(y1_1 * W + x1_1)
     ndg = PH * ngroups
     dg = nt.int64(cuda.blockIdx.y)
     while dg < ndg:
@@ -980,19 +2939,27 @@ def _sample_forward_rt9(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH
         y2_0 = ry0 + ys0 + sy
         y2ok0 = 0 <= y2_0 < H
         x2_0_0 = rx0 + rs0 + sx0 + (lane + 0) * dpW
-        o2_0_0 = y2_0 * W + x2_0_0
         v2_0_0 = y2ok0 and 0 <= x2_0_0 < W
+        o2_0_0 = U32(0)
+        if v2_0_0:
+            o2_0_0 = U32(y2_0 * W + x2_0_0)
         x2_0_1 = rx0 + rs0 + sx0 + (lane + 32) * dpW
-        o2_0_1 = y2_0 * W + x2_0_1
         v2_0_1 = y2ok0 and 0 <= x2_0_1 < W and lane + 32 < 40
+        o2_0_1 = U32(0)
+        if v2_0_1:
+            o2_0_1 = U32(y2_0 * W + x2_0_1)
         y2_1 = ry0 + ys1 + sy
         y2ok1 = 0 <= y2_1 < H
         x2_1_0 = rx0 + rs1 + sx0 + (lane + 0) * dpW
-        o2_1_0 = y2_1 * W + x2_1_0
         v2_1_0 = y2ok1 and 0 <= x2_1_0 < W
+        o2_1_0 = U32(0)
+        if v2_1_0:
+            o2_1_0 = U32(y2_1 * W + x2_1_0)
         x2_1_1 = rx0 + rs1 + sx0 + (lane + 32) * dpW
-        o2_1_1 = y2_1 * W + x2_1_1
         v2_1_1 = y2ok1 and 0 <= x2_1_1 < W and lane + 32 < 40
+        o2_1_1 = U32(0)
+        if v2_1_1:
+            o2_1_1 = U32(y2_1 * W + x2_1_1)
         n = nt.int64(cuda.blockIdx.z)
         while n < N:
             acc0_0 = zero
@@ -1014,121 +2981,425 @@ def _sample_forward_rt9(in1, in2, out, C, H, W, kH, kW, sH, sW, padH, padW, dilH
             acc1_7 = zero
             acc1_8 = zero
             for c0 in range(0, C, 8):
+                # each warp stages and reads only its own slice of buf: warp barriers, no block barrier
+                pc = U32((n * C + c0) * HW)
                 for cc in range(8):
-                    c = c0 + cc
-                    pbase = (n * C + c) * HW
-                    cok = c < C
+                    cok = c0 + cc < C
                     sb = wbase + cc * 148
                     v = zero
                     if cok and v1_0:
-                        v = load(in1, U(pbase + o1_0))
-                    buf[U(sb + 82 + lane)] = v
+                        v = load(in1, add32(pc, o1_0))
+                    buf[U(sb + 80 + lane)] = v
                     v = zero
                     if cok and v2_0_0:
-                        v = load(in2, U(pbase + o2_0_0))
+                        v = load(in2, add32(pc, o2_0_0))
                     buf[U(sb + 0 + lane)] = v
                     v = zero
                     if cok and v2_0_1:
-                        v = load(in2, U(pbase + o2_0_1))
+                        v = load(in2, add32(pc, o2_0_1))
                     if lane + 32 < 40:
                         buf[U(sb + 32 + lane)] = v
                     v = zero
                     if cok and v1_1:
-                        v = load(in1, U(pbase + o1_1))
-                    buf[U(sb + 115 + lane)] = v
+                        v = load(in1, add32(pc, o1_1))
+                    buf[U(sb + 114 + lane)] = v
                     v = zero
                     if cok and v2_1_0:
-                        v = load(in2, U(pbase + o2_1_0))
-                    buf[U(sb + 41 + lane)] = v
+                        v = load(in2, add32(pc, o2_1_0))
+                    buf[U(sb + 40 + lane)] = v
                     v = zero
                     if cok and v2_1_1:
-                        v = load(in2, U(pbase + o2_1_1))
+                        v = load(in2, add32(pc, o2_1_1))
                     if lane + 32 < 40:
-                        buf[U(sb + 73 + lane)] = v
+                        buf[U(sb + 72 + lane)] = v
+                    pc = add32(pc, HW32)
+                cuda.syncwarp()
+                b1 = (wbase + 80 + rho * 34 + q * 2) >> 1
+                b2 = (wbase + rho * 40 + q * 2) >> 1
+                w = buf2[U(b1 + 0)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 0)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 1)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 2)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 3)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 4)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 74)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 74)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 75)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 76)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 77)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 78)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 148)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 148)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 149)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 150)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 151)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 152)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 222)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 222)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 223)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 224)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 225)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 226)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 296)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 296)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 297)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 298)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 299)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 300)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 370)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 370)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 371)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 372)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 373)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 374)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 444)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 444)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 445)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 446)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 447)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 448)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                w = buf2[U(b1 + 518)]
+                a0 = lo32f(w)
+                a1 = hi32f(w)
+                w = buf2[U(b2 + 518)]
+                v = lo32f(w)
+                acc0_0 += a0 * v
+                v = hi32f(w)
+                acc0_1 += a0 * v
+                acc1_0 += a1 * v
+                w = buf2[U(b2 + 519)]
+                v = lo32f(w)
+                acc0_2 += a0 * v
+                acc1_1 += a1 * v
+                v = hi32f(w)
+                acc0_3 += a0 * v
+                acc1_2 += a1 * v
+                w = buf2[U(b2 + 520)]
+                v = lo32f(w)
+                acc0_4 += a0 * v
+                acc1_3 += a1 * v
+                v = hi32f(w)
+                acc0_5 += a0 * v
+                acc1_4 += a1 * v
+                w = buf2[U(b2 + 521)]
+                v = lo32f(w)
+                acc0_6 += a0 * v
+                acc1_5 += a1 * v
+                v = hi32f(w)
+                acc0_7 += a0 * v
+                acc1_6 += a1 * v
+                w = buf2[U(b2 + 522)]
+                v = lo32f(w)
+                acc0_8 += a0 * v
+                acc1_7 += a1 * v
+                v = hi32f(w)
+                acc1_8 += a1 * v
+                cuda.syncwarp()
+            if direct:
+                hd = h0 + yl
+                wd = w0 + r + q * 2 * dpW
+                if hd < oH:
+                    if wd + 0 * dpW < oW:
+                        if 0 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 0), U(hd), U(wd + 0 * dpW)), acc0_0 * scale)
+                        if 1 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 1), U(hd), U(wd + 0 * dpW)), acc0_1 * scale)
+                        if 2 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 2), U(hd), U(wd + 0 * dpW)), acc0_2 * scale)
+                        if 3 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 3), U(hd), U(wd + 0 * dpW)), acc0_3 * scale)
+                        if 4 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 4), U(hd), U(wd + 0 * dpW)), acc0_4 * scale)
+                        if 5 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 5), U(hd), U(wd + 0 * dpW)), acc0_5 * scale)
+                        if 6 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 6), U(hd), U(wd + 0 * dpW)), acc0_6 * scale)
+                        if 7 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 7), U(hd), U(wd + 0 * dpW)), acc0_7 * scale)
+                        if 8 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 8), U(hd), U(wd + 0 * dpW)), acc0_8 * scale)
+                    if wd + 1 * dpW < oW:
+                        if 0 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 0), U(hd), U(wd + 1 * dpW)), acc1_0 * scale)
+                        if 1 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 1), U(hd), U(wd + 1 * dpW)), acc1_1 * scale)
+                        if 2 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 2), U(hd), U(wd + 1 * dpW)), acc1_2 * scale)
+                        if 3 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 3), U(hd), U(wd + 1 * dpW)), acc1_3 * scale)
+                        if 4 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 4), U(hd), U(wd + 1 * dpW)), acc1_4 * scale)
+                        if 5 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 5), U(hd), U(wd + 1 * dpW)), acc1_5 * scale)
+                        if 6 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 6), U(hd), U(wd + 1 * dpW)), acc1_6 * scale)
+                        if 7 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 7), U(hd), U(wd + 1 * dpW)), acc1_7 * scale)
+                        if 8 < geff:
+                            store(out, (U(n), U(ph * PW + pw0 + 8), U(hd), U(wd + 1 * dpW)), acc1_8 * scale)
+            else:
                 cuda.syncthreads()
-                for cc in range(8):
-                    b1 = wbase + cc * 148 + 82 + rho * 33 + q * 2
-                    b2 = wbase + cc * 148 + rho * 41 + q * 2
-                    a0 = buf[U(b1 + 0)]
-                    a1 = buf[U(b1 + 1)]
-                    v = buf[U(b2 + 0)]
-                    acc0_0 += a0 * v
-                    v = buf[U(b2 + 1)]
-                    acc0_1 += a0 * v
-                    acc1_0 += a1 * v
-                    v = buf[U(b2 + 2)]
-                    acc0_2 += a0 * v
-                    acc1_1 += a1 * v
-                    v = buf[U(b2 + 3)]
-                    acc0_3 += a0 * v
-                    acc1_2 += a1 * v
-                    v = buf[U(b2 + 4)]
-                    acc0_4 += a0 * v
-                    acc1_3 += a1 * v
-                    v = buf[U(b2 + 5)]
-                    acc0_5 += a0 * v
-                    acc1_4 += a1 * v
-                    v = buf[U(b2 + 6)]
-                    acc0_6 += a0 * v
-                    acc1_5 += a1 * v
-                    v = buf[U(b2 + 7)]
-                    acc0_7 += a0 * v
-                    acc1_6 += a1 * v
-                    v = buf[U(b2 + 8)]
-                    acc0_8 += a0 * v
-                    acc1_7 += a1 * v
-                    v = buf[U(b2 + 9)]
-                    acc1_8 += a1 * v
+                eb = yl * RX + q * 2 * dpW + r
+                buf[U(0 + eb + 0 * dpW)] = acc0_0
+                buf[U(0 + eb + 1 * dpW)] = acc1_0
+                buf[U(512 + eb + 0 * dpW)] = acc0_1
+                buf[U(512 + eb + 1 * dpW)] = acc1_1
+                buf[U(1024 + eb + 0 * dpW)] = acc0_2
+                buf[U(1024 + eb + 1 * dpW)] = acc1_2
+                buf[U(1536 + eb + 0 * dpW)] = acc0_3
+                buf[U(1536 + eb + 1 * dpW)] = acc1_3
+                buf[U(2048 + eb + 0 * dpW)] = acc0_4
+                buf[U(2048 + eb + 1 * dpW)] = acc1_4
+                buf[U(2560 + eb + 0 * dpW)] = acc0_5
+                buf[U(2560 + eb + 1 * dpW)] = acc1_5
+                buf[U(3072 + eb + 0 * dpW)] = acc0_6
+                buf[U(3072 + eb + 1 * dpW)] = acc1_6
+                buf[U(3584 + eb + 0 * dpW)] = acc0_7
+                buf[U(3584 + eb + 1 * dpW)] = acc1_7
+                buf[U(4096 + eb + 0 * dpW)] = acc0_8
+                buf[U(4096 + eb + 1 * dpW)] = acc1_8
                 cuda.syncthreads()
-            eb = yl * RX + q * 2 * dpW + r
-            buf[U(0 + eb + 0 * dpW)] = acc0_0
-            buf[U(0 + eb + 1 * dpW)] = acc1_0
-            buf[U(512 + eb + 0 * dpW)] = acc0_1
-            buf[U(512 + eb + 1 * dpW)] = acc1_1
-            buf[U(1024 + eb + 0 * dpW)] = acc0_2
-            buf[U(1024 + eb + 1 * dpW)] = acc1_2
-            buf[U(1536 + eb + 0 * dpW)] = acc0_3
-            buf[U(1536 + eb + 1 * dpW)] = acc1_3
-            buf[U(2048 + eb + 0 * dpW)] = acc0_4
-            buf[U(2048 + eb + 1 * dpW)] = acc1_4
-            buf[U(2560 + eb + 0 * dpW)] = acc0_5
-            buf[U(2560 + eb + 1 * dpW)] = acc1_5
-            buf[U(3072 + eb + 0 * dpW)] = acc0_6
-            buf[U(3072 + eb + 1 * dpW)] = acc1_6
-            buf[U(3584 + eb + 0 * dpW)] = acc0_7
-            buf[U(3584 + eb + 1 * dpW)] = acc1_7
-            buf[U(4096 + eb + 0 * dpW)] = acc0_8
-            buf[U(4096 + eb + 1 * dpW)] = acc1_8
-            cuda.syncthreads()
-            per_j = tyo * txo
-            total = geff * per_j
-            e = tid
-            while e < total:
-                j = e // per_j
-                rr = e - j * per_j
-                oy = rr // txo
-                ox = rr - oy * txo
-                h = h0 + oy
-                w = w0 + ox
-                if h < oH and w < oW:
-                    s = zero
-                    jb = j * 512
-                    for i in range(kH):
-                        row = jb + (oy * sH + i * dilH) * RX + ox * sW
-                        for jj in range(kW):
-                            s += buf[U(row + jj * dilW)]
-                    store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
-                e += 256
-            cuda.syncthreads()
+                per_j = tyo * txo
+                total = geff * per_j
+                e = tid
+                while e < total:
+                    j = e // per_j
+                    rr = e - j * per_j
+                    oy = rr // txo
+                    ox = rr - oy * txo
+                    h = h0 + oy
+                    w = w0 + ox
+                    if h < oH and w < oW:
+                        s = zero
+                        jb = j * 512
+                        for i in range(kH):
+                            row = jb + (oy * sH + i * dilH) * RX + ox * sW
+                            for jj in range(kW):
+                                s += buf[U(row + jj * dilW)]
+                        store(out, (U(n), U(ph * PW + pw0 + j), U(h), U(w)), s * scale)
+                    e += 256
+                cuda.syncthreads()
             n += cuda.gridDim.z
         dg += cuda.gridDim.y
 
 
 def _sample_backward_rt9(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, padW, PH, PW, dpH, dpW,
                            ldp, ngroups, tiles_x, scale):
-    buf = cuda.shared.array(7872, nt.float32)
+    buf = cuda.shared.array(7680, nt.float32)
+    buf2 = buf.view(_U64)
     zero = nt.float32(0)
     HW = H * W
+    HW32 = U32(HW)
     oHW = oH * oW
     lane = nt.int64(cuda.threadIdx.x)
     wp = nt.int64(cuda.threadIdx.y)
@@ -1146,7 +3417,7 @@ def _sample_backward_rt9(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, p
     x0 = tw * RX
     y = y0 + yl
     xb = x0 + r + q * 2 * dpW
-    wbase = wp * 984
+    wbase = wp * 960
     xlo = max(padW, 0)                     # grad_out columns of input columns 0..W-1 inside the output
     xhi = min(W + padW, oW)
     ncg = (C + 12 - 1) // 12
@@ -1206,543 +3477,1146 @@ def _sample_backward_rt9(g, in1, in2, gin1, gin2, N, D, oH, oW, C, H, W, padH, p
                     pls = nt.int64(-1)
                     xs = dpW
                     xg0 = xb - sx0 - (9 - 1) * dpW + padW
-                # stage the partner rows of this group for the block's channels
-                Rs = wp * 2 + 0
-                prow = prow0 + (Rs >> ldp)
-                prow_ok = 0 <= prow < H
-                pr = Rs & (dpW - 1)
-                px = pcol0 + pr + (lane + 0) * dpW
-                pv = prow_ok and 0 <= px < W
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 0 + lane
-                v = zero
-                if pv and c0 + 0 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 0 * HW))
-                    else:
-                        v = load(in1, U(po + 0 * HW))
-                buf[U(sb + 0)] = v
-                v = zero
-                if pv and c0 + 1 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 1 * HW))
-                    else:
-                        v = load(in1, U(po + 1 * HW))
-                buf[U(sb + 82)] = v
-                v = zero
-                if pv and c0 + 2 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 2 * HW))
-                    else:
-                        v = load(in1, U(po + 2 * HW))
-                buf[U(sb + 164)] = v
-                v = zero
-                if pv and c0 + 3 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 3 * HW))
-                    else:
-                        v = load(in1, U(po + 3 * HW))
-                buf[U(sb + 246)] = v
-                v = zero
-                if pv and c0 + 4 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 4 * HW))
-                    else:
-                        v = load(in1, U(po + 4 * HW))
-                buf[U(sb + 328)] = v
-                v = zero
-                if pv and c0 + 5 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 5 * HW))
-                    else:
-                        v = load(in1, U(po + 5 * HW))
-                buf[U(sb + 410)] = v
-                v = zero
-                if pv and c0 + 6 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 6 * HW))
-                    else:
-                        v = load(in1, U(po + 6 * HW))
-                buf[U(sb + 492)] = v
-                v = zero
-                if pv and c0 + 7 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 7 * HW))
-                    else:
-                        v = load(in1, U(po + 7 * HW))
-                buf[U(sb + 574)] = v
-                v = zero
-                if pv and c0 + 8 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 8 * HW))
-                    else:
-                        v = load(in1, U(po + 8 * HW))
-                buf[U(sb + 656)] = v
-                v = zero
-                if pv and c0 + 9 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 9 * HW))
-                    else:
-                        v = load(in1, U(po + 9 * HW))
-                buf[U(sb + 738)] = v
-                v = zero
-                if pv and c0 + 10 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 10 * HW))
-                    else:
-                        v = load(in1, U(po + 10 * HW))
-                buf[U(sb + 820)] = v
-                v = zero
-                if pv and c0 + 11 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 11 * HW))
-                    else:
-                        v = load(in1, U(po + 11 * HW))
-                buf[U(sb + 902)] = v
-                px = pcol0 + pr + (lane + 32) * dpW
-                pv = prow_ok and 0 <= px < W and lane + 32 < 40
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 32 + lane
-                if lane + 32 < 40:
+                # 32-bit grad_out offsets (mod 2**32; every one that is loaded is in bounds)
+                gst = U32((pls * oHW + xs) & 0xFFFFFFFF)
+                gbt = U32((pl0 * oHW + yg * oW + xg0) & 0xFFFFFFFF)
+                # the steps t whose value at pixel m is loaded: lo_m <= t < hi_m (gy_ok, the group's columns
+                # jj < geff and the output columns xlo <= x < xhi, x = xg0 + m*dpW + t*xs); int32 for compares
+                tlo = (9 - geff) * second
+                thi = geff + (9 - geff) * second
+                klo = -((xg0 - xlo) >> ldp)          # xlo <= xg0 + k*dpW < xhi  <=>  klo <= k < khi
+                khi = -((xg0 - xhi) >> ldp)
+                if second == 0:
+                    xok = xlo <= xg0 + 0 * dpW < xhi
+                    lo0 = nt.int32(tlo)
+                    hi0 = nt.int32(thi if xok and gy_ok else 0)
+                else:
+                    lo0 = nt.int32(max(tlo, min(klo - 0, 9)))
+                    hi0 = nt.int32(max(0, min(thi, khi - 0)) if gy_ok else 0)
+                gdp1 = U32(1 * dpW)
+                if second == 0:
+                    xok = xlo <= xg0 + 1 * dpW < xhi
+                    lo1 = nt.int32(tlo)
+                    hi1 = nt.int32(thi if xok and gy_ok else 0)
+                else:
+                    lo1 = nt.int32(max(tlo, min(klo - 1, 9)))
+                    hi1 = nt.int32(max(0, min(thi, khi - 1)) if gy_ok else 0)
+                # stage the partner rows of this group for the block's channels (each warp its own rows)
+                if second == 0:
+                    Rs = wp * 2 + 0
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 0 + lane
                     v = zero
                     if pv and c0 + 0 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 0 * HW))
-                        else:
-                            v = load(in1, U(po + 0 * HW))
+                        v = load(in2, po)
                     buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 1 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 1 * HW))
-                        else:
-                            v = load(in1, U(po + 1 * HW))
-                    buf[U(sb + 82)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 80)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 2 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 2 * HW))
-                        else:
-                            v = load(in1, U(po + 2 * HW))
-                    buf[U(sb + 164)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 160)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 3 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 3 * HW))
-                        else:
-                            v = load(in1, U(po + 3 * HW))
-                    buf[U(sb + 246)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 240)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 4 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 4 * HW))
-                        else:
-                            v = load(in1, U(po + 4 * HW))
-                    buf[U(sb + 328)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 320)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 5 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 5 * HW))
-                        else:
-                            v = load(in1, U(po + 5 * HW))
-                    buf[U(sb + 410)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 400)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 6 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 6 * HW))
-                        else:
-                            v = load(in1, U(po + 6 * HW))
-                    buf[U(sb + 492)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 480)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 7 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 7 * HW))
-                        else:
-                            v = load(in1, U(po + 7 * HW))
-                    buf[U(sb + 574)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 560)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 8 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 8 * HW))
-                        else:
-                            v = load(in1, U(po + 8 * HW))
-                    buf[U(sb + 656)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 640)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 9 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 9 * HW))
-                        else:
-                            v = load(in1, U(po + 9 * HW))
-                    buf[U(sb + 738)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 720)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 10 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 10 * HW))
-                        else:
-                            v = load(in1, U(po + 10 * HW))
-                    buf[U(sb + 820)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 800)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 11 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 11 * HW))
-                        else:
-                            v = load(in1, U(po + 11 * HW))
-                    buf[U(sb + 902)] = v
-                Rs = wp * 2 + 1
-                prow = prow0 + (Rs >> ldp)
-                prow_ok = 0 <= prow < H
-                pr = Rs & (dpW - 1)
-                px = pcol0 + pr + (lane + 0) * dpW
-                pv = prow_ok and 0 <= px < W
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 41 + lane
-                v = zero
-                if pv and c0 + 0 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 0 * HW))
-                    else:
-                        v = load(in1, U(po + 0 * HW))
-                buf[U(sb + 0)] = v
-                v = zero
-                if pv and c0 + 1 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 1 * HW))
-                    else:
-                        v = load(in1, U(po + 1 * HW))
-                buf[U(sb + 82)] = v
-                v = zero
-                if pv and c0 + 2 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 2 * HW))
-                    else:
-                        v = load(in1, U(po + 2 * HW))
-                buf[U(sb + 164)] = v
-                v = zero
-                if pv and c0 + 3 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 3 * HW))
-                    else:
-                        v = load(in1, U(po + 3 * HW))
-                buf[U(sb + 246)] = v
-                v = zero
-                if pv and c0 + 4 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 4 * HW))
-                    else:
-                        v = load(in1, U(po + 4 * HW))
-                buf[U(sb + 328)] = v
-                v = zero
-                if pv and c0 + 5 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 5 * HW))
-                    else:
-                        v = load(in1, U(po + 5 * HW))
-                buf[U(sb + 410)] = v
-                v = zero
-                if pv and c0 + 6 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 6 * HW))
-                    else:
-                        v = load(in1, U(po + 6 * HW))
-                buf[U(sb + 492)] = v
-                v = zero
-                if pv and c0 + 7 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 7 * HW))
-                    else:
-                        v = load(in1, U(po + 7 * HW))
-                buf[U(sb + 574)] = v
-                v = zero
-                if pv and c0 + 8 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 8 * HW))
-                    else:
-                        v = load(in1, U(po + 8 * HW))
-                buf[U(sb + 656)] = v
-                v = zero
-                if pv and c0 + 9 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 9 * HW))
-                    else:
-                        v = load(in1, U(po + 9 * HW))
-                buf[U(sb + 738)] = v
-                v = zero
-                if pv and c0 + 10 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 10 * HW))
-                    else:
-                        v = load(in1, U(po + 10 * HW))
-                buf[U(sb + 820)] = v
-                v = zero
-                if pv and c0 + 11 < C:
-                    if second == 0:
-                        v = load(in2, U(po + 11 * HW))
-                    else:
-                        v = load(in1, U(po + 11 * HW))
-                buf[U(sb + 902)] = v
-                px = pcol0 + pr + (lane + 32) * dpW
-                pv = prow_ok and 0 <= px < W and lane + 32 < 40
-                po = (n * C + c0) * HW + prow * W + px
-                sb = wbase + 73 + lane
-                if lane + 32 < 40:
+                        v = load(in2, po)
+                    buf[U(sb + 880)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 40
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 32 + lane
+                    if lane + 32 < 40:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 80)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 160)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 240)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 320)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 400)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 480)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 560)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 640)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 720)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 800)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 880)] = v
+                    Rs = wp * 2 + 1
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 40 + lane
                     v = zero
                     if pv and c0 + 0 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 0 * HW))
-                        else:
-                            v = load(in1, U(po + 0 * HW))
+                        v = load(in2, po)
                     buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 1 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 1 * HW))
-                        else:
-                            v = load(in1, U(po + 1 * HW))
-                    buf[U(sb + 82)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 80)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 2 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 2 * HW))
-                        else:
-                            v = load(in1, U(po + 2 * HW))
-                    buf[U(sb + 164)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 160)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 3 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 3 * HW))
-                        else:
-                            v = load(in1, U(po + 3 * HW))
-                    buf[U(sb + 246)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 240)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 4 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 4 * HW))
-                        else:
-                            v = load(in1, U(po + 4 * HW))
-                    buf[U(sb + 328)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 320)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 5 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 5 * HW))
-                        else:
-                            v = load(in1, U(po + 5 * HW))
-                    buf[U(sb + 410)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 400)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 6 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 6 * HW))
-                        else:
-                            v = load(in1, U(po + 6 * HW))
-                    buf[U(sb + 492)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 480)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 7 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 7 * HW))
-                        else:
-                            v = load(in1, U(po + 7 * HW))
-                    buf[U(sb + 574)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 560)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 8 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 8 * HW))
-                        else:
-                            v = load(in1, U(po + 8 * HW))
-                    buf[U(sb + 656)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 640)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 9 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 9 * HW))
-                        else:
-                            v = load(in1, U(po + 9 * HW))
-                    buf[U(sb + 738)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 720)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 10 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 10 * HW))
-                        else:
-                            v = load(in1, U(po + 10 * HW))
-                    buf[U(sb + 820)] = v
+                        v = load(in2, po)
+                    buf[U(sb + 800)] = v
+                    po = add32(po, HW32)
                     v = zero
                     if pv and c0 + 11 < C:
-                        if second == 0:
-                            v = load(in2, U(po + 11 * HW))
-                        else:
-                            v = load(in1, U(po + 11 * HW))
-                    buf[U(sb + 902)] = v
-                cuda.syncthreads()
-                gstep = pls * oHW + xs
-                gb = pl0 * oHW + yg * oW + xg0
-                xgm = xg0
-                jj0 = (9 - 1) * second
-                jjs = 1 - 2 * second
-                b2 = wbase + rho * 41 + q * 2
-                jj = jj0
-                bt = b2
-                for t in range(9):
-                    tok = gy_ok and jj < geff
-                    xg = xgm + 0 * dpW
-                    gv0 = zero
-                    if tok and xlo <= xg < xhi:
-                        gv0 = load(g, U(gb + 0 * dpW))
-                    xg = xgm + 1 * dpW
-                    gv1 = zero
-                    if tok and xlo <= xg < xhi:
-                        gv1 = load(g, U(gb + 1 * dpW))
-                    gb += gstep
-                    xgm += xs
-                    jj += jjs
-                    acc0_0 += gv0 * buf[U(bt + 0)]
-                    acc1_0 += gv1 * buf[U(bt + 1)]
-                    acc0_1 += gv0 * buf[U(bt + 82)]
-                    acc1_1 += gv1 * buf[U(bt + 83)]
-                    acc0_2 += gv0 * buf[U(bt + 164)]
-                    acc1_2 += gv1 * buf[U(bt + 165)]
-                    acc0_3 += gv0 * buf[U(bt + 246)]
-                    acc1_3 += gv1 * buf[U(bt + 247)]
-                    acc0_4 += gv0 * buf[U(bt + 328)]
-                    acc1_4 += gv1 * buf[U(bt + 329)]
-                    acc0_5 += gv0 * buf[U(bt + 410)]
-                    acc1_5 += gv1 * buf[U(bt + 411)]
-                    acc0_6 += gv0 * buf[U(bt + 492)]
-                    acc1_6 += gv1 * buf[U(bt + 493)]
-                    acc0_7 += gv0 * buf[U(bt + 574)]
-                    acc1_7 += gv1 * buf[U(bt + 575)]
-                    acc0_8 += gv0 * buf[U(bt + 656)]
-                    acc1_8 += gv1 * buf[U(bt + 657)]
-                    acc0_9 += gv0 * buf[U(bt + 738)]
-                    acc1_9 += gv1 * buf[U(bt + 739)]
-                    acc0_10 += gv0 * buf[U(bt + 820)]
-                    acc1_10 += gv1 * buf[U(bt + 821)]
-                    acc0_11 += gv0 * buf[U(bt + 902)]
-                    acc1_11 += gv1 * buf[U(bt + 903)]
-                    bt += 1
-                cuda.syncthreads()
+                        v = load(in2, po)
+                    buf[U(sb + 880)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 40
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 72 + lane
+                    if lane + 32 < 40:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 80)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 160)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 240)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 320)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 400)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 480)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 560)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 640)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 720)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 800)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in2, po)
+                        buf[U(sb + 880)] = v
+                else:
+                    Rs = wp * 2 + 0
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 0 + lane
+                    v = zero
+                    if pv and c0 + 0 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 1 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 80)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 2 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 160)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 3 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 240)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 4 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 320)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 5 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 400)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 6 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 480)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 7 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 560)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 8 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 640)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 9 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 720)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 10 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 800)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 11 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 880)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 40
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 32 + lane
+                    if lane + 32 < 40:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 80)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 160)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 240)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 320)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 400)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 480)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 560)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 640)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 720)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 800)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 880)] = v
+                    Rs = wp * 2 + 1
+                    prow = prow0 + (Rs >> ldp)
+                    prow_ok = 0 <= prow < H
+                    pr = Rs & (dpW - 1)
+                    px = pcol0 + pr + (lane + 0) * dpW
+                    pv = prow_ok and 0 <= px < W
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 40 + lane
+                    v = zero
+                    if pv and c0 + 0 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 0)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 1 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 80)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 2 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 160)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 3 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 240)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 4 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 320)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 5 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 400)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 6 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 480)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 7 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 560)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 8 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 640)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 9 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 720)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 10 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 800)] = v
+                    po = add32(po, HW32)
+                    v = zero
+                    if pv and c0 + 11 < C:
+                        v = load(in1, po)
+                    buf[U(sb + 880)] = v
+                    px = pcol0 + pr + (lane + 32) * dpW
+                    pv = prow_ok and 0 <= px < W and lane + 32 < 40
+                    po = U32(0)
+                    if pv:
+                        po = U32((n * C + c0) * HW + prow * W + px)
+                    sb = wbase + 72 + lane
+                    if lane + 32 < 40:
+                        v = zero
+                        if pv and c0 + 0 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 0)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 1 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 80)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 2 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 160)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 3 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 240)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 4 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 320)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 5 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 400)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 6 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 480)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 7 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 560)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 8 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 640)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 9 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 720)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 10 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 800)] = v
+                        po = add32(po, HW32)
+                        v = zero
+                        if pv and c0 + 11 < C:
+                            v = load(in1, po)
+                        buf[U(sb + 880)] = v
+                cuda.syncwarp()
+                b2 = (wbase + rho * 40 + q * 2) >> 1
+                # grad_out values g<t>_<m> (step t: plane d0 + t, or d0 + G - 1 - t at the shifted position for
+                # grad_input2), 11 steps at a time, all their loads in flight together, then their FMAs
+                g0_0 = zero
+                if lo0 <= 0 < hi0:
+                    g0_0 = load(g, gbt)
+                g0_1 = zero
+                if lo1 <= 0 < hi1:
+                    g0_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g1_0 = zero
+                if lo0 <= 1 < hi0:
+                    g1_0 = load(g, gbt)
+                g1_1 = zero
+                if lo1 <= 1 < hi1:
+                    g1_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g2_0 = zero
+                if lo0 <= 2 < hi0:
+                    g2_0 = load(g, gbt)
+                g2_1 = zero
+                if lo1 <= 2 < hi1:
+                    g2_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g3_0 = zero
+                if lo0 <= 3 < hi0:
+                    g3_0 = load(g, gbt)
+                g3_1 = zero
+                if lo1 <= 3 < hi1:
+                    g3_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g4_0 = zero
+                if lo0 <= 4 < hi0:
+                    g4_0 = load(g, gbt)
+                g4_1 = zero
+                if lo1 <= 4 < hi1:
+                    g4_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g5_0 = zero
+                if lo0 <= 5 < hi0:
+                    g5_0 = load(g, gbt)
+                g5_1 = zero
+                if lo1 <= 5 < hi1:
+                    g5_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g6_0 = zero
+                if lo0 <= 6 < hi0:
+                    g6_0 = load(g, gbt)
+                g6_1 = zero
+                if lo1 <= 6 < hi1:
+                    g6_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g7_0 = zero
+                if lo0 <= 7 < hi0:
+                    g7_0 = load(g, gbt)
+                g7_1 = zero
+                if lo1 <= 7 < hi1:
+                    g7_1 = load(g, add32(gbt, gdp1))
+                gbt = add32(gbt, gst)
+                g8_0 = zero
+                if lo0 <= 8 < hi0:
+                    g8_0 = load(g, gbt)
+                g8_1 = zero
+                if lo1 <= 8 < hi1:
+                    g8_1 = load(g, add32(gbt, gdp1))
+                w = buf2[U(b2 + 0)]
+                v = lo32f(w)
+                acc0_0 += g0_0 * v
+                v = hi32f(w)
+                acc0_0 += g1_0 * v
+                acc1_0 += g0_1 * v
+                w = buf2[U(b2 + 1)]
+                v = lo32f(w)
+                acc0_0 += g2_0 * v
+                acc1_0 += g1_1 * v
+                v = hi32f(w)
+                acc0_0 += g3_0 * v
+                acc1_0 += g2_1 * v
+                w = buf2[U(b2 + 2)]
+                v = lo32f(w)
+                acc0_0 += g4_0 * v
+                acc1_0 += g3_1 * v
+                v = hi32f(w)
+                acc0_0 += g5_0 * v
+                acc1_0 += g4_1 * v
+                w = buf2[U(b2 + 3)]
+                v = lo32f(w)
+                acc0_0 += g6_0 * v
+                acc1_0 += g5_1 * v
+                v = hi32f(w)
+                acc0_0 += g7_0 * v
+                acc1_0 += g6_1 * v
+                w = buf2[U(b2 + 4)]
+                v = lo32f(w)
+                acc0_0 += g8_0 * v
+                acc1_0 += g7_1 * v
+                v = hi32f(w)
+                acc1_0 += g8_1 * v
+                w = buf2[U(b2 + 40)]
+                v = lo32f(w)
+                acc0_1 += g0_0 * v
+                v = hi32f(w)
+                acc0_1 += g1_0 * v
+                acc1_1 += g0_1 * v
+                w = buf2[U(b2 + 41)]
+                v = lo32f(w)
+                acc0_1 += g2_0 * v
+                acc1_1 += g1_1 * v
+                v = hi32f(w)
+                acc0_1 += g3_0 * v
+                acc1_1 += g2_1 * v
+                w = buf2[U(b2 + 42)]
+                v = lo32f(w)
+                acc0_1 += g4_0 * v
+                acc1_1 += g3_1 * v
+                v = hi32f(w)
+                acc0_1 += g5_0 * v
+                acc1_1 += g4_1 * v
+                w = buf2[U(b2 + 43)]
+                v = lo32f(w)
+                acc0_1 += g6_0 * v
+                acc1_1 += g5_1 * v
+                v = hi32f(w)
+                acc0_1 += g7_0 * v
+                acc1_1 += g6_1 * v
+                w = buf2[U(b2 + 44)]
+                v = lo32f(w)
+                acc0_1 += g8_0 * v
+                acc1_1 += g7_1 * v
+                v = hi32f(w)
+                acc1_1 += g8_1 * v
+                w = buf2[U(b2 + 80)]
+                v = lo32f(w)
+                acc0_2 += g0_0 * v
+                v = hi32f(w)
+                acc0_2 += g1_0 * v
+                acc1_2 += g0_1 * v
+                w = buf2[U(b2 + 81)]
+                v = lo32f(w)
+                acc0_2 += g2_0 * v
+                acc1_2 += g1_1 * v
+                v = hi32f(w)
+                acc0_2 += g3_0 * v
+                acc1_2 += g2_1 * v
+                w = buf2[U(b2 + 82)]
+                v = lo32f(w)
+                acc0_2 += g4_0 * v
+                acc1_2 += g3_1 * v
+                v = hi32f(w)
+                acc0_2 += g5_0 * v
+                acc1_2 += g4_1 * v
+                w = buf2[U(b2 + 83)]
+                v = lo32f(w)
+                acc0_2 += g6_0 * v
+                acc1_2 += g5_1 * v
+                v = hi32f(w)
+                acc0_2 += g7_0 * v
+                acc1_2 += g6_1 * v
+                w = buf2[U(b2 + 84)]
+                v = lo32f(w)
+                acc0_2 += g8_0 * v
+                acc1_2 += g7_1 * v
+                v = hi32f(w)
+                acc1_2 += g8_1 * v
+                w = buf2[U(b2 + 120)]
+                v = lo32f(w)
+                acc0_3 += g0_0 * v
+                v = hi32f(w)
+                acc0_3 += g1_0 * v
+                acc1_3 += g0_1 * v
+                w = buf2[U(b2 + 121)]
+                v = lo32f(w)
+                acc0_3 += g2_0 * v
+                acc1_3 += g1_1 * v
+                v = hi32f(w)
+                acc0_3 += g3_0 * v
+                acc1_3 += g2_1 * v
+                w = buf2[U(b2 + 122)]
+                v = lo32f(w)
+                acc0_3 += g4_0 * v
+                acc1_3 += g3_1 * v
+                v = hi32f(w)
+                acc0_3 += g5_0 * v
+                acc1_3 += g4_1 * v
+                w = buf2[U(b2 + 123)]
+                v = lo32f(w)
+                acc0_3 += g6_0 * v
+                acc1_3 += g5_1 * v
+                v = hi32f(w)
+                acc0_3 += g7_0 * v
+                acc1_3 += g6_1 * v
+                w = buf2[U(b2 + 124)]
+                v = lo32f(w)
+                acc0_3 += g8_0 * v
+                acc1_3 += g7_1 * v
+                v = hi32f(w)
+                acc1_3 += g8_1 * v
+                w = buf2[U(b2 + 160)]
+                v = lo32f(w)
+                acc0_4 += g0_0 * v
+                v = hi32f(w)
+                acc0_4 += g1_0 * v
+                acc1_4 += g0_1 * v
+                w = buf2[U(b2 + 161)]
+                v = lo32f(w)
+                acc0_4 += g2_0 * v
+                acc1_4 += g1_1 * v
+                v = hi32f(w)
+                acc0_4 += g3_0 * v
+                acc1_4 += g2_1 * v
+                w = buf2[U(b2 + 162)]
+                v = lo32f(w)
+                acc0_4 += g4_0 * v
+                acc1_4 += g3_1 * v
+                v = hi32f(w)
+                acc0_4 += g5_0 * v
+                acc1_4 += g4_1 * v
+                w = buf2[U(b2 + 163)]
+                v = lo32f(w)
+                acc0_4 += g6_0 * v
+                acc1_4 += g5_1 * v
+                v = hi32f(w)
+                acc0_4 += g7_0 * v
+                acc1_4 += g6_1 * v
+                w = buf2[U(b2 + 164)]
+                v = lo32f(w)
+                acc0_4 += g8_0 * v
+                acc1_4 += g7_1 * v
+                v = hi32f(w)
+                acc1_4 += g8_1 * v
+                w = buf2[U(b2 + 200)]
+                v = lo32f(w)
+                acc0_5 += g0_0 * v
+                v = hi32f(w)
+                acc0_5 += g1_0 * v
+                acc1_5 += g0_1 * v
+                w = buf2[U(b2 + 201)]
+                v = lo32f(w)
+                acc0_5 += g2_0 * v
+                acc1_5 += g1_1 * v
+                v = hi32f(w)
+                acc0_5 += g3_0 * v
+                acc1_5 += g2_1 * v
+                w = buf2[U(b2 + 202)]
+                v = lo32f(w)
+                acc0_5 += g4_0 * v
+                acc1_5 += g3_1 * v
+                v = hi32f(w)
+                acc0_5 += g5_0 * v
+                acc1_5 += g4_1 * v
+                w = buf2[U(b2 + 203)]
+                v = lo32f(w)
+                acc0_5 += g6_0 * v
+                acc1_5 += g5_1 * v
+                v = hi32f(w)
+                acc0_5 += g7_0 * v
+                acc1_5 += g6_1 * v
+                w = buf2[U(b2 + 204)]
+                v = lo32f(w)
+                acc0_5 += g8_0 * v
+                acc1_5 += g7_1 * v
+                v = hi32f(w)
+                acc1_5 += g8_1 * v
+                w = buf2[U(b2 + 240)]
+                v = lo32f(w)
+                acc0_6 += g0_0 * v
+                v = hi32f(w)
+                acc0_6 += g1_0 * v
+                acc1_6 += g0_1 * v
+                w = buf2[U(b2 + 241)]
+                v = lo32f(w)
+                acc0_6 += g2_0 * v
+                acc1_6 += g1_1 * v
+                v = hi32f(w)
+                acc0_6 += g3_0 * v
+                acc1_6 += g2_1 * v
+                w = buf2[U(b2 + 242)]
+                v = lo32f(w)
+                acc0_6 += g4_0 * v
+                acc1_6 += g3_1 * v
+                v = hi32f(w)
+                acc0_6 += g5_0 * v
+                acc1_6 += g4_1 * v
+                w = buf2[U(b2 + 243)]
+                v = lo32f(w)
+                acc0_6 += g6_0 * v
+                acc1_6 += g5_1 * v
+                v = hi32f(w)
+                acc0_6 += g7_0 * v
+                acc1_6 += g6_1 * v
+                w = buf2[U(b2 + 244)]
+                v = lo32f(w)
+                acc0_6 += g8_0 * v
+                acc1_6 += g7_1 * v
+                v = hi32f(w)
+                acc1_6 += g8_1 * v
+                w = buf2[U(b2 + 280)]
+                v = lo32f(w)
+                acc0_7 += g0_0 * v
+                v = hi32f(w)
+                acc0_7 += g1_0 * v
+                acc1_7 += g0_1 * v
+                w = buf2[U(b2 + 281)]
+                v = lo32f(w)
+                acc0_7 += g2_0 * v
+                acc1_7 += g1_1 * v
+                v = hi32f(w)
+                acc0_7 += g3_0 * v
+                acc1_7 += g2_1 * v
+                w = buf2[U(b2 + 282)]
+                v = lo32f(w)
+                acc0_7 += g4_0 * v
+                acc1_7 += g3_1 * v
+                v = hi32f(w)
+                acc0_7 += g5_0 * v
+                acc1_7 += g4_1 * v
+                w = buf2[U(b2 + 283)]
+                v = lo32f(w)
+                acc0_7 += g6_0 * v
+                acc1_7 += g5_1 * v
+                v = hi32f(w)
+                acc0_7 += g7_0 * v
+                acc1_7 += g6_1 * v
+                w = buf2[U(b2 + 284)]
+                v = lo32f(w)
+                acc0_7 += g8_0 * v
+                acc1_7 += g7_1 * v
+                v = hi32f(w)
+                acc1_7 += g8_1 * v
+                w = buf2[U(b2 + 320)]
+                v = lo32f(w)
+                acc0_8 += g0_0 * v
+                v = hi32f(w)
+                acc0_8 += g1_0 * v
+                acc1_8 += g0_1 * v
+                w = buf2[U(b2 + 321)]
+                v = lo32f(w)
+                acc0_8 += g2_0 * v
+                acc1_8 += g1_1 * v
+                v = hi32f(w)
+                acc0_8 += g3_0 * v
+                acc1_8 += g2_1 * v
+                w = buf2[U(b2 + 322)]
+                v = lo32f(w)
+                acc0_8 += g4_0 * v
+                acc1_8 += g3_1 * v
+                v = hi32f(w)
+                acc0_8 += g5_0 * v
+                acc1_8 += g4_1 * v
+                w = buf2[U(b2 + 323)]
+                v = lo32f(w)
+                acc0_8 += g6_0 * v
+                acc1_8 += g5_1 * v
+                v = hi32f(w)
+                acc0_8 += g7_0 * v
+                acc1_8 += g6_1 * v
+                w = buf2[U(b2 + 324)]
+                v = lo32f(w)
+                acc0_8 += g8_0 * v
+                acc1_8 += g7_1 * v
+                v = hi32f(w)
+                acc1_8 += g8_1 * v
+                w = buf2[U(b2 + 360)]
+                v = lo32f(w)
+                acc0_9 += g0_0 * v
+                v = hi32f(w)
+                acc0_9 += g1_0 * v
+                acc1_9 += g0_1 * v
+                w = buf2[U(b2 + 361)]
+                v = lo32f(w)
+                acc0_9 += g2_0 * v
+                acc1_9 += g1_1 * v
+                v = hi32f(w)
+                acc0_9 += g3_0 * v
+                acc1_9 += g2_1 * v
+                w = buf2[U(b2 + 362)]
+                v = lo32f(w)
+                acc0_9 += g4_0 * v
+                acc1_9 += g3_1 * v
+                v = hi32f(w)
+                acc0_9 += g5_0 * v
+                acc1_9 += g4_1 * v
+                w = buf2[U(b2 + 363)]
+                v = lo32f(w)
+                acc0_9 += g6_0 * v
+                acc1_9 += g5_1 * v
+                v = hi32f(w)
+                acc0_9 += g7_0 * v
+                acc1_9 += g6_1 * v
+                w = buf2[U(b2 + 364)]
+                v = lo32f(w)
+                acc0_9 += g8_0 * v
+                acc1_9 += g7_1 * v
+                v = hi32f(w)
+                acc1_9 += g8_1 * v
+                w = buf2[U(b2 + 400)]
+                v = lo32f(w)
+                acc0_10 += g0_0 * v
+                v = hi32f(w)
+                acc0_10 += g1_0 * v
+                acc1_10 += g0_1 * v
+                w = buf2[U(b2 + 401)]
+                v = lo32f(w)
+                acc0_10 += g2_0 * v
+                acc1_10 += g1_1 * v
+                v = hi32f(w)
+                acc0_10 += g3_0 * v
+                acc1_10 += g2_1 * v
+                w = buf2[U(b2 + 402)]
+                v = lo32f(w)
+                acc0_10 += g4_0 * v
+                acc1_10 += g3_1 * v
+                v = hi32f(w)
+                acc0_10 += g5_0 * v
+                acc1_10 += g4_1 * v
+                w = buf2[U(b2 + 403)]
+                v = lo32f(w)
+                acc0_10 += g6_0 * v
+                acc1_10 += g5_1 * v
+                v = hi32f(w)
+                acc0_10 += g7_0 * v
+                acc1_10 += g6_1 * v
+                w = buf2[U(b2 + 404)]
+                v = lo32f(w)
+                acc0_10 += g8_0 * v
+                acc1_10 += g7_1 * v
+                v = hi32f(w)
+                acc1_10 += g8_1 * v
+                w = buf2[U(b2 + 440)]
+                v = lo32f(w)
+                acc0_11 += g0_0 * v
+                v = hi32f(w)
+                acc0_11 += g1_0 * v
+                acc1_11 += g0_1 * v
+                w = buf2[U(b2 + 441)]
+                v = lo32f(w)
+                acc0_11 += g2_0 * v
+                acc1_11 += g1_1 * v
+                v = hi32f(w)
+                acc0_11 += g3_0 * v
+                acc1_11 += g2_1 * v
+                w = buf2[U(b2 + 442)]
+                v = lo32f(w)
+                acc0_11 += g4_0 * v
+                acc1_11 += g3_1 * v
+                v = hi32f(w)
+                acc0_11 += g5_0 * v
+                acc1_11 += g4_1 * v
+                w = buf2[U(b2 + 443)]
+                v = lo32f(w)
+                acc0_11 += g6_0 * v
+                acc1_11 += g5_1 * v
+                v = hi32f(w)
+                acc0_11 += g7_0 * v
+                acc1_11 += g6_1 * v
+                w = buf2[U(b2 + 444)]
+                v = lo32f(w)
+                acc0_11 += g8_0 * v
+                acc1_11 += g7_1 * v
+                v = hi32f(w)
+                acc1_11 += g8_1 * v
+                cuda.syncwarp()
             if y < H:
-                xw = xb + 0 * dpW
-                if xw < W:
-                    wo = (n * C + c0) * HW + y * W + xw
-                    if c0 + 0 < C:
-                        if second == 0:
+                if second == 0:
+                    xw = xb + 0 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
                             store(gin1, U(wo + 0 * HW), acc0_0 * scale)
-                        else:
-                            store(gin2, U(wo + 0 * HW), acc0_0 * scale)
-                    if c0 + 1 < C:
-                        if second == 0:
+                        if c0 + 1 < C:
                             store(gin1, U(wo + 1 * HW), acc0_1 * scale)
-                        else:
-                            store(gin2, U(wo + 1 * HW), acc0_1 * scale)
-                    if c0 + 2 < C:
-                        if second == 0:
+                        if c0 + 2 < C:
                             store(gin1, U(wo + 2 * HW), acc0_2 * scale)
-                        else:
-                            store(gin2, U(wo + 2 * HW), acc0_2 * scale)
-                    if c0 + 3 < C:
-                        if second == 0:
+                        if c0 + 3 < C:
                             store(gin1, U(wo + 3 * HW), acc0_3 * scale)
-                        else:
-                            store(gin2, U(wo + 3 * HW), acc0_3 * scale)
-                    if c0 + 4 < C:
-                        if second == 0:
+                        if c0 + 4 < C:
                             store(gin1, U(wo + 4 * HW), acc0_4 * scale)
-                        else:
-                            store(gin2, U(wo + 4 * HW), acc0_4 * scale)
-                    if c0 + 5 < C:
-                        if second == 0:
+                        if c0 + 5 < C:
                             store(gin1, U(wo + 5 * HW), acc0_5 * scale)
-                        else:
-                            store(gin2, U(wo + 5 * HW), acc0_5 * scale)
-                    if c0 + 6 < C:
-                        if second == 0:
+                        if c0 + 6 < C:
                             store(gin1, U(wo + 6 * HW), acc0_6 * scale)
-                        else:
-                            store(gin2, U(wo + 6 * HW), acc0_6 * scale)
-                    if c0 + 7 < C:
-                        if second == 0:
+                        if c0 + 7 < C:
                             store(gin1, U(wo + 7 * HW), acc0_7 * scale)
-                        else:
-                            store(gin2, U(wo + 7 * HW), acc0_7 * scale)
-                    if c0 + 8 < C:
-                        if second == 0:
+                        if c0 + 8 < C:
                             store(gin1, U(wo + 8 * HW), acc0_8 * scale)
-                        else:
-                            store(gin2, U(wo + 8 * HW), acc0_8 * scale)
-                    if c0 + 9 < C:
-                        if second == 0:
+                        if c0 + 9 < C:
                             store(gin1, U(wo + 9 * HW), acc0_9 * scale)
-                        else:
-                            store(gin2, U(wo + 9 * HW), acc0_9 * scale)
-                    if c0 + 10 < C:
-                        if second == 0:
+                        if c0 + 10 < C:
                             store(gin1, U(wo + 10 * HW), acc0_10 * scale)
-                        else:
-                            store(gin2, U(wo + 10 * HW), acc0_10 * scale)
-                    if c0 + 11 < C:
-                        if second == 0:
+                        if c0 + 11 < C:
                             store(gin1, U(wo + 11 * HW), acc0_11 * scale)
-                        else:
-                            store(gin2, U(wo + 11 * HW), acc0_11 * scale)
-                xw = xb + 1 * dpW
-                if xw < W:
-                    wo = (n * C + c0) * HW + y * W + xw
-                    if c0 + 0 < C:
-                        if second == 0:
+                    xw = xb + 1 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
                             store(gin1, U(wo + 0 * HW), acc1_0 * scale)
-                        else:
-                            store(gin2, U(wo + 0 * HW), acc1_0 * scale)
-                    if c0 + 1 < C:
-                        if second == 0:
+                        if c0 + 1 < C:
                             store(gin1, U(wo + 1 * HW), acc1_1 * scale)
-                        else:
-                            store(gin2, U(wo + 1 * HW), acc1_1 * scale)
-                    if c0 + 2 < C:
-                        if second == 0:
+                        if c0 + 2 < C:
                             store(gin1, U(wo + 2 * HW), acc1_2 * scale)
-                        else:
-                            store(gin2, U(wo + 2 * HW), acc1_2 * scale)
-                    if c0 + 3 < C:
-                        if second == 0:
+                        if c0 + 3 < C:
                             store(gin1, U(wo + 3 * HW), acc1_3 * scale)
-                        else:
-                            store(gin2, U(wo + 3 * HW), acc1_3 * scale)
-                    if c0 + 4 < C:
-                        if second == 0:
+                        if c0 + 4 < C:
                             store(gin1, U(wo + 4 * HW), acc1_4 * scale)
-                        else:
-                            store(gin2, U(wo + 4 * HW), acc1_4 * scale)
-                    if c0 + 5 < C:
-                        if second == 0:
+                        if c0 + 5 < C:
                             store(gin1, U(wo + 5 * HW), acc1_5 * scale)
-                        else:
-                            store(gin2, U(wo + 5 * HW), acc1_5 * scale)
-                    if c0 + 6 < C:
-                        if second == 0:
+                        if c0 + 6 < C:
                             store(gin1, U(wo + 6 * HW), acc1_6 * scale)
-                        else:
-                            store(gin2, U(wo + 6 * HW), acc1_6 * scale)
-                    if c0 + 7 < C:
-                        if second == 0:
+                        if c0 + 7 < C:
                             store(gin1, U(wo + 7 * HW), acc1_7 * scale)
-                        else:
-                            store(gin2, U(wo + 7 * HW), acc1_7 * scale)
-                    if c0 + 8 < C:
-                        if second == 0:
+                        if c0 + 8 < C:
                             store(gin1, U(wo + 8 * HW), acc1_8 * scale)
-                        else:
-                            store(gin2, U(wo + 8 * HW), acc1_8 * scale)
-                    if c0 + 9 < C:
-                        if second == 0:
+                        if c0 + 9 < C:
                             store(gin1, U(wo + 9 * HW), acc1_9 * scale)
-                        else:
-                            store(gin2, U(wo + 9 * HW), acc1_9 * scale)
-                    if c0 + 10 < C:
-                        if second == 0:
+                        if c0 + 10 < C:
                             store(gin1, U(wo + 10 * HW), acc1_10 * scale)
-                        else:
-                            store(gin2, U(wo + 10 * HW), acc1_10 * scale)
-                    if c0 + 11 < C:
-                        if second == 0:
+                        if c0 + 11 < C:
                             store(gin1, U(wo + 11 * HW), acc1_11 * scale)
-                        else:
+                else:
+                    xw = xb + 0 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
+                            store(gin2, U(wo + 0 * HW), acc0_0 * scale)
+                        if c0 + 1 < C:
+                            store(gin2, U(wo + 1 * HW), acc0_1 * scale)
+                        if c0 + 2 < C:
+                            store(gin2, U(wo + 2 * HW), acc0_2 * scale)
+                        if c0 + 3 < C:
+                            store(gin2, U(wo + 3 * HW), acc0_3 * scale)
+                        if c0 + 4 < C:
+                            store(gin2, U(wo + 4 * HW), acc0_4 * scale)
+                        if c0 + 5 < C:
+                            store(gin2, U(wo + 5 * HW), acc0_5 * scale)
+                        if c0 + 6 < C:
+                            store(gin2, U(wo + 6 * HW), acc0_6 * scale)
+                        if c0 + 7 < C:
+                            store(gin2, U(wo + 7 * HW), acc0_7 * scale)
+                        if c0 + 8 < C:
+                            store(gin2, U(wo + 8 * HW), acc0_8 * scale)
+                        if c0 + 9 < C:
+                            store(gin2, U(wo + 9 * HW), acc0_9 * scale)
+                        if c0 + 10 < C:
+                            store(gin2, U(wo + 10 * HW), acc0_10 * scale)
+                        if c0 + 11 < C:
+                            store(gin2, U(wo + 11 * HW), acc0_11 * scale)
+                    xw = xb + 1 * dpW
+                    if xw < W:
+                        wo = (n * C + c0) * HW + y * W + xw
+                        if c0 + 0 < C:
+                            store(gin2, U(wo + 0 * HW), acc1_0 * scale)
+                        if c0 + 1 < C:
+                            store(gin2, U(wo + 1 * HW), acc1_1 * scale)
+                        if c0 + 2 < C:
+                            store(gin2, U(wo + 2 * HW), acc1_2 * scale)
+                        if c0 + 3 < C:
+                            store(gin2, U(wo + 3 * HW), acc1_3 * scale)
+                        if c0 + 4 < C:
+                            store(gin2, U(wo + 4 * HW), acc1_4 * scale)
+                        if c0 + 5 < C:
+                            store(gin2, U(wo + 5 * HW), acc1_5 * scale)
+                        if c0 + 6 < C:
+                            store(gin2, U(wo + 6 * HW), acc1_6 * scale)
+                        if c0 + 7 < C:
+                            store(gin2, U(wo + 7 * HW), acc1_7 * scale)
+                        if c0 + 8 < C:
+                            store(gin2, U(wo + 8 * HW), acc1_8 * scale)
+                        if c0 + 9 < C:
+                            store(gin2, U(wo + 9 * HW), acc1_9 * scale)
+                        if c0 + 10 < C:
+                            store(gin2, U(wo + 10 * HW), acc1_10 * scale)
+                        if c0 + 11 < C:
                             store(gin2, U(wo + 11 * HW), acc1_11 * scale)
             z += cuda.gridDim.z
         cg += cuda.gridDim.y

@@ -392,9 +392,10 @@ SAMPLE_BACKWARD64.register_budget = 168
 # R = (y_local << ldp) | r, so the block region is (16 >> ldp) rows × (32 << ldp) columns.  Lane
 # q = lane % 16 owns the RP = 2 positions x = r + (2q + m)·dpW (m < 2) of its row.  Staged rows are split
 # by phase, so a position and its patch neighbour x + dpW are adjacent in shared memory: position m at
-# patch column j reads the staged value 2q + m + j, and the RP × G products of one channel need only
-# RP + G − 1 shared loads of input2 and RP of input1 (1.75 FMAs per load at G = 21, 1.5 at G = 9).  Row
-# pitches are odd (conflict-free lanes: ρ·pitch + 2q covers 32 banks).  Staged values outside the image
+# patch column j reads the staged value 2q + m + j, and the RP × G products of one channel need
+# (RP + G − 1)/2 64-bit shared loads of input2 pairs and one of the input1 pair.  Row pitches are even (pairs
+# aligned; a half-warp is one staged row, so 64-bit loads are conflict-free).  Each warp stages and reads only
+# its own rows: warp barriers, block barriers only around the forward's box sum.  Staged values outside the image
 # are 0 ("a term is dropped").  RP = 2 (was 4 with 4 warps of 4 rows): RP = 4 needed 181 registers for
 # the G = 21 forward (84 accumulators + 24 live staging offsets/predicates), i.e. ~2 blocks per SM.
 #
@@ -406,9 +407,11 @@ SAMPLE_BACKWARD64.register_budget = 168
 # SAMPLE_BACKWARD_RT<G> (kernel 1, stride 1 only): a block owns the region × RT_CB channels of one
 # gradient (blockIdx.z = 2·n + which).  Per group it stages the partner rows (input2 shifted by
 # (sy, sx0) for grad_input1; input1 shifted back by (sy, sx0 + (G − 1)·dpW) for grad_input2) for its
-# RT_CB channels; then for t < G each lane loads its RP grad_out values (plane d0 + t, or d0 + G − 1 − t
-# at the shifted position for grad_input2) and adds RP × RT_CB products from a sliding window of staged
-# values (2q + m + t).  Deterministic: every gradient element is owned by one thread.
+# RT_CB channels; then, RT_BT steps t at a time, each lane loads the RP grad_out values of every step (plane
+# d0 + t, or d0 + G − 1 − t at the shifted position for grad_input2) into registers, all in flight together,
+# and per channel adds the RP × RT_BT products from a sliding window of staged values (2q + m + t, read in
+# 64-bit pairs).  Deterministic: every gradient element is owned by one thread.  Offsets into the inputs and
+# grad_out are 32-bit (the family module uses these kernels only below 2**31 elements).
 
 from gpuops.cuda import _correlation_tiles as _tiles  # noqa: E402
 from gpuops.cuda._correlation_tiles import RT_CB, RT_GROUPS, RT_NW, RT_ROWS  # noqa: E402,F401
