@@ -113,6 +113,10 @@ def _correlate_fast(key, src, w, bias, dst, *, n_src_ch, n_dst_ch, div, Hs, Ws, 
                     stream):
     """Launch the generated kernel of ``key``; False when the launch would not fit its 32-bit indexing."""
     planes = dst.size // (Hd * Wd)
+    if key[1] == 1 and _correlate_tile(key[0], src, w, bias, dst, planes, n_src_ch=n_src_ch, n_dst_ch=n_dst_ch,
+                                       div=div, Hs=Hs, Ws=Ws, Hd=Hd, Wd=Wd, offy=offy, offx=offx, flip=flip,
+                                       stream=stream):
+        return True
     strips = _ceil(Hd, _NY)
     total = planes * strips * Wd
     if total >= 2**31 or src.size // (Hs * Ws) >= 2**31:
@@ -124,6 +128,45 @@ def _correlate_fast(key, src, w, bias, dst, *, n_src_ch, n_dst_ch, div, Hs, Ws, 
               (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
                n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, strips, total),
               like=src, grid=(_ceil(total, threads),), block=(threads,), stream=stream)
+    return True
+
+
+_TILE_MIN_W = 16          # narrower planes keep the flat kernels (a tile would leave most lanes idle)
+_TILE_MAX_W = 64          # widest tile (columns); wider planes are cut into equal tiles
+_TILE_THREADS = 256       # most threads of a tile block
+
+
+def tile_shape(K, Hd, Wd):
+    """(columns, strips of _NY rows) of the stride-1 tile kernel's blocks for a ``Hd × Wd`` output."""
+    twc = Wd if Wd <= _TILE_MAX_W else _ceil(Wd, _ceil(Wd, _TILE_MAX_W))
+    strips = _ceil(Hd, _NY)
+    sb = min(strips, max(1, _TILE_THREADS // twc))
+    sb = _ceil(strips, _ceil(strips, sb))          # balance the strips over the tiles down the plane
+    return twc, sb
+
+
+def _tile_smem(K, twc, sb):
+    """Bytes of shared memory of gpuops.cuda.conv's tile kernels: taps (padded to 4) + input window."""
+    return ((K * K + 3) // 4 * 4 + (sb * _NY + K - 1) * (twc + K - 1)) * 4
+
+
+def _correlate_tile(K, src, w, bias, dst, planes, *, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip,
+                    stream):
+    """Stride-1 fast path: the shared-memory tile kernel (gpuops.cuda.conv DW_TILE); False when it does
+    not apply (narrow planes, 32-bit in-plane offsets, grid limits)."""
+    if Wd < _TILE_MIN_W or Hs * Ws >= 2**31 or planes >= 2**31:
+        return False
+    twc, sb = tile_shape(K, Hd, Wd)
+    tiles_y, tiles_x = _ceil(Hd, sb * _NY), _ceil(Wd, twc)
+    if tiles_y >= 2**16 or tiles_x >= 2**16:
+        return False
+    has_bias = 0 if bias is None else 1
+    bias_arg = In(w, (w.size,)) if bias is None else In(bias)
+    _core.run("conv", f"dw_tile_{K}",
+              (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
+               n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, twc, sb),
+              like=src, grid=(planes, tiles_y, tiles_x), block=(_ceil(twc * sb, 32) * 32,), stream=stream,
+              shmem=_tile_smem(K, twc, sb))
     return True
 
 
@@ -250,6 +293,21 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
     KK = kh * kw
     with_bias = 0 if grad_b is None else 1
     slots = KK + with_bias
+    if key[1] == 1 and Wo >= _TILE_MIN_W and H * W < 2**31 and Ho * Wo < 2**31:
+        twc, sb = tile_shape(kh, Ho, Wo)
+        tiles_y, tiles_x = _ceil(Ho, sb * _NY), _ceil(Wo, twc)
+        items = N * tiles_y * tiles_x
+        if items < 2**31:
+            # enough blocks to fill the GPU, each summing a few tiles before its reduction
+            groups = max(1, min(items, _ceil(_WGRAD_BLOCKS // 2, Cm), items // 4))
+            partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
+            _core.run("conv", f"dw_wgrad_tile_{kh}",
+                      (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W,
+                       Ho, Wo, -ph, -pw, N, groups, with_bias, twc, sb, tiles_y, tiles_x),
+                      like=x, grid=(Cm * groups,), block=(_ceil(twc * sb, 32) * 32,), stream=stream,
+                      shmem=_tile_smem(kh, twc, sb))
+            _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream)
+            return
     strips = _ceil(Ho, _wgrad_ny(kh))
     per_image = strips * Wo
     threads = _fast_threads(per_image * N)
@@ -261,6 +319,10 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
                   (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho,
                    Wo, -ph, -pw, strips, N, groups, with_bias),
                   like=x, grid=(Cm * groups,), block=(threads,), stream=stream)
+    _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream)
+
+
+def _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream):
     gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
     _core.run("conv", "dw_wgrad_final",
               (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),

@@ -107,6 +107,34 @@ def test_depthwise_fast_kernels(case, monkeypatch):
         assert f"dw_wgrad_fast_{k}_{s}_1" in cuda_names
 
 
+TILE_CASES = [
+    # stride-1 planes >= 16 wide take the shared-memory tile kernels (forward and input gradient)
+    (1, 2, 1, 19, 17, (3, 3), 1, 1, 1, True),
+    (1, 1, 2, 9, 18, (3, 3), 1, 0, 1, False),
+    (1, 1, 1, 17, 18, (5, 5), 1, 2, 1, True),
+    (1, 1, 1, 11, 20, (7, 7), 1, 3, 1, True),
+    (1, 1, 1, 8, 70, (3, 3), 1, (2, 1), 1, False),
+    (2, 1, 1, 8, 16, (7, 7), 1, 3, 1, True),          # one warp per block: fewer threads than taps
+]
+
+
+@pytest.mark.parametrize("case", TILE_CASES, ids=lambda c: f"k{c[5][0]}-{c[3]}x{c[4]}-m{c[2]}")
+def test_depthwise_tile_kernels(case, monkeypatch):
+    from gpuops import _core
+    names = []
+    real_run = _core.run
+
+    def spy(family, kernel, *args, **kwargs):
+        names.append(kernel)
+        return real_run(family, kernel, *args, **kwargs)
+    monkeypatch.setattr(_core, "run", spy)
+    dtype = "bfloat16" if case[3] == 19 else "float32"
+    _depthwise(case, *DTYPES[dtype])
+    k, m = case[5][0], case[2]
+    assert names.count(f"dw_tile_{k}") == (1 if m > 1 else 2), names
+    assert f"dw_wgrad_tile_{k}" in names
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_im2col_col2im(dtype):
     dt, tol = DTYPES[dtype]
