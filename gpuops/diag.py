@@ -62,12 +62,20 @@ def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None):
     want_sum = int(gx is not None and gx.size > 0)
     if not out.size and not want_sum:
         return
-    tc, tiles, segments, seg_len = _layout(M, K, right, a.is_cuda)
+    b = a if b is None else b
+    # 64-bit word loads when a word holds whole elements of one row (and more than one scalar), and
+    # every pointer is aligned
+    itemsize = STORAGE[a.dtype][1]
+    row_bytes = K * P * itemsize
+    words = (a.is_cuda and itemsize < 8 and P * itemsize <= 8 and row_bytes % 8 == 0
+             and _core.word_aligned(a, out, b))
+    columns = row_bytes // 8 if words else K
+    tc, tiles, segments, seg_len = _layout(M, columns, right, a.is_cuda)
     count = K if right else M
     partial = _core.empty(a, ((segments if want_sum else 1) * count * P,), STORAGE[a.dtype][2])
-    b = a if b is None else b
-    _core.run("diag", "scale", (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), In(b, (b.size,)),
-                                Out(partial), M, K, P, right, conj, tc, seg_len, want_sum),
+    _core.run("diag", "scale_words" if words else "scale",
+              (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), In(b, (b.size,)),
+               Out(partial), M, columns, P, right, conj, tc, seg_len, want_sum),
               like=a, grid=(tiles, segments), block=(_THREADS,), stream=stream)
     if want_sum:
         _core.run("diag", "sum_segments", (In(partial), Out(gx, (gx.size,)), segments),

@@ -19,6 +19,8 @@ contiguous column axis, so every warp reads whole row stretches (coalesced) and 
 divides an index: x̃ is one value per thread, loaded once.  ``UNROLL`` independent elements per
 thread and loop step, all loaded before any is stored, keep enough loads in flight for copy bandwidth.
 """
+import numpy as np
+
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
@@ -26,6 +28,8 @@ from gpuops.cuda._memory import load, store
 THREADS = 256
 UNROLL = 4             # elements per thread and loop step (written out in _scale)
 RED = 2 * THREADS      # float64 shared words of the block reduction (re and im halves)
+WORD_SLOTS = 4         # scalars per 64-bit word of 16-bit data: the most sums a word-kernel thread keeps
+WORD_RED = WORD_SLOTS * THREADS
 
 
 @cuda.jit(device=True, inline=True)
@@ -146,6 +150,135 @@ def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
                 partial[(seg * count + n) * P + 1] = smem[THREADS + tid]
 
 
+@cuda.jit(device=True, inline=True)
+def _words_step(values_a, values_b, values_out, scale, acc, P, conj, want_sum):
+    """The arithmetic of one loop step of `_scale_words` on UNROLL words viewed as scalars: element q
+    of each word uses scale[q·P:] and sums into acc[q·P:].  Called with P as a literal so that every
+    index is a constant and the local arrays stay in registers."""
+    S = values_a.size // UNROLL                        # scalars per word
+    for u in range(UNROLL):
+        for q in range(S // P):
+            i = u * S + q * P
+            k = q * P
+            xr = load(scale, k)
+            ar = load(values_a, i)
+            if P == 1:
+                store(values_out, i, ar * xr)
+                if want_sum:
+                    acc[k] += ar * load(values_b, i)
+            else:
+                xm = load(scale, k + 1)
+                if conj:
+                    xm = -xm
+                ai = load(values_a, i + 1)
+                store(values_out, i, ar * xr - ai * xm)
+                store(values_out, i + 1, ar * xm + ai * xr)
+                if want_sum:
+                    br = load(values_b, i)
+                    bi = load(values_b, i + 1)
+                    acc[k] += ar * br + ai * bi
+                    acc[k + 1] += ai * br - ar * bi
+
+
+def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want_sum):
+    """`_scale` on 64-bit words: a, out and b are read and written as uint64 words that each hold
+    8 / (P·itemsize) whole elements of one row (Kw words per row); x is read as elements.  Word
+    loads put 4× more bytes in flight than 16-bit element loads (2× for float32); sums accumulate in
+    the compute type.  The host picks it when the pointers are 8-byte aligned and a row is whole words."""
+    smem = cuda.shared.array(WORD_RED, nt.float64)
+    a_words = a.view(np.uint64)
+    b_words = b.view(np.uint64)
+    out_words = out.view(np.uint64)
+    words_a = cuda.local.array(UNROLL, nt.uint64)
+    words_b = cuda.local.array(UNROLL, nt.uint64)
+    words_out = cuda.local.array(UNROLL, nt.uint64)
+    values_a = words_a.view(x.dtype)
+    values_b = words_b.view(x.dtype)
+    values_out = words_out.view(x.dtype)
+    scale = cuda.local.array(WORD_SLOTS, x.dtype)      # x value of each scalar of a word (raw storage)
+    acc = cuda.local.array(WORD_SLOTS, partial.dtype)  # compute type
+    S = values_a.size // UNROLL
+    tid = cuda.threadIdx.x
+    tx = tid & (tc - 1)
+    ty = tid // tc
+    rows = THREADS // tc
+    seg = nt.int64(cuda.blockIdx.y)
+    if right:
+        n = nt.int64(cuda.blockIdx.x) * tc + tx       # word column
+        first = seg * seg_len + ty
+        end = min(M, (seg + 1) * seg_len)
+        step = rows
+        active = n < Kw
+        slots = S                                      # a sum per element column and component
+        first_x = n * S
+        base = (seg * Kw + n) * S                      # = (seg·K + first element column)·P
+    else:
+        n = nt.int64(cuda.blockIdx.x) * rows + ty      # row
+        first = seg * seg_len + tx
+        end = min(Kw, (seg + 1) * seg_len)
+        step = tc
+        active = n < M
+        slots = P                                      # a sum per component
+        first_x = n * P
+        base = (seg * M + n) * P
+    for k in range(WORD_SLOTS):
+        acc[k] = 0.0
+    if active:
+        for k in range(WORD_SLOTS):
+            if k < S:
+                # right: the word's own columns; left: the row's value, repeated for each element
+                scale[k] = x[first_x + (k if right else k % P)]
+        t = first
+        while t < end:
+            for u in range(UNROLL):
+                tu = t + u * step
+                words_a[u] = 0                         # past the end: zeros add nothing to the sums
+                words_b[u] = 0
+                if tu < end:
+                    e = _offset(right, tu, n, Kw)
+                    words_a[u] = a_words[e]
+                    if want_sum:
+                        words_b[u] = b_words[e]
+            if P == 1:
+                _words_step(values_a, values_b, values_out, scale, acc, 1, conj, want_sum)
+            else:
+                _words_step(values_a, values_b, values_out, scale, acc, 2, conj, want_sum)
+            for u in range(UNROLL):
+                tu = t + u * step
+                if tu < end:
+                    out_words[_offset(right, tu, n, Kw)] = words_out[u]
+            t += UNROLL * step
+    if want_sum:
+        if not right:
+            # one row: fold the per-element sums into re (and im)
+            if P == 1:
+                acc[0] += (acc[1] + acc[2]) + acc[3]
+            else:
+                acc[0] += acc[2]
+                acc[1] += acc[3]
+        for k in range(WORD_SLOTS):
+            smem[k * THREADS + tid] = acc[k]
+        cuda.syncthreads()
+        if right:
+            lane = ty
+            stride = tc
+            s = rows >> 1
+        else:
+            lane = tx
+            stride = 1
+            s = tc >> 1
+        while s > 0:
+            if lane < s:
+                for k in range(WORD_SLOTS):
+                    smem[k * THREADS + tid] += smem[k * THREADS + tid + s * stride]
+            cuda.syncthreads()
+            s >>= 1
+        if lane == 0 and active:
+            for k in range(WORD_SLOTS):
+                if k < slots:
+                    partial[base + k] = smem[k * THREADS + tid]
+
+
 def _sum_segments(partial, gx, segments):
     """gx[i] = Σ_s partial[s, i], segments in order."""
     n = gx.size
@@ -169,4 +302,8 @@ def _partial(d):
 
 _I = nt.int64
 SCALE = Kernel(_scale, lambda d: (_flat(d),) * 4 + (_partial(d),) + (_I,) * 8)
+# 64 registers: 4 blocks per SM (bfloat16 would take 138 uncapped, one block); no spills at sm_90.
+# float64 gains nothing from words (one element each) and takes SCALE.
+SCALE_WORDS = Kernel(_scale_words, lambda d: (_flat(d),) * 4 + (_partial(d),) + (_I,) * 8,
+                     dtypes=("float16", "bfloat16", "float32"), max_registers=64)
 SUM_SEGMENTS = Kernel(_sum_segments, lambda d: (_partial(d), _flat(d), _I))
