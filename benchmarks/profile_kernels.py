@@ -40,10 +40,15 @@ def _correlation(dtype, backward):
     return setup
 
 
-def _dgmm():
-    a = torch.randn(8192, 8192, device="cuda")
-    x = torch.randn(8192, device="cuda")
-    return lambda: gpuops.dgmm(a, x, side="right")
+def _dgmm(side="right", dtype=torch.float32, backward=False):
+    def setup():
+        a = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+        x = torch.randn(8192, device="cuda", dtype=dtype)
+        if backward:
+            g = torch.randn_like(a)
+            return lambda: gpuops.dgmm_backward(g, a, x, side=side)
+        return lambda: gpuops.dgmm(a, x, side=side)
+    return setup
 
 
 WORKLOADS = {
@@ -55,7 +60,10 @@ WORKLOADS = {
     "corr_bwd": _correlation(torch.float32, True),
     "corr_fwd_bf16": _correlation(torch.bfloat16, False),
     "corr_bwd_bf16": _correlation(torch.bfloat16, True),
-    "dgmm_fwd": _dgmm,
+    "dgmm_fwd": _dgmm(),
+    "dgmm_bwd": _dgmm(backward=True),
+    "dgmm_left_fwd": _dgmm("left"),
+    "dgmm_fwd_bf16": _dgmm(dtype=torch.bfloat16),
 }
 
 
