@@ -57,9 +57,13 @@ def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
 
 @njit(**CPU_JIT)
 def sum_segments(partial, gx, segments):
+    """The CUDA kernel's order: eight interleaved running sums (segment mod 8), combined pairwise."""
     n = gx.size
     for i in prange(n):
-        acc = partial[i]
-        for s in range(1, segments):
-            acc += partial[s * n + i]
-        gx[i] = acc
+        acc = np.zeros(8, partial.dtype)
+        full = segments - segments % 8
+        for s in range(full):
+            acc[s % 8] += partial[s * n + i]
+        for s in range(full, segments):
+            acc[0] += partial[s * n + i]
+        gx[i] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))

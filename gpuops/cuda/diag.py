@@ -280,15 +280,31 @@ def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want
 
 
 def _sum_segments(partial, gx, segments):
-    """gx[i] = Σ_s partial[s, i], segments in order."""
+    """gx[i] = Σ_s partial[s, i] in a fixed order: eight interleaved running sums (s mod 8), then
+    combined pairwise, so eight independent loads are in flight (a single running sum waited on each
+    load in turn: 40 µs for 128 segments of 8192 sums)."""
     n = gx.size
     i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
     while i < n:
-        acc = partial[i]
-        for s in range(1, segments):
-            acc += partial[s * n + i]
-        store(gx, i, acc)
+        a0 = partial[i] * 0
+        a1 = a2 = a3 = a4 = a5 = a6 = a7 = a0
+        s = nt.int64(0)
+        while s + 8 <= segments:
+            e = s * n + i
+            a0 += partial[e]
+            a1 += partial[e + n]
+            a2 += partial[e + 2 * n]
+            a3 += partial[e + 3 * n]
+            a4 += partial[e + 4 * n]
+            a5 += partial[e + 5 * n]
+            a6 += partial[e + 6 * n]
+            a7 += partial[e + 7 * n]
+            s += 8
+        while s < segments:
+            a0 += partial[s * n + i]
+            s += 1
+        store(gx, i, ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)))
         i += step
 
 

@@ -26,10 +26,10 @@ def _close(got, want, tol):
 
 
 # (M, K, len(x), side): several rows per block (right and left), square auto, a column stretch, and
-# several segments of the reduced axis (3 row segments right, 2 column segments left); rows of whole
+# several segments of the reduced axis (3 and 9 row segments right, 2 column segments left); rows of whole
 # 64-bit words take SCALE_WORDS (e.g. K = 4, 6, 1100 in float32), the others SCALE
 CASES = [(40, 3, 3, "auto"), (5, 6, 5, "left"), (4, 4, 4, "auto"), (3, 37, 37, "right"), (600, 3, 3, "right"),
-         (2, 1100, 2, "left"), (600, 4, 4, "right")]
+         (2, 1100, 2, "left"), (600, 4, 4, "right"), (2100, 3, 3, "right")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
