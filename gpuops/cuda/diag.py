@@ -71,6 +71,30 @@ def _emit(out, e, ok, v, xr, xm, P):
     return ar * br + ai * bi, ai * br - ar * bi
 
 
+@cuda.jit(device=True, inline=True)
+def _block_sum(smem, slots, right, tc):
+    """Tree-sum each slot ``smem[k·THREADS + tid]`` (k < slots, a literal) over the threads that share an
+    output — along ty (stride tc) for side right, along tx for left — in a fixed order.  Returns this
+    thread's lane in that direction: lane 0 holds the sums afterwards."""
+    tid = cuda.threadIdx.x
+    if right:
+        lane = tid // tc
+        stride = tc
+        s = (THREADS // tc) >> 1
+    else:
+        lane = tid & (tc - 1)
+        stride = 1
+        s = tc >> 1
+    cuda.syncthreads()
+    while s > 0:
+        if lane < s:
+            for k in range(slots):
+                smem[k * THREADS + tid] += smem[k * THREADS + tid + s * stride]
+        cuda.syncthreads()
+        s >>= 1
+    return lane
+
+
 def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
     smem = cuda.shared.array(RED, nt.float64)
     tid = cuda.threadIdx.x
@@ -127,23 +151,7 @@ def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
     if want_sum:
         smem[tid] = re
         smem[THREADS + tid] = im
-        cuda.syncthreads()
-        # tree over the threads that share n: along ty (stride tc) for right, along tx for left
-        if right:
-            lane = ty
-            stride = tc
-            s = rows >> 1
-        else:
-            lane = tx
-            stride = 1
-            s = tc >> 1
-        while s > 0:
-            if lane < s:
-                smem[tid] += smem[tid + s * stride]
-                smem[THREADS + tid] += smem[THREADS + tid + s * stride]
-            cuda.syncthreads()
-            s >>= 1
-        if lane == 0 and active:
+        if _block_sum(smem, 2, right, tc) == 0 and active:
             count = K if right else M
             partial[(seg * count + n) * P] = smem[tid]
             if P == 2:
@@ -258,22 +266,7 @@ def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want
                 acc[1] += acc[3]
         for k in range(WORD_SLOTS):
             smem[k * THREADS + tid] = acc[k]
-        cuda.syncthreads()
-        if right:
-            lane = ty
-            stride = tc
-            s = rows >> 1
-        else:
-            lane = tx
-            stride = 1
-            s = tc >> 1
-        while s > 0:
-            if lane < s:
-                for k in range(WORD_SLOTS):
-                    smem[k * THREADS + tid] += smem[k * THREADS + tid + s * stride]
-            cuda.syncthreads()
-            s >>= 1
-        if lane == 0 and active:
+        if _block_sum(smem, WORD_SLOTS, right, tc) == 0 and active:
             for k in range(WORD_SLOTS):
                 if k < slots:
                     partial[base + k] = smem[k * THREADS + tid]
