@@ -48,3 +48,23 @@ def test_flownetc_correlation_on_gpu():
                                          b.detach().cpu().numpy(), **p)
     np.testing.assert_allclose(a.grad.cpu().numpy(), ga, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b.grad.cpu().numpy(), gb, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("params", [dict(kernel_size=1, patch_size=21, dilation_patch=2),
+                                    dict(kernel_size=3, patch_size=9, padding=1)], ids=["flownetc", "k3p9"])
+def test_matches_the_sampler_peer(params):
+    """Same inputs through spatial-correlation-sampler (when built on this machine) and gpuops, float64,
+    forward and both input gradients.  Its documented departures (ops.md §12) do not arise here: stride
+    1 and odd patch sizes."""
+    sampler = pytest.importorskip("spatial_correlation_sampler").spatial_correlation_sample
+    g0 = torch.Generator().manual_seed(11)
+    a, b = (torch.randn(2, 16, 20, 24, generator=g0, dtype=torch.float64).cuda() for _ in range(2))
+    ref = sampler(a, b, **params)
+    out = gpuops.spatial_correlation_sample(a, b, **params)
+    torch.testing.assert_close(out, ref.view(out.shape), rtol=1e-12, atol=1e-12)
+    g = torch.randn(out.shape, generator=g0, dtype=torch.float64).cuda()
+    ar, br = a.clone().requires_grad_(), b.clone().requires_grad_()
+    want = torch.autograd.grad(sampler(ar, br, **params).view(out.shape), (ar, br), g)
+    got = gpuops.spatial_correlation_sample_backward(g, a, b, **params)
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
