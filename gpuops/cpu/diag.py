@@ -24,8 +24,58 @@ def _element(a, x, out, b, e, n, P, conj, want_sum):
     return ar * br + ai * bi, ai * br - ar * bi
 
 
+@njit(cache=True)
+def _scale_columns(out, a, x, b, sums, want_sum):
+    """Rows of 2-D views: out = a · x[None, :]; sums += Σ_rows a · b (want_sum)."""
+    for i in range(out.shape[0]):
+        o, r = out[i], a[i]
+        for j in range(o.size):
+            o[j] = r[j] * x[j]
+        if want_sum:
+            q = b[i]
+            for j in range(o.size):
+                sums[j] += r[j] * q[j]
+
+
+@njit(cache=True)
+def _scale_row(out, a, s, b, want_sum):
+    """1-D views: out = a · s; returns Σ a · b (want_sum; else 0)."""
+    for j in range(out.size):
+        out[j] = a[j] * s
+    acc = s * 0
+    if want_sum:
+        for j in range(out.size):
+            acc += a[j] * b[j]
+    return acc
+
+
+@njit(**CPU_JIT)
+def _scale_real(a, x, out, b, partial, M, K, right, seg_len, want_sum):
+    """P = 1: the loops over 2-D views in their own functions (numba vectorises those, not flat offsets)."""
+    a2, b2, out2 = a.reshape(M, K), b.reshape(M, K), out.reshape(M, K)
+    if right:
+        segments = max(1, (M + seg_len - 1) // seg_len)
+        for seg in prange(segments):
+            lo, hi = seg * seg_len, min(M, (seg + 1) * seg_len)
+            sums = np.zeros(K, partial.dtype)
+            _scale_columns(out2[lo:hi], a2[lo:hi], x, b2[lo:hi], sums, want_sum)
+            if want_sum:
+                partial[seg * K:(seg + 1) * K] = sums
+    else:
+        segments = max(1, (K + seg_len - 1) // seg_len)
+        for i in prange(M):
+            for seg in range(segments):
+                lo, hi = seg * seg_len, min(K, (seg + 1) * seg_len)
+                acc = _scale_row(out2[i, lo:hi], a2[i, lo:hi], x[i], b2[i, lo:hi], want_sum)
+                if want_sum:
+                    partial[seg * M + i] = acc
+
+
 @njit(**CPU_JIT)
 def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
+    if P == 1:
+        _scale_real(a, x, out, b, partial, M, K, right, seg_len, want_sum)
+        return
     if right:
         segments = max(1, (M + seg_len - 1) // seg_len)
         for seg in prange(segments):
