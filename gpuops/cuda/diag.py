@@ -72,6 +72,22 @@ def _emit(out, e, ok, v, xr, xm, P):
 
 
 @cuda.jit(device=True, inline=True)
+def _walk(right, tc, seg, seg_len, M, K):
+    """This thread's share of segment ``seg`` of a (M, K) tile walk: (n, first, end, step, active).
+    Side right: the block is one stretch of tc columns, n = column, t runs over the segment's rows.
+    Side left: the block is THREADS/tc whole rows, n = row, t runs over the segment's columns."""
+    tid = cuda.threadIdx.x
+    tx = tid & (tc - 1)
+    ty = tid // tc
+    rows = THREADS // tc
+    if right:
+        n = nt.int64(cuda.blockIdx.x) * tc + tx
+        return n, seg * seg_len + ty, min(M, (seg + 1) * seg_len), nt.int64(rows), n < K
+    n = nt.int64(cuda.blockIdx.x) * rows + ty
+    return n, seg * seg_len + tx, min(K, (seg + 1) * seg_len), nt.int64(tc), n < M
+
+
+@cuda.jit(device=True, inline=True)
 def _block_sum(smem, slots, right, tc):
     """Tree-sum each slot ``smem[k·THREADS + tid]`` (k < slots, a literal) over the threads that share an
     output — along ty (stride tc) for side right, along tx for left — in a fixed order.  Returns this
@@ -98,25 +114,8 @@ def _block_sum(smem, slots, right, tc):
 def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
     smem = cuda.shared.array(RED, nt.float64)
     tid = cuda.threadIdx.x
-    tx = tid & (tc - 1)
-    ty = tid // tc
-    rows = THREADS // tc
     seg = nt.int64(cuda.blockIdx.y)
-    if right:
-        # block = one stretch of tc columns; loop over the rows of this segment
-        j = nt.int64(cuda.blockIdx.x) * tc + tx
-        n = j
-        first = seg * seg_len + ty
-        end = min(M, (seg + 1) * seg_len)
-        step = rows
-        active = j < K
-    else:
-        # block = `rows` whole rows; loop over the columns of this segment
-        n = nt.int64(cuda.blockIdx.x) * rows + ty
-        first = seg * seg_len + tx
-        end = min(K, (seg + 1) * seg_len)
-        step = tc
-        active = n < M
+    n, first, end, step, active = _walk(right, tc, seg, seg_len, M, K)
     xr = load(x, 0) * 0
     xm = xr
     re = xr
@@ -207,25 +206,13 @@ def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want
     acc = cuda.local.array(WORD_SLOTS, partial.dtype)  # compute type
     S = values_a.size // UNROLL
     tid = cuda.threadIdx.x
-    tx = tid & (tc - 1)
-    ty = tid // tc
-    rows = THREADS // tc
     seg = nt.int64(cuda.blockIdx.y)
+    n, first, end, step, active = _walk(right, tc, seg, seg_len, M, Kw)    # n: word column or row
     if right:
-        n = nt.int64(cuda.blockIdx.x) * tc + tx       # word column
-        first = seg * seg_len + ty
-        end = min(M, (seg + 1) * seg_len)
-        step = rows
-        active = n < Kw
         slots = S                                      # a sum per element column and component
         first_x = n * S
         base = (seg * Kw + n) * S                      # = (seg·K + first element column)·P
     else:
-        n = nt.int64(cuda.blockIdx.x) * rows + ty      # row
-        first = seg * seg_len + tx
-        end = min(Kw, (seg + 1) * seg_len)
-        step = tc
-        active = n < M
         slots = P                                      # a sum per component
         first_x = n * P
         base = (seg * M + n) * P
