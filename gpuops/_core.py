@@ -626,22 +626,7 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
         if compiled is None:
             compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_modules(family)[0], kernel.upper())
         handle = like.kind.stream(like) if stream is None else stream_for(like, stream)
-        if like.kind is SIMULATED:
-            launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
-        else:
-            # kernel_arg, inlined: this loop runs for every array of every CUDA call
-            device_array = _LAUNCH.get("device_array")
-            launch_args = []
-            for a in args:
-                if isinstance(a, In):
-                    arr = a.arr
-                    layout = _LAYOUTS.get((a.shape, arr.dtype))
-                    if layout is None:
-                        layout = _layout(a.shape, arr.dtype)
-                        device_array = _LAUNCH["device_array"]
-                    launch_args.append(device_array(arr.kind.data_ptr(arr), layout, arr.obj))
-                else:
-                    launch_args.append(a)
+        launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
         if callable(grid):
             grid = grid()
         compiled.launch(like.dtype, grid, block, handle, like.device, *launch_args, shmem=shmem)

@@ -20,20 +20,14 @@ def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
     return slope, neg_slope, alpha, beta, delta_t
 
 
-def _blocks(n, items):
-    """One-axis grid covering ``n`` items at ``items`` per thread (`_core.blocks_for`, inlined)."""
-    per_block = _THREADS * items
-    return (max(1, min((n + per_block - 1) // per_block, 2**31 - 1)),)
-
-
 def _pick(n, x, out, kernel, items, *more):
     """(kernel name, grid): the word kernel (64-bit loads) when every array allows it on a GPU, else the
     element kernel; no grid on the host."""
     if x.device < 0:
         return kernel, None
     if _core.word_aligned(x, out, *more):
-        return kernel + "_words", _blocks(n * _core.STORAGE[x.dtype][1] // 8, _WORDS)
-    return kernel, _blocks(n, items)
+        return kernel + "_words", (_core.blocks_for(n * _core.STORAGE[x.dtype][1] // 8, _THREADS, _WORDS),)
+    return kernel, (_core.blocks_for(n, _THREADS, items),)
 
 
 def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
