@@ -8,8 +8,8 @@ work is missing; without one, the final launch call is stubbed out.  Either way 
 the driver (≈2–3 µs per launch on an H200) and torch's CUDA allocator (≈1 µs over the CPU one), and
 are in µs per call on this machine's CPU.  ``prof`` adds a cProfile of the core call.
 
-Rows: the core function (packed launch, cuda.core launch, out=), the torch adapter (direct eager path,
-and the registered op for a tensor that requires grad) and torch references.
+Rows: the core function (packed launch, cuda.core launch, out=, backward), the torch adapter (direct eager
+path for gsmelu and ncrelu, and the registered op for a tensor that requires grad) and torch references.
 """
 import os
 import shutil
@@ -99,7 +99,7 @@ else:
 
 from numba.cuda import types as nt  # noqa: E402
 
-for k in (ce.GSMELU_FORWARD, ce.GSMELU_FORWARD_WORDS):
+for k in (ce.GSMELU_FORWARD, ce.GSMELU_FORWARD_WORDS, ce.GSMELU_BACKWARD_WORDS, ce.NCRELU_FORWARD):
     sig = tuple(k.signature("float32"))
     conv = tuple(None if isinstance(t, nt.Array) else L._SCALAR_TYPES[t] for t in sig)
     k._compiled[("float32", 0)] = L._Compiled(kernel, conv, True, sig)
@@ -139,6 +139,7 @@ x = torch.randn(1024)
 out = torch.empty(1024)
 xb, outb = FakeXlaBuffer(x), FakeXlaBuffer(out)
 xg = torch.randn(1024, requires_grad=True)
+x4 = x.view(4, 16, 4, 4)
 print(f"driver: {'no-op libcuda (cuda.bindings/cuda.core layers run)' if FAKE else 'launch call stubbed'}")
 rows = {
     "core gsmelu (packed launch)": lambda: gpuops.gsmelu(x),
@@ -146,6 +147,8 @@ rows = {
     "gpuops.torch.gsmelu (direct path)": lambda: gt.gsmelu(x),
     "gpuops.torch.gsmelu, requires_grad (op)": lambda: gt.gsmelu(xg),
     "core gsmelu on XLA buffers (jax callback)": lambda: gpuops.gsmelu(xb, out=outb, stream=7),
+    "core gsmelu_backward (packed launch)": lambda: gpuops.gsmelu_backward(out, x),
+    "gpuops.torch.ncrelu (direct path)": lambda: gt.ncrelu(x4),
     "torch.mul (CPU)": lambda: torch.mul(x, 2.0),
     "torch.empty_like (CPU)": lambda: torch.empty_like(x),
 }

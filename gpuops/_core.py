@@ -3,7 +3,9 @@
 A core function (``gpuops.gsmelu`` …) takes the caller's arrays, wraps each one as an `Arr`
 (`wrap`), validates it with the checks below (one wording for every op), allocates outputs of the
 caller's kind (`empty`), then either runs the CPU mirror on numpy views (`cpu_views`) or launches a
-CUDA kernel on the caller's stream (`stream_for`, `kernel_arg`, `gpuops._launch.Kernel.launch`).
+CUDA kernel on the caller's stream (`stream_for`, `kernel_arg`, `gpuops._launch.Kernel.launch`): `run`.
+Calls that repeat on arrays of one shape may take `launch` instead, which prepares the launch once per
+shape, dtype and device and then only reads pointers, packs and launches (small elementwise calls).
 
 Array kinds: numpy; torch (CPU and CUDA, bfloat16 included); CuPy; numba device arrays and any other
 ``__cuda_array_interface__`` object; JAX ``buffer_callback`` buffers (the JAX adapter's); numba's
@@ -32,13 +34,15 @@ CPU = -1
 class Arr:
     """One array argument as the core sees it.  ``device`` is -1 on the host, else the CUDA ordinal."""
 
-    # ``ptr`` is set only by kinds whose pointer is costly to read (XLA buffers), on first use
+    # ``ptr``: the data pointer, read once per call by `data_ptr` (the word-alignment check and the launch
+    # both need it; XLA buffers build a new interface dict per read)
     __slots__ = ("obj", "kind", "shape", "dtype", "device", "name", "size", "ptr")
 
     def __init__(self, obj, kind, shape, dtype, device, name, size=None):
         self.obj, self.kind, self.shape = obj, kind, tuple(shape)
         self.dtype, self.device, self.name = dtype, device, name
         self.size = math.prod(self.shape) if size is None else size
+        self.ptr = None
 
     @property
     def ndim(self) -> int:
@@ -71,7 +75,7 @@ class _Kind:
         self.numpy(arr)[...] = values
     def pointer(self, arr: Arr) -> tuple:               # (data pointer, byte strides) on a GPU
         raise TypeError(f"{arr.name}: {self.name} arrays are not on a GPU")
-    def data_ptr(self, arr: Arr) -> int:                # just the pointer (the hot path)
+    def data_ptr(self, arr: Arr) -> int:                # just the pointer (callers use `data_ptr`)
         return self.pointer(arr)[0]
     def is_contiguous(self, arr: Arr) -> bool:          # C-contiguous, no overlap (outputs must be)
         return self.pointer(arr)[1] == _c_strides(arr.shape, STORAGE[arr.dtype][1])
@@ -275,14 +279,10 @@ class _XlaBuffer(_Kind):
         return np.asarray(arr.obj)
 
     def pointer(self, arr):
-        return self.data_ptr(arr), _c_strides(arr.shape, STORAGE[arr.dtype][1])
+        return data_ptr(arr), _c_strides(arr.shape, STORAGE[arr.dtype][1])
 
     def data_ptr(self, arr):
-        try:
-            return arr.ptr
-        except AttributeError:          # a buffer builds a new interface dict per read: read it once
-            ptr = arr.ptr = arr.obj.__cuda_array_interface__["data"][0]
-            return ptr
+        return arr.obj.__cuda_array_interface__["data"][0]
 
     def stream(self, arr):
         raise ValueError("XLA buffers need the callback's stream: pass stream=ctx.stream")
@@ -461,7 +461,7 @@ def empty(like: Arr, shape, dtype=None) -> Arr:
 def output(out, like: Arr, shape, dtype=None) -> Arr:
     """Allocate the output, or check a caller-given ``out`` (the JAX adapter passes XLA's buffers)."""
     if out is None:
-        return empty(like, shape, dtype)
+        return like.kind.empty(like, tuple(shape), dtype or like.dtype)
     arr = wrap("out", out)
     dtype = dtype or like.dtype
     if arr.shape != tuple(shape) or arr.dtype != dtype or arr.device != like.device:
@@ -516,7 +516,7 @@ def kernel_arg(arr: Arr, shape=None):
     layout = _LAYOUTS.get((shape, arr.dtype))
     if layout is None:
         layout = _layout(shape, arr.dtype)
-    return _LAUNCH["device_array"](arr.kind.data_ptr(arr), layout, arr.obj)
+    return _LAUNCH["device_array"](data_ptr(arr), layout, arr.obj)
 
 
 _LAYOUTS: dict = {}
@@ -535,11 +535,19 @@ def _layout(shape, dtype):
     return layout
 
 
+def data_ptr(arr: Arr) -> int:
+    """The device (or simulated host) address of ``arr``'s data; read once per `Arr`."""
+    ptr = arr.ptr
+    if ptr is None:
+        ptr = arr.ptr = arr.kind.data_ptr(arr)
+    return ptr
+
+
 def word_aligned(*arrs: Arr) -> bool:
     """True when every (C-contiguous, CUDA) array starts on an 8-byte boundary and holds whole 64-bit words,
     so word kernels (64-bit loads of packed values) may run on it."""
     for arr in arrs:
-        if arr.size * _ITEMSIZE[arr.dtype] % 8 or arr.kind.data_ptr(arr) % 8:
+        if arr.size * _ITEMSIZE[arr.dtype] % 8 or data_ptr(arr) % 8:
             return False
     return True
 
@@ -624,7 +632,7 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
     if like.device >= 0:
         compiled = _CUDA_KERNELS.get((family, kernel))
         if compiled is None:
-            compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_modules(family)[0], kernel.upper())
+            compiled = _cuda_kernel(family, kernel)
         handle = like.kind.stream(like) if stream is None else stream_for(like, stream)
         launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
         if callable(grid):
@@ -648,6 +656,50 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
             else:
                 cpu_args.append(a)
         getattr(cpu_mod, kernel)(*cpu_args)
+
+
+def _cuda_kernel(family, kernel):
+    compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_modules(family)[0], kernel.upper())
+    return compiled
+
+
+_PREPARED: dict = {}
+
+
+def launch(family: str, plan, key: tuple, arrays, scalars=(), *, like: Arr, stream=None):
+    """`run` for calls that repeat on arrays of one shape, where the host path is the cost (small elementwise
+    calls): the launch is prepared once per (``plan``, ``key``, dtype, device), and a call reads each data
+    pointer, packs and launches.
+
+    Kernel arguments are ``arrays`` (C-contiguous `Arr`, of ``like``'s dtype and device; inputs, then
+    the one output, which comes last) and then ``scalars``.  ``plan(like, *key)`` returns ``(kernel, views,
+    grid, block)``: the kernel of ``family``, the shape each array is viewed with, and the launch geometry;
+    ``key`` must hold everything the plan depends on besides dtype and device.  On the host and under the
+    simulator this is `run` of the same plan.
+    """
+    if like.device >= 0 and like.kind is not SIMULATED:
+        full_key = (plan, key, like.dtype, like.device)
+        prepared = _PREPARED.get(full_key)
+        if prepared is None:
+            prepared = _prepare(family, plan, key, like)
+        prepared(like.kind.stream(like) if stream is None else stream_for(like, stream),
+                 *[data_ptr(a) for a in arrays], *scalars)
+        return
+    kernel, views, grid, block = plan(like, *key)
+    args = [In(a, v) for a, v in zip(arrays[:-1], views)]
+    args.append(Out(arrays[-1], views[-1]))
+    run(family, kernel, (*args, *scalars), like=like, grid=grid, block=block, stream=stream)
+
+
+def _prepare(family, plan, key, like):
+    kernel, views, grid, block = plan(like, *key)
+    compiled = _CUDA_KERNELS.get((family, kernel)) or _cuda_kernel(family, kernel)
+    layouts = [_LAYOUTS.get((tuple(v), like.dtype)) or _layout(tuple(v), like.dtype) for v in views]
+    if len(_PREPARED) > 4096:           # shapes that vary without end must not grow it forever
+        _PREPARED.clear()
+    prepared = _PREPARED[(plan, key, like.dtype, like.device)] = compiled.prepare(
+        like.dtype, like.device, layouts, grid, block)
+    return prepared
 
 
 def register_kind(cls, kind: _Kind):

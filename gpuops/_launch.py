@@ -23,6 +23,9 @@ values do not pack (a scalar out of its type's range) and for kernels it cannot 
 
 Array arguments are `DeviceArray` descriptors (raw pointer, shape, byte strides) on a GPU, and plain
 numpy arrays under the simulator; family modules build them with `gpuops._core.kernel_arg`.
+`Kernel.prepare` fixes everything of a launch but its pointers, scalars and stream, for calls that
+repeat on arrays of one shape (`gpuops._core.launch`); it packs the same slots and falls back to
+`Kernel.launch` wherever the packed launch would.
 """
 from __future__ import annotations
 
@@ -115,16 +118,17 @@ def device_array(ptr, layout: Layout, owner=None) -> DeviceArray:
 
 class _Compiled:
     """One (kernel, dtype, device): the cuda.core kernel, scalar converters, and the packed launch
-    (``pack(slots, *args)`` writes the flattened arguments into a slot buffer, ``function`` is the driver
-    handle; both None when the packed launch is unavailable)."""
+    (``pack(slots, *args)`` writes the flattened arguments into a slot buffer, ``pack_pointers(slots,
+    layouts, *args)`` the same from raw pointers and their layouts' ABI fields, ``function`` is the driver
+    handle; all None when the packed launch is unavailable)."""
 
-    __slots__ = ("kernel", "converters", "fast", "pack", "function")
+    __slots__ = ("kernel", "converters", "fast", "pack", "pack_pointers", "function")
 
     def __init__(self, kernel, converters, fast, sig=None):
         self.kernel, self.converters, self.fast = kernel, converters, fast
-        self.pack = self.function = None
+        self.pack = self.pack_pointers = self.function = None
         if fast and sig is not None:
-            self.pack, self.function = _packed_launch(kernel, sig)
+            self.pack, self.pack_pointers, self.function = _packed_launch(kernel, sig)
 
 
 class Kernel:
@@ -179,8 +183,6 @@ class Kernel:
         if entry.fast and not _force_fallback:
             if entry.pack is not None and _packed_enabled:
                 state = _THREAD
-                if state.device != device:
-                    _make_current(device)
                 try:
                     entry.pack(state.slots, *args)
                 except (struct.error, OverflowError, TypeError):
@@ -189,13 +191,45 @@ class Kernel:
                     dims = _DIMS.get((grid, block))
                     if dims is None:
                         dims = _launch_dims(grid, block)
-                    result = _cu_launch(entry.function, *dims, shmem, _cu_stream(stream), state.params, 0)[0]
-                    if result is not _CU_SUCCESS:
-                        _packed_failed(result, entry, dims, shmem, stream, device)
+                    _launch_packed(state, entry.function, dims, shmem, stream, device)
                     return
             self._launch_core(entry, grid, block, stream, device, args, shmem)
             return
         self._launch_numba(entry, grid, block, stream, device, args, shmem)
+
+    def prepare(self, dtype, device, layouts, grid, block, shmem=0):
+        """``launch(stream, *args)``: this kernel with everything but its pointers, scalars and stream fixed.
+
+        Each array argument is then passed as its raw device pointer, with the (C-contiguous) `Layout`
+        of the same position in ``layouts``.  For calls that repeat on arrays of one shape, where the host
+        path is the cost: the packed launch with nothing looked up per call.  Whenever that path would
+        not be taken, `launch` runs with `DeviceArray` descriptors rebuilt from the pointers, so every
+        launcher behaves as it does there."""
+        entry = self._compiled.get((dtype, device))
+        if entry is None:
+            entry = self._compile(dtype, device)
+        dims = _launch_dims(grid, block)
+        converters, pack, function = entry.converters, entry.pack_pointers, entry.function
+        abi = tuple(part for layout in layouts for part in (layout.head, layout.tail))
+
+        def described(stream, args):
+            arrays = iter(layouts)
+            args = [device_array(a, next(arrays)) if conv is None else a for conv, a in zip(converters, args)]
+            self.launch(dtype, grid, block, stream, device, *args, shmem=shmem)
+
+        def launch(stream, *args):
+            if pack is not None and _packed_enabled and not _force_fallback:
+                state = _THREAD
+                try:
+                    pack(state.slots, abi, *args)
+                except (struct.error, OverflowError, TypeError):
+                    pass
+                else:
+                    _launch_packed(state, function, dims, shmem, stream, device)
+                    return
+            described(stream, args)
+
+        return launch
 
     def _launch_core(self, entry, grid, block, stream, device, args, shmem):
         flat = []
@@ -342,28 +376,34 @@ _CU_SUCCESS = None
 
 
 def _packed_launch(kernel, sig):
-    """(``pack(slots, *args)``, driver function handle) for ``sig``, or (None, None) when the packed
-    launch cannot describe the kernel or cuda.bindings lacks what it needs."""
+    """(``pack(slots, *args)``, ``pack_pointers(slots, layouts, *args)``, driver function handle) for
+    ``sig``, or three Nones when the packed launch cannot describe the kernel or cuda.bindings lacks what
+    it needs.  ``layouts`` holds (head, tail) of each array argument's `Layout`, flattened."""
     global _CU_SUCCESS, _cu_launch
-    codes, parts = [], []
+    codes, parts, pointer_parts, arrays = [], [], [], 0
     for i, t in enumerate(sig):
         if isinstance(t, nt.Array):
             # meminfo, parent, nitems, itemsize, data, *shape, *strides: each an 8-byte slot
             codes.append("qqqqQ" + "q" * (2 * t.ndim))
             parts.append(f"*a{i}.abi")
+            pointer_parts.append(f"*l[{2 * arrays}], a{i}, *l[{2 * arrays + 1}]")
+            arrays += 1
         elif t in _PACK_CODES:
             codes.append(_PACK_CODES[t])
             parts.append(f"a{i}")
+            pointer_parts.append(f"a{i}")
         else:
-            return None, None
+            return None, None, None
     packer = struct.Struct("<" + "".join(codes))
     if packer.size > 8 * _MAX_SLOTS:
-        return None, None
-    # one generated function per signature: a single call flattens and packs, with no Python loop
+        return None, None, None
+    # generated functions per signature: a single call flattens and packs, with no Python loop
     names = ", ".join(f"a{i}" for i in range(len(sig)))
     namespace = {"pack_into": packer.pack_into}
-    exec(f"def pack(slots, {names}):\n    pack_into(slots, 0, {', '.join(parts)})\n", namespace)
-    pack = namespace["pack"]
+    exec(f"def pack(slots, {names}):\n    pack_into(slots, 0, {', '.join(parts)})\n"
+         f"def pack_pointers(slots, l, {names}):\n    pack_into(slots, 0, {', '.join(pointer_parts)})\n",
+         namespace)
+    pack, pack_pointers = namespace["pack"], namespace["pack_pointers"]
     try:
         from cuda.bindings import driver
         function = driver.CUfunction(int(kernel.handle))   # a CUkernel launches as a CUfunction (CUDA ≥ 12)
@@ -373,8 +413,8 @@ def _packed_launch(kernel, sig):
     except (ImportError, AttributeError, TypeError) as err:
         warnings.warn(f"gpuops: packed launch unavailable ({err}); using cuda.core.launch",
                       RuntimeWarning, stacklevel=4)
-        return None, None
-    return pack, function
+        return None, None, None
+    return pack, pack_pointers, function
 
 
 def _launch_dims(grid, block):
@@ -400,7 +440,16 @@ def _cu_stream(handle: int):
     return stream
 
 
-def _packed_failed(result, entry, dims, shmem, stream, device):
+def _launch_packed(state, function, dims, shmem, stream, device):
+    """cuLaunchKernel of the arguments packed into ``state``'s slots (the calling thread's)."""
+    if state.device != device:
+        _make_current(device)
+    result = _cu_launch(function, *dims, shmem, _cu_stream(stream), state.params, 0)[0]
+    if result is not _CU_SUCCESS:
+        _packed_failed(result, function, dims, shmem, stream, device)
+
+
+def _packed_failed(result, function, dims, shmem, stream, device):
     """A packed launch returned ``result``: rebind the device's context and retry once when the thread's
     context changed under us (torch.cuda.set_device …), else raise."""
     from cuda.bindings import driver
@@ -408,7 +457,7 @@ def _packed_failed(result, entry, dims, shmem, stream, device):
     if result in (codes.CUDA_ERROR_INVALID_CONTEXT, codes.CUDA_ERROR_CONTEXT_IS_DESTROYED,
                   codes.CUDA_ERROR_INVALID_HANDLE):
         _make_current(device)
-        result = _cu_launch(entry.function, *dims, shmem, _cu_stream(stream), _THREAD.params, 0)[0]
+        result = _cu_launch(function, *dims, shmem, _cu_stream(stream), _THREAD.params, 0)[0]
         if result is _CU_SUCCESS:
             return
     raise RuntimeError(f"gpuops: cuLaunchKernel failed with {getattr(result, 'name', result)} "

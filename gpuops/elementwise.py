@@ -2,8 +2,9 @@
 
 Contract: spec/ops.md §1, §2.  Kernels: gpuops/cuda/elementwise.py; CPU mirrors: gpuops/cpu/elementwise.py.
 """
+import struct
+
 from gpuops import _core
-from gpuops._core import In, Out
 
 _THREADS = 256
 _ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS, FORWARD_ITEMS)
@@ -20,14 +21,53 @@ def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
     return slope, neg_slope, alpha, beta, delta_t
 
 
-def _pick(n, x, out, kernel, items, *more):
-    """(kernel name, grid): the word kernel (64-bit loads) when every array allows it on a GPU, else the
-    element kernel; no grid on the host."""
-    if x.device < 0:
-        return kernel, None
-    if _core.word_aligned(x, out, *more):
-        return kernel + "_words", (_core.blocks_for(n * _core.STORAGE[x.dtype][1] // 8, _THREADS, _WORDS),)
-    return kernel, (_core.blocks_for(n, _THREADS, items),)
+def _forward_scalars(slope, neg_slope, alpha, beta, delta_t):
+    slope, neg_slope, alpha, beta, delta_t = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    return neg_slope, delta_t, alpha, beta, slope - neg_slope, 0.5 / (alpha + beta), 0.5 * (alpha - beta)
+
+
+def _backward_scalars(slope, neg_slope, alpha, beta, delta_t):
+    slope, neg_slope, alpha, beta, _ = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    return neg_slope, slope, alpha, beta, slope - neg_slope, 0.5 / (alpha + beta)
+
+
+_SCALARS: dict = {}
+_AS_DOUBLES = struct.Struct("<5d").pack
+
+
+def _scalars(derive, slope, neg_slope, alpha, beta, delta_t):
+    """``derive(...)``'s kernel scalars, memoised: parameters repeat from call to call.  The key holds each
+    parameter's type (True == 1 == 1.0 must not share an entry: bool is rejected) and its value as the
+    double the kernel math starts from (bytes tell -0.0 from 0.0); only validated parameters are kept."""
+    try:
+        key = (derive, type(slope), type(neg_slope), type(alpha), type(beta), type(delta_t),
+               _AS_DOUBLES(slope, neg_slope, alpha, beta, delta_t))
+    except (struct.error, OverflowError, TypeError, ValueError):
+        return derive(slope, neg_slope, alpha, beta, delta_t)         # raises the parameter's error
+    scalars = _SCALARS.get(key)
+    if scalars is None:
+        scalars = derive(slope, neg_slope, alpha, beta, delta_t)
+        if len(_SCALARS) > 4096:
+            _SCALARS.clear()
+        _SCALARS[key] = scalars
+    return scalars
+
+
+def _flat_plan(x, kernel, items, words, n, arrays):
+    """Launch plan of a gsmelu kernel on ``arrays`` flat views of ``n`` elements: the word kernel (64-bit
+    loads) when every array allows it on a GPU (``words``), else the element kernel."""
+    if words:
+        kernel, grid = kernel + "_words", _core.blocks_for(n * _core.STORAGE[x.dtype][1] // 8, _THREADS, _WORDS)
+    else:
+        grid = _core.blocks_for(n, _THREADS, items)
+    return kernel, ((n,),) * arrays, (grid,), (_THREADS,)
+
+
+def _run_flat(kernel, items, arrays, scalars, stream):
+    x = arrays[0]
+    words = x.device >= 0 and _core.word_aligned(*arrays)
+    _core.launch("elementwise", _flat_plan, (kernel, items, words, x.size, len(arrays)), arrays, scalars,
+                 like=x, stream=stream)
 
 
 def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
@@ -47,15 +87,10 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
     array([0.   , 0.025, 1.   ])
     """
     x = _core.contiguous(_core.floating("x", x))
-    slope, neg_slope, alpha, beta, delta_t = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    scalars = _scalars(_forward_scalars, slope, neg_slope, alpha, beta, delta_t)
     out = _core.output(out, x, x.shape)
-    n = x.size
-    if n:
-        kernel, grid = _pick(n, x, out, "gsmelu_forward", _FORWARD_ITEMS)
-        _core.run("elementwise", kernel,
-                  (In(x, (n,)), Out(out, (n,)), neg_slope, delta_t, alpha, beta, slope - neg_slope,
-                   0.5 / (alpha + beta), 0.5 * (alpha - beta)),
-                  like=x, grid=grid, block=(_THREADS,), stream=stream)
+    if x.size:
+        _run_flat("gsmelu_forward", _FORWARD_ITEMS, (x, out), scalars, stream)
     return out.obj
 
 
@@ -71,15 +106,10 @@ def gsmelu_backward(grad_out, x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0
     grad_out = _core.contiguous(_core.floating("grad_out", grad_out))
     _core.same_dtype_and_device(x, grad_out)
     _core.same_shape(x, grad_out)
-    slope, neg_slope, alpha, beta, _ = _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    scalars = _scalars(_backward_scalars, slope, neg_slope, alpha, beta, delta_t)
     out = _core.output(out, x, x.shape)
-    n = x.size
-    if n:
-        kernel, grid = _pick(n, x, out, "gsmelu_backward", _ITEMS, grad_out)
-        _core.run("elementwise", kernel,
-                  (In(grad_out, (n,)), In(x, (n,)), Out(out, (n,)), neg_slope, slope, alpha, beta,
-                   slope - neg_slope, 0.5 / (alpha + beta)),
-                  like=x, grid=grid, block=(_THREADS,), stream=stream)
+    if x.size:
+        _run_flat("gsmelu_backward", _ITEMS, (grad_out, x, out), scalars, stream)
     return out.obj
 
 
@@ -88,11 +118,13 @@ def ncrelu_shape(shape):
     return (shape[0], 2 * shape[1]) + tuple(shape[2:])
 
 
-def _ncrelu_views(x):
-    """(N, plane) and (N, 2, plane) views of input and output, and the launch grid."""
-    batch, plane = x.shape[0], x.size // max(x.shape[0], 1)
-    grid = lambda: (_core.blocks_for(plane, _THREADS, _ITEMS), max(1, min(batch, _MAX_GRID_Y)))  # noqa: E731
-    return (batch, plane), (batch, 2, plane), grid
+def _ncrelu_plan(x, kernel, shape):
+    """Launch plan of an ncrelu kernel: x, grad_x as (N, plane), out, grad_out as (N, 2, plane); blockIdx.y
+    walks the batch."""
+    batch, plane = shape[0], x.size // max(shape[0], 1)
+    flat, doubled = (batch, plane), (batch, 2, plane)
+    views = (flat, doubled) if kernel == "ncrelu_forward" else (doubled, flat, flat)
+    return kernel, views, (_core.blocks_for(plane, _THREADS, _ITEMS), max(1, min(batch, _MAX_GRID_Y))), (_THREADS,)
 
 
 def ncrelu(x, *, out=None, stream=None):
@@ -108,9 +140,7 @@ def ncrelu(x, *, out=None, stream=None):
     x = _core.contiguous(_core.floating("x", x, min_ndim=2))
     out = _core.output(out, x, ncrelu_shape(x.shape))
     if x.size:
-        flat, doubled, grid = _ncrelu_views(x)
-        _core.run("elementwise", "ncrelu_forward", (In(x, flat), Out(out, doubled)),
-                  like=x, grid=grid, block=(_THREADS,), stream=stream)
+        _core.launch("elementwise", _ncrelu_plan, ("ncrelu_forward", x.shape), (x, out), like=x, stream=stream)
     return out.obj
 
 
@@ -127,7 +157,6 @@ def ncrelu_backward(grad_out, x, *, out=None, stream=None):
                          f"{list(x.shape)}, got {list(grad_out.shape)}")
     out = _core.output(out, x, x.shape)
     if x.size:
-        flat, doubled, grid = _ncrelu_views(x)
-        _core.run("elementwise", "ncrelu_backward", (In(grad_out, doubled), In(x, flat), Out(out, flat)),
-                  like=x, grid=grid, block=(_THREADS,), stream=stream)
+        _core.launch("elementwise", _ncrelu_plan, ("ncrelu_backward", x.shape), (grad_out, x, out), like=x,
+                     stream=stream)
     return out.obj

@@ -125,3 +125,52 @@ def test_threads_have_their_own_slots():
     t.start()
     t.join()
     assert other[0] != mine
+
+
+def _prepared(entry, grid=(3, 2), block=128, shmem=16):
+    a, b, *_ = _args()
+    return _kernel(entry).prepare("float32", 0, [a.layout, b.layout], grid, block, shmem)
+
+
+def test_prepared_launch_packs_what_launch_packs(recorder):
+    a, b, *scalars = _args()
+    with L.use_launcher("fast"):
+        _kernel(_entry()).launch("float32", (3, 2), 128, 55, 0, a, b, *scalars, shmem=16)
+        _prepared(_entry())(55, a.ptr, b.ptr, *scalars)
+    assert len(recorder) == 2 and recorder[0] == recorder[1]
+
+
+def test_prepared_launch_takes_the_other_launchers(recorder):
+    a, b, *scalars = _args()
+    prepared = _prepared(_entry())
+    with L.use_launcher("core"):
+        prepared(55, a.ptr, b.ptr, *scalars)
+    with L.use_launcher("fast"), np.errstate(over="ignore"):
+        prepared(55, a.ptr, b.ptr, 1e300, 0.0, 1, False)                  # does not pack: cuda.core
+    first, second = (call["core"] for call in recorder)
+    assert first[0] == 55 and first[1] == ((3, 2), 128, 16)               # stream, (grid, block, shmem)
+    assert first[3:] == (*a.abi, *b.abi, np.float32(0.1), np.float64(0.1), -7, True)
+    assert np.isinf(second[-4])
+    with L.use_fallback():
+        launched = []
+        k = _kernel(_entry())
+        k._launch_numba = lambda entry, grid, block, stream, device, args, shmem: launched.append(args)
+        k.prepare("float32", 0, [a.layout, b.layout], 1, 32)(0, a.ptr, b.ptr, *scalars)
+    (args,) = launched
+    assert [x.abi for x in args[:2]] == [a.abi, b.abi] and args[2:] == tuple(scalars)
+
+
+def test_prepared_launch_checks_geometry_once():
+    with pytest.raises(ValueError, match="grid and block"):
+        _prepared(_entry(), grid=(0,))
+
+
+def test_prepared_launch_retries_context_loss(monkeypatch, recorder):
+    a, b, *scalars = _args()
+    results = [driver.CUresult.CUDA_ERROR_INVALID_CONTEXT, driver.CUresult.CUDA_SUCCESS]
+    bound = []
+    monkeypatch.setattr(L, "_cu_launch", lambda *a: (results.pop(0),))
+    monkeypatch.setattr(L, "_make_current", lambda d: (bound.append(d), setattr(L._THREAD, "device", d)))
+    with L.use_launcher("fast"):
+        _prepared(_entry())(0, a.ptr, b.ptr, *scalars)
+    assert bound[-1] == 0 and not results

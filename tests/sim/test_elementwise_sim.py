@@ -27,7 +27,8 @@ def test_gsmelu_kernels_match_mirror(dtype, size):
     from gpuops import _core
     x, g = _x(size), _x(size, 1)
     expected_kernel = "gsmelu_forward_words" if size % 4 == 0 or dtype == "float64" else "gsmelu_forward"
-    picked, _ = ew._pick(size, *(_core.wrap("x", to_kind(x, "simulated", dtype)),) * 2, "gsmelu_forward", 4)
+    xa = _core.wrap("x", to_kind(x, "simulated", dtype))
+    picked = ew._flat_plan(xa, "gsmelu_forward", 4, _core.word_aligned(xa, xa), size, 2)[0]
     assert picked == expected_kernel
     xd, gd = to_kind(x, "simulated", dtype), to_kind(g, "simulated", dtype)
     cpu_x, cpu_g = rounded(x, dtype), rounded(g, dtype)

@@ -1,0 +1,122 @@
+"""Prepared launches of repeated calls (`gpuops._core.launch`) and the elementwise plans on them, without a
+GPU: a fake CUDA array kind stands in for device arrays and a recorder for `Kernel.prepare`.  The real
+packed launch is tests/core/test_launch_packing.py; tests/gpu runs the whole path on a device."""
+import numpy as np
+import pytest
+
+import gpuops
+from gpuops import _core, elementwise
+
+
+class FakeCuda:
+    """A device array as far as the core can tell: numpy memory at a chosen address on cuda:0."""
+
+    def __init__(self, shape, dtype="float32", ptr=0x10000):
+        self.array, self.ptr = np.zeros(shape, dtype), ptr
+        self.shape, self.dtype = self.array.shape, self.array.dtype
+
+
+class _FakeKind(_core._Kind):
+    name = "fake_cuda"
+
+    def __init__(self):
+        self.pointer_reads, self.streams = 0, iter(range(100, 200))
+
+    def wrap(self, obj, name):
+        return _core.Arr(obj, self, obj.shape, _core.dtype_name(obj.dtype), 0, name)
+
+    def contiguous(self, arr):
+        return arr
+
+    def is_contiguous(self, arr):
+        return True
+
+    def empty(self, arr, shape, dtype):
+        return self.wrap(FakeCuda(shape, dtype, ptr=0x20000), "out")
+
+    def data_ptr(self, arr):
+        self.pointer_reads += 1
+        return arr.obj.ptr
+
+    def stream(self, arr):
+        return next(self.streams)                   # the caller's current stream changes between calls
+
+
+class _Kernel:
+    def __init__(self, name, prepared, launched):
+        self.name, self.prepared, self.launched = name, prepared, launched
+
+    def prepare(self, dtype, device, layouts, grid, block, shmem=0):
+        self.prepared.append((self.name, dtype, device, [(lay.shape, lay.strides) for lay in layouts], grid, block))
+        return lambda stream, *args: self.launched.append((self.name, stream, args))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    kind = _FakeKind()
+    monkeypatch.setitem(_core._KIND_BY_TYPE, FakeCuda, kind)
+    monkeypatch.setattr(_core, "_PREPARED", {})
+    prepared, launched = [], []
+    for name in ("gsmelu_forward", "gsmelu_forward_words", "gsmelu_backward", "gsmelu_backward_words",
+                 "ncrelu_forward", "ncrelu_backward"):
+        monkeypatch.setitem(_core._CUDA_KERNELS, ("elementwise", name), _Kernel(name, prepared, launched))
+    return kind, prepared, launched
+
+
+def test_gsmelu_prepares_once_and_reads_each_pointer_once(fake):
+    kind, prepared, launched = fake
+    x = FakeCuda((4, 256))
+    for _ in range(3):
+        gpuops.gsmelu(x, slope=1.3)
+    assert prepared == [("gsmelu_forward_words", "float32", 0, [((1024,), (4,))] * 2, (1,), (256,))]
+    assert [stream for _, stream, _ in launched] == [100, 101, 102]     # the current stream, every call
+    assert kind.pointer_reads == 2 * 3                                    # x and out, once a call each
+    scalars = elementwise._forward_scalars(1.3, 0.01, 0.1, 0.1, 0.0)
+    assert launched[0][2] == (0x10000, 0x20000, *scalars)
+
+
+def test_gsmelu_word_kernel_only_when_every_array_allows_it(fake):
+    _, prepared, launched = fake
+    gpuops.gsmelu(FakeCuda(1024, ptr=0x10004))                           # misaligned input
+    gpuops.gsmelu(FakeCuda(1023))                                         # not whole words
+    gpuops.gsmelu_backward(FakeCuda(1024, ptr=0x30004), FakeCuda(1024))   # misaligned grad_out
+    gpuops.gsmelu_backward(FakeCuda(1024), FakeCuda(1024), stream=7)
+    assert [(p[0], p[4]) for p in prepared] == [
+        ("gsmelu_forward", (1,)), ("gsmelu_forward", (1,)), ("gsmelu_backward", (1,)), ("gsmelu_backward_words", (1,))]
+    assert launched[-1][1] == 7
+
+
+def test_ncrelu_plans_by_shape(fake):
+    _, prepared, launched = fake
+    x = FakeCuda((2, 3, 5))
+    gpuops.ncrelu(x)
+    gpuops.ncrelu(x)
+    gpuops.ncrelu_backward(FakeCuda((2, 6, 5)), x)
+    assert [p[0] for p in prepared] == ["ncrelu_forward", "ncrelu_backward"]
+    assert [shape for shape, _ in prepared[0][3]] == [(2, 15), (2, 2, 15)]
+    assert [shape for shape, _ in prepared[1][3]] == [(2, 2, 15), (2, 15), (2, 15)]
+    assert prepared[0][4] == (1, 2) and len(launched) == 3
+
+
+def test_dtypes_and_sizes_get_their_own_launch(fake):
+    _, prepared, _ = fake
+    for x in (FakeCuda(64), FakeCuda(64, "float64"), FakeCuda(128), FakeCuda(64)):
+        gpuops.gsmelu(x)
+    assert [(p[1], p[3][0][0]) for p in prepared] == [("float32", (64,)), ("float64", (64,)), ("float32", (128,))]
+
+
+def test_scalar_memo_keeps_types_and_signed_zeros():
+    forward = elementwise._forward_scalars
+    assert elementwise._scalars(forward, 1.0, 0.01, 0.1, 0.1, 0.0) == forward(1.0, 0.01, 0.1, 0.1, 0.0)
+    assert elementwise._scalars(forward, 1, 0.01, 0.1, 0.1, 0.0) == forward(1.0, 0.01, 0.1, 0.1, 0.0)
+    with pytest.raises(TypeError, match="slope must be a real number, got bool"):
+        elementwise._scalars(forward, True, 0.01, 0.1, 0.1, 0.0)              # True == 1 == 1.0
+    assert np.signbit(elementwise._scalars(forward, 1.0, 0.01, 0.1, 0.1, -0.0)[1])
+    assert not np.signbit(elementwise._scalars(forward, 1.0, 0.01, 0.1, 0.1, 0.0)[1])
+    assert elementwise._scalars(forward, np.float32(0.1), 0.01, 0.1, 0.1, 0.0)[4] == np.float32(0.1) - 0.01
+    for bad in ("1", None, 1j):
+        with pytest.raises(TypeError, match="slope must be a real number"):
+            elementwise._scalars(forward, bad, 0.01, 0.1, 0.1, 0.0)
+    for _ in range(2):                                                         # a failure is never memoised
+        with pytest.raises(ValueError, match="alpha \\+ beta must be > 0"):
+            elementwise._scalars(forward, 1.0, 0.01, -0.1, 0.1, 0.0)
