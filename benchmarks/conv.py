@@ -122,7 +122,7 @@ def _dgmm_case(side, dtype, backward, complex_=False):
     M = K = 8192
     if complex_:
         a = torch.randn(M, K // 2, dtype=torch.complex64, device="cuda")
-        x = torch.randn(K // 2, dtype=torch.complex64, device="cuda")
+        x = torch.randn(K // 2 if side == "right" else M, dtype=torch.complex64, device="cuda")
     else:
         a = torch.randn(M, K, device="cuda", dtype=dt)
         x = torch.randn(K if side == "right" else M, device="cuda", dtype=dt)
@@ -156,10 +156,10 @@ def _dgmm_case(side, dtype, backward, complex_=False):
 
 
 for _side in ("right", "left"):
-    for _dtype in ("float32", "bfloat16"):
+    for _dtype in ("float32", "bfloat16", "float16"):
         for _bwd in (False, True):
             workload("dgmm", f"8192x8192 {_side} {'bwd' if _bwd else 'fwd'}", _dtype)(
                 lambda side=_side, dtype=_dtype, bwd=_bwd: _dgmm_case(side, dtype, bwd))
-for _bwd in (False, True):
-    workload("cdgmm", f"8192x4096 complex64 right {'bwd' if _bwd else 'fwd'}", "float32")(
-        lambda bwd=_bwd: _dgmm_case("right", "float32", bwd, complex_=True))
+    for _bwd in (False, True):
+        workload("cdgmm", f"8192x4096 complex64 {_side} {'bwd' if _bwd else 'fwd'}", "float32")(
+            lambda side=_side, bwd=_bwd: _dgmm_case(side, "float32", bwd, complex_=True))

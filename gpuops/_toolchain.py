@@ -20,7 +20,7 @@ from numba import njit, prange  # noqa: E402,F401
 from numba import cuda  # noqa: E402
 from numba.cuda import libdevice  # noqa: E402,F401
 from numba.cuda import types as nt  # noqa: E402,F401
-from numba.cuda.extending import overload  # noqa: E402,F401
+from numba.cuda.extending import intrinsic, overload  # noqa: E402,F401
 
 #: True when NUMBA_ENABLE_CUDASIM=1 made numba.cuda the CPU-thread simulator
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -34,4 +34,4 @@ def numba_cuda_version() -> str:
     return version("numba-cuda")
 
 
-__all__ = ["np", "numba", "njit", "prange", "cuda", "libdevice", "nt", "overload", "SIMULATOR", "CPU_JIT"]
+__all__ = ["np", "numba", "njit", "prange", "cuda", "libdevice", "nt", "intrinsic", "overload", "SIMULATOR", "CPU_JIT"]

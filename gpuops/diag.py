@@ -13,7 +13,14 @@ from gpuops._dtypes import STORAGE
 
 _THREADS = 256           # = gpuops.cuda.diag.THREADS
 _UNROLL = 4              # = gpuops.cuda.diag.UNROLL
-_TARGET_BLOCKS = 2048    # about 8 blocks per SM on a 132-SM H100/H200, enough bytes in flight
+_SUM_COLUMNS = 32        # = gpuops.cuda.diag.SUM_COLUMNS
+_TARGET_BLOCKS = 4096    # with sums: ~8 waves of 4 blocks per SM on a 132-SM H100/H200
+_SUM_TC = 32             # columns per block with sums, side right
+_SUM_TC_LEFT = 128       # columns per block with sums, side left
+# loop steps per thread of the forward, side left (0) and right (1).  H200, 8192² (benchmarks/dgmm_dev_bench.py):
+# right is best with 1 everywhere; left with 4 for float16 (87 vs 81 % of copy) and complex64 (93 vs 86 %),
+# float32 93 vs 96 %
+_FORWARD_STEPS = (4, 1)
 _CPU_SEGMENTS = 16       # row segments of the CPU mirror (side right), fixed so sums do not depend on cores
 _COMPLEX = {"complex64": "float32", "complex128": "float64"}
 
@@ -38,20 +45,33 @@ def _side(side, M, K, L):
     raise ValueError(f"side must be 'auto', 'left' or 'right', got {side!r}")
 
 
-def _layout(M, K, right, on_gpu):
-    """(tc, tiles, segments, seg_len) of `SCALE`: tc threads along the columns (a power of two), tiles
-    blocks across the kept axis, the reduced axis cut into segments of seg_len.  The GPU aims at
-    about _TARGET_BLOCKS blocks whatever its size, so results are the same on every GPU."""
+def _layout(M, K, right, on_gpu, want_sum, unroll=_UNROLL, steps=1):
+    """(tc, tiles, segments, seg_len) of the scale kernels: tc threads along the columns (a power of
+    two), tiles blocks across the kept axis, the reduced axis cut into segments of seg_len.
+
+    ``unroll``: elements (words) per thread and loop step.  The forward cuts segments of ``steps`` loop
+    steps per thread (where the grid allows): many short blocks leave no partly filled last wave.  With
+    sums the GPU aims at about _TARGET_BLOCKS blocks whatever its size, so results are the same on every
+    GPU, and tiles narrow to _SUM_TC (right) / _SUM_TC_LEFT columns: more tiles, fewer segments to add up
+    (right) and more work per block (left).  The values come from benchmarks/dgmm_dev_bench.py."""
     tc = 1
     while tc < min(K, _THREADS):
         tc *= 2
+    if on_gpu and want_sum:
+        tc = min(tc, _SUM_TC if right else _SUM_TC_LEFT)
     rows = _THREADS // tc
     if right:
         tiles, reduced, per_step = -(-K // tc), M, rows
     else:
         tiles, reduced, per_step = -(-M // rows), K, tc
-    target = _TARGET_BLOCKS if on_gpu else _CPU_SEGMENTS
-    segments = max(1, min(-(-target // tiles) if on_gpu else target, -(-reduced // (per_step * _UNROLL)), 65535))
+    most = -(-reduced // (per_step * unroll))
+    if not on_gpu:
+        target = _CPU_SEGMENTS
+    elif want_sum:
+        target = -(-_TARGET_BLOCKS // tiles)
+    else:
+        target = -(-most // steps)
+    segments = max(1, min(target, most, 65535))
     seg_len = max(1, -(-reduced // segments))
     return tc, tiles, max(1, -(-reduced // seg_len)), seg_len
 
@@ -70,16 +90,26 @@ def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None):
     words = (a.is_cuda and itemsize < 8 and P * itemsize <= 8 and row_bytes % 8 == 0
              and _core.word_aligned(a, out, b))
     columns = row_bytes // 8 if words else K
-    tc, tiles, segments, seg_len = _layout(M, columns, right, a.is_cuda)
+    # the word forward walks down the rows on both sides (it reduces nothing)
+    walk_right = right or (words and not want_sum)
+    unroll = 2 * _UNROLL if words and not want_sum else _UNROLL                # the word forward: two halves
+    steps = _FORWARD_STEPS[right]
+    tc, tiles, segments, seg_len = _layout(M, columns, walk_right, a.is_cuda, want_sum, unroll, steps)
     count = K if right else M
-    partial = _core.empty(a, ((segments if want_sum else 1) * count * P,), STORAGE[a.dtype][2])
-    _core.run("diag", "scale_words" if words else "scale",
+    kernel = "scale_words" if words else "scale"
+    if not want_sum:
+        partial = _core.empty(a, (1,), STORAGE[a.dtype][2])            # typed placeholder, never touched
+    elif segments == 1 and STORAGE[gx.dtype][2] == STORAGE[gx.dtype][0]:
+        partial = gx                                                  # one segment already is the sum
+    else:
+        partial = _core.empty(a, (segments * count * P,), STORAGE[a.dtype][2])
+    _core.run("diag", kernel + ("_sum" if want_sum else ""),
               (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), In(b, (b.size,)),
-               Out(partial), M, columns, P, right, conj, tc, seg_len, want_sum),
+               Out(partial, (partial.size,)), M, columns, P, right, conj, tc, seg_len),
               like=a, grid=(tiles, segments), block=(_THREADS,), stream=stream)
-    if want_sum:
+    if want_sum and partial is not gx:
         _core.run("diag", "sum_segments", (In(partial), Out(gx, (gx.size,)), segments),
-                  like=a, grid=lambda: (_core.blocks_for(gx.size, _THREADS),), block=(_THREADS,), stream=stream)
+                  like=a, grid=lambda: (-(-gx.size // _SUM_COLUMNS),), block=(_THREADS,), stream=stream)
 
 
 # ---------------------------------------------------------------------------------------------

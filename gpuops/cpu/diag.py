@@ -72,7 +72,17 @@ def _scale_real(a, x, out, b, partial, M, K, right, seg_len, want_sum):
 
 
 @njit(**CPU_JIT)
-def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
+def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
+    _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, False)
+
+
+@njit(**CPU_JIT)
+def scale_sum(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
+    _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, True)
+
+
+@njit(**CPU_JIT)
+def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, want_sum):
     if P == 1:
         _scale_real(a, x, out, b, partial, M, K, right, seg_len, want_sum)
         return
@@ -105,15 +115,28 @@ def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
                         partial[(seg * M + i) * P + 1] = im
 
 
+_SUM_GROUPS = 8          # = gpuops.cuda.diag.SUM_GROUPS
+
+
 @njit(**CPU_JIT)
 def sum_segments(partial, gx, segments):
-    """The CUDA kernel's order: eight interleaved running sums (segment mod 8), combined pairwise."""
+    """The CUDA kernel's order: group g sums segments g, g + 8, ... with four interleaved running sums,
+    then the eight groups are tree-summed in float64."""
     n = gx.size
     for i in prange(n):
-        acc = np.zeros(8, partial.dtype)
-        full = segments - segments % 8
-        for s in range(full):
-            acc[s % 8] += partial[s * n + i]
-        for s in range(full, segments):
-            acc[0] += partial[s * n + i]
-        gx[i] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        groups = np.zeros(_SUM_GROUPS, np.float64)
+        for g in range(min(_SUM_GROUPS, segments)):
+            acc = np.zeros(4, partial.dtype)
+            m = (segments - g + _SUM_GROUPS - 1) // _SUM_GROUPS
+            full = m - m % 4
+            for k in range(full):
+                acc[k % 4] += partial[(g + _SUM_GROUPS * k) * n + i]
+            for k in range(full, m):
+                acc[0] += partial[(g + _SUM_GROUPS * k) * n + i]
+            groups[g] = (acc[0] + acc[1]) + (acc[2] + acc[3])
+        h = _SUM_GROUPS // 2
+        while h > 0:
+            for g in range(h):
+                groups[g] += groups[g + h]
+            h //= 2
+        gx[i] = groups[0]

@@ -7,11 +7,12 @@ complex64/complex128 layout is viewed as pairs by gpuops.diag).  ``right`` = 1 s
 One tiled kernel serves the forward pass and the whole backward, so the backward reads grad_out once:
 
 * ``SCALE``: ``out[i, j] = a[i, j] · x̃`` with x̃ = x[j] (right) or x[i] (left), conjugated when
-  ``conj`` (complex product) — the forward pass and grad_a.  When ``want_sum`` it also reduces
-  ``a · conj(b)`` along the reduced axis (rows for right, columns for left) into
-  ``partial[segment, index]``: the grid's y axis cuts the reduced axis into segments, each block
-  keeps its sums in registers and tree-reduces them once at the end, in a fixed order.
-* ``SUM_SEGMENTS``: ``gx[n] = Σ_segment partial[segment, n]`` in segment order (deterministic, no
+  ``conj`` (complex product) — the forward pass.  ``SCALE_SUM`` also reduces ``a · conj(b)`` along the
+  reduced axis (rows for right, columns for left) into ``partial[segment, index]`` — grad_a and the
+  pieces of grad_x: the grid's y axis cuts the reduced axis into segments, each block keeps its sums
+  in registers and tree-reduces them once at the end, in a fixed order.  ``SCALE_WORDS(_SUM)`` are the
+  same on 64-bit words.  Both pairs share one body each, specialised by a literal ``want_sum``.
+* ``SUM_SEGMENTS``: ``gx[n] = Σ_segment partial[segment, n]`` in a fixed order (deterministic, no
   atomics).
 
 A block is 256 threads laid out as ``rows × tc`` with ``tc`` (a power of two) threads along the
@@ -30,6 +31,8 @@ UNROLL = 4             # elements per thread and loop step (written out in _scal
 RED = 2 * THREADS      # float64 shared words of the block reduction (re and im halves)
 WORD_SLOTS = 4         # scalars per 64-bit word of 16-bit data: the most sums a word-kernel thread keeps
 WORD_RED = WORD_SLOTS * THREADS
+SUM_COLUMNS = 32       # outputs per block of SUM_SEGMENTS (a warp's coalesced row of partial sums)
+SUM_GROUPS = THREADS // SUM_COLUMNS
 
 
 @cuda.jit(device=True, inline=True)
@@ -111,7 +114,10 @@ def _block_sum(smem, slots, right, tc):
     return lane
 
 
-def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
+@cuda.jit(device=True, inline=True)
+def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_sum):
+    """The body of `SCALE` (want_sum 0) and `SCALE_SUM` (want_sum 1); want_sum is a literal, so the
+    forward kernel carries none of the reduction's registers."""
     smem = cuda.shared.array(RED, nt.float64)
     tid = cuda.threadIdx.x
     seg = nt.int64(cuda.blockIdx.y)
@@ -187,7 +193,8 @@ def _words_step(values_a, values_b, values_out, scale, acc, P, conj, want_sum):
                     acc[k + 1] += ai * br - ar * bi
 
 
-def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want_sum):
+@cuda.jit(device=True, inline=True)
+def _scale_words_tile(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want_sum):
     """`_scale` on 64-bit words: a, out and b are read and written as uint64 words that each hold
     8 / (P·itemsize) whole elements of one row (Kw words per row); x is read as elements.  Word
     loads put 4× more bytes in flight than 16-bit element loads (2× for float32); sums accumulate in
@@ -259,33 +266,137 @@ def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, want
                     partial[base + k] = smem[k * THREADS + tid]
 
 
+def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
+    _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, 0)
+
+
+def _scale_sum(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
+    _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, 1)
+
+
+@cuda.jit(device=True, inline=True)
+def _scale_word(values_a, values_out, i, xr, xm, P):
+    """Element i (its P scalars) of the viewed words: out = a · (xr + i·xm)."""
+    ar = load(values_a, i)
+    if P == 1:
+        store(values_out, i, ar * xr)
+    else:
+        ai = load(values_a, i + 1)
+        store(values_out, i, ar * xr - ai * xm)
+        store(values_out, i + 1, ar * xm + ai * xr)
+
+
+@cuda.jit(device=True, inline=True)
+def _x_value(x, e, P, conj):
+    """x̃ = x[e] (+ i·x[e + 1] when P is 2, conjugated when conj) in the compute type."""
+    xr = load(x, e)
+    xm = xr * 0
+    if P == 2:
+        xm = load(x, e + 1)
+        if conj:
+            xm = -xm
+    return xr, xm
+
+
+@cuda.jit(device=True, inline=True)
+def _scale_words_step(values_a, values_out, scale, x, first_row, step, M, P, right, conj):
+    """The arithmetic of UNROLL words of `_scale_words`, P a literal (constant indices keep the words in
+    registers).  x̃ comes from ``scale`` (side right: the thread's columns,
+    loaded once) or, for side left, from x at each word's row (rows past M are computed, never stored)."""
+    S = values_a.size // UNROLL
+    for u in range(UNROLL):
+        if not right:
+            xr, xm = _x_value(x, min(first_row + u * step, M - 1) * P, P, conj)
+        for q in range(S // P):
+            if right:
+                xr, xm = _x_value(scale, q * P, P, conj)
+            _scale_word(values_a, values_out, u * S + q * P, xr, xm, P)
+
+
+def _scale_words(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len):
+    """The forward pass on 64-bit words (b and partial unused).  It reduces nothing, so on both sides a
+    thread walks down one word column, the walk of SCALE_WORDS_SUM's side right; side left's x̃ changes
+    with the row (one address per row: a broadcast load, cached).  Each step loads two halves of UNROLL
+    words (64 bytes in flight per thread) and computes them as two UNROLL-word steps: LLVM unrolls
+    those fully, a single 8-word step it left partly rolled (in local memory) for 16-bit data."""
+    a_words = a.view(np.uint64)
+    out_words = out.view(np.uint64)
+    lo_a = cuda.local.array(UNROLL, nt.uint64)
+    hi_a = cuda.local.array(UNROLL, nt.uint64)
+    lo_out = cuda.local.array(UNROLL, nt.uint64)
+    hi_out = cuda.local.array(UNROLL, nt.uint64)
+    scale = cuda.local.array(WORD_SLOTS, x.dtype)      # side right: x of each scalar of the word (raw)
+    S = lo_a.view(x.dtype).size // UNROLL              # scalars per word
+    n, first, end, step, active = _walk(1, tc, nt.int64(cuda.blockIdx.y), seg_len, M, Kw)
+    if not active:
+        return
+    for k in range(WORD_SLOTS):
+        if k < S:
+            scale[k] = x[n * S + k] if right else x[0]
+    t = first
+    half = UNROLL * step
+    # unsigned word offsets, advanced by a stride: no per-load multiply or negative-index wraparound
+    e = nt.uint64(t * Kw + n)
+    stride = nt.uint64(step * Kw)
+    e_half = nt.uint64(UNROLL) * stride
+    while t < end:
+        for u in range(UNROLL):
+            lo_a[u] = 0
+            hi_a[u] = 0
+            if t + u * step < end:
+                lo_a[u] = a_words[e + nt.uint64(u) * stride]
+            if t + half + u * step < end:
+                hi_a[u] = a_words[e + e_half + nt.uint64(u) * stride]
+        if P == 1:
+            _scale_words_step(lo_a.view(x.dtype), lo_out.view(x.dtype), scale, x, t, step, M, 1, right, conj)
+            _scale_words_step(hi_a.view(x.dtype), hi_out.view(x.dtype), scale, x, t + half, step, M, 1, right,
+                              conj)
+        else:
+            _scale_words_step(lo_a.view(x.dtype), lo_out.view(x.dtype), scale, x, t, step, M, 2, right, conj)
+            _scale_words_step(hi_a.view(x.dtype), hi_out.view(x.dtype), scale, x, t + half, step, M, 2, right,
+                              conj)
+        for u in range(UNROLL):
+            if t + u * step < end:
+                out_words[e + nt.uint64(u) * stride] = lo_out[u]
+            if t + half + u * step < end:
+                out_words[e + e_half + nt.uint64(u) * stride] = hi_out[u]
+        t += 2 * half
+        e += nt.uint64(2) * e_half
+
+
+def _scale_words_sum(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len):
+    # want_sum from the data (partial is never empty here), not a literal 1: with the literal LLVM
+    # schedules the loop into 122 registers, this way into 47
+    _scale_words_tile(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, partial.size > 0)
+
+
 def _sum_segments(partial, gx, segments):
-    """gx[i] = Σ_s partial[s, i] in a fixed order: eight interleaved running sums (s mod 8), then
-    combined pairwise, so eight independent loads are in flight (a single running sum waited on each
-    load in turn: 40 µs for 128 segments of 8192 sums)."""
+    """gx[i] = Σ_s partial[s, i] in a fixed order.  A block owns SUM_COLUMNS outputs; the SUM_GROUPS
+    threads of an output each sum every SUM_GROUPS-th segment with four interleaved running sums, then
+    the block tree-sums the groups.  Many short independent chains keep loads in flight: one thread per
+    output waited on 16 dependent rounds of loads (≈ 15 µs for 128 segments of 8192 sums)."""
+    smem = cuda.shared.array(THREADS, nt.float64)
     n = gx.size
-    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    while i < n:
-        a0 = partial[i] * 0
-        a1 = a2 = a3 = a4 = a5 = a6 = a7 = a0
-        s = nt.int64(0)
-        while s + 8 <= segments:
+    tid = cuda.threadIdx.x
+    g = tid // SUM_COLUMNS
+    i = nt.int64(cuda.blockIdx.x) * SUM_COLUMNS + (tid & (SUM_COLUMNS - 1))
+    a0 = partial[0] * 0
+    a1 = a2 = a3 = a0
+    if i < n:
+        s = nt.int64(g)
+        while s + 3 * SUM_GROUPS < segments:
             e = s * n + i
             a0 += partial[e]
-            a1 += partial[e + n]
-            a2 += partial[e + 2 * n]
-            a3 += partial[e + 3 * n]
-            a4 += partial[e + 4 * n]
-            a5 += partial[e + 5 * n]
-            a6 += partial[e + 6 * n]
-            a7 += partial[e + 7 * n]
-            s += 8
+            a1 += partial[e + SUM_GROUPS * n]
+            a2 += partial[e + 2 * SUM_GROUPS * n]
+            a3 += partial[e + 3 * SUM_GROUPS * n]
+            s += 4 * SUM_GROUPS
         while s < segments:
             a0 += partial[s * n + i]
-            s += 1
-        store(gx, i, ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)))
-        i += step
+            s += SUM_GROUPS
+    smem[tid] = (a0 + a1) + (a2 + a3)
+    if _block_sum(smem, 1, 1, SUM_COLUMNS) == 0 and i < n:
+        store(gx, i, smem[tid])
 
 
 def _flat(d):
@@ -297,9 +408,11 @@ def _partial(d):
 
 
 _I = nt.int64
-SCALE = Kernel(_scale, lambda d: (_flat(d),) * 4 + (_partial(d),) + (_I,) * 8)
-# 64 registers: 4 blocks per SM (bfloat16 would take 138 uncapped, one block); no spills at sm_90.
-# float64 gains nothing from words (one element each) and takes SCALE.
-SCALE_WORDS = Kernel(_scale_words, lambda d: (_flat(d),) * 4 + (_partial(d),) + (_I,) * 8,
-                     dtypes=("float16", "bfloat16", "float32"), max_registers=64)
+_SIGNATURE = lambda d: (_flat(d),) * 4 + (_partial(d),) + (_I,) * 7  # noqa: E731
+_WORD_DTYPES = ("float16", "bfloat16", "float32")    # float64 gains nothing from words (one element each)
+SCALE = Kernel(_scale, _SIGNATURE)
+SCALE_SUM = Kernel(_scale_sum, _SIGNATURE)
+# 64 registers: 4 blocks of 256 per SM (float32 takes 95 uncapped, 2 blocks); no spills at sm_90
+SCALE_WORDS = Kernel(_scale_words, _SIGNATURE, dtypes=_WORD_DTYPES, max_registers=64)
+SCALE_WORDS_SUM = Kernel(_scale_words_sum, _SIGNATURE, dtypes=_WORD_DTYPES, max_registers=64)
 SUM_SEGMENTS = Kernel(_sum_segments, lambda d: (_partial(d), _flat(d), _I))

@@ -57,3 +57,22 @@ def test_cdgmm(case, dtype):
     _close(dg.cdgmm(d(a), d(x), side=side), dg.cdgmm(a, x, side=side), TOL[dtype])
     for got, want in zip(dg.cdgmm_backward(d(g), d(a), d(x), side=side), dg.cdgmm_backward(g, a, x, side=side)):
         _close(got, want, TOL[dtype])
+
+
+@pytest.mark.parametrize("segments", [1, 5, 8, 37, 70])
+def test_sum_segments_matches_mirror_and_numpy(segments):
+    """SUM_SEGMENTS alone: groups of every 8th segment with four running sums each, remainders included."""
+    from gpuops import _core
+    from gpuops._core import In, Out
+    from gpuops.cpu.diag import sum_segments as mirror
+
+    n = 45                                             # two blocks of 32 outputs, the second partly idle
+    partial = RNG.standard_normal(segments * n).astype(np.float32)
+    gx = cuda.device_array(n, np.float32)
+    like = _core.wrap("a", gx)
+    _core.run("diag", "sum_segments", (In(_core.wrap("p", cuda.to_device(partial))), Out(like), segments),
+              like=like, grid=(2,), block=(256,))
+    want = np.zeros(n, np.float32)
+    mirror(partial, want, segments)
+    np.testing.assert_allclose(gx.copy_to_host(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(want, partial.reshape(segments, n).sum(0, dtype=np.float64), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,39 @@
+"""Developer sweep of the dgmm/cdgmm launch layout on a GPU:  PYTHONPATH=$PWD python benchmarks/dgmm_dev_bench.py
+
+Each setting overrides layout constants of gpuops.diag (_TARGET_BLOCKS, _SUM_TC, _SUM_TC_LEFT,
+_FORWARD_STEPS); every 8192² workload of benchmarks/conv.py is checked against torch, then timed with
+CUDA events, and printed as ms and % of the measured copy bandwidth.
+"""
+import gpuops.diag as dg
+from benchmarks import conv
+from benchmarks.runner import copy_bandwidth_gbs, cuda_time_ms
+
+CASES = [(side, dtype, bwd, cplx) for side in ("left", "right") for bwd in (False, True)
+         for dtype, cplx in (("float32", False), ("bfloat16", False), ("float16", False), ("float32", True))]
+# the defaults first, then one change at a time
+SETTINGS = [{}, {"_FORWARD_STEPS": (1, 1)}, {"_FORWARD_STEPS": (4, 4)}, {"_SUM_TC_LEFT": 256}, {"_TARGET_BLOCKS": 8192}]
+
+
+def main():
+    gbs = copy_bandwidth_gbs()
+    print(f"copy bandwidth {gbs:.1f} GB/s")
+    defaults = {name: getattr(dg, name) for s in SETTINGS for name in s}
+    for setting in SETTINGS:
+        for name, value in setting.items():
+            setattr(dg, name, value)
+        for side, dtype, bwd, cplx in CASES:
+            if setting and bwd == ("_FORWARD_STEPS" in setting):
+                continue                                   # only the cases the setting changes
+            case = conv._dgmm_case(side, dtype, bwd, complex_=cplx)
+            ok = case["check"]()
+            ms = cuda_time_ms(case["gpuops"])
+            floor = case["bytes"] / gbs / 1e6
+            name = f"{'cdgmm c64' if cplx else 'dgmm ' + dtype} {side} {'bwd' if bwd else 'fwd'}"
+            print(f"{str(setting or 'defaults'):28s} | {name:24s} | {'ok' if ok else 'WRONG'} | {ms:.4f} ms | "
+                  f"{100 * floor / ms:5.1f} %", flush=True)
+        for name, value in defaults.items():
+            setattr(dg, name, value)
+
+
+if __name__ == "__main__":
+    main()
