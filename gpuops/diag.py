@@ -109,7 +109,7 @@ def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None):
               like=a, grid=(tiles, segments), block=(_THREADS,), stream=stream)
     if want_sum and partial is not gx:
         _core.run("diag", "sum_segments", (In(partial), Out(gx, (gx.size,)), segments),
-                  like=a, grid=lambda: (-(-gx.size // _SUM_COLUMNS),), block=(_THREADS,), stream=stream)
+                  like=a, grid=lambda: (_core.blocks_for(gx.size, _SUM_COLUMNS),), block=(_THREADS,), stream=stream)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -164,30 +164,48 @@ def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_s
 
 
 @cuda.jit(device=True, inline=True)
+def _scale_word(values_a, values_out, i, xr, xm, P):
+    """Element i (its P scalars) of the viewed words: out = a · (xr + i·xm)."""
+    ar = load(values_a, i)
+    if P == 1:
+        store(values_out, i, ar * xr)
+    else:
+        ai = load(values_a, i + 1)
+        store(values_out, i, ar * xr - ai * xm)
+        store(values_out, i + 1, ar * xm + ai * xr)
+
+
+@cuda.jit(device=True, inline=True)
+def _x_value(x, e, P, conj):
+    """x̃ = x[e] (+ i·x[e + 1] when P is 2, conjugated when conj) in the compute type."""
+    xr = load(x, e)
+    xm = xr * 0
+    if P == 2:
+        xm = load(x, e + 1)
+        if conj:
+            xm = -xm
+    return xr, xm
+
+
+@cuda.jit(device=True, inline=True)
 def _words_step(values_a, values_b, values_out, scale, acc, P, conj, want_sum):
-    """The arithmetic of one loop step of `_scale_words` on UNROLL words viewed as scalars: element q
-    of each word uses scale[q·P:] and sums into acc[q·P:].  Called with P as a literal so that every
+    """The arithmetic of one loop step of `_scale_words_tile` on UNROLL words viewed as scalars: element
+    q of each word uses scale[q·P:] and sums into acc[q·P:].  Called with P as a literal so that every
     index is a constant and the local arrays stay in registers."""
     S = values_a.size // UNROLL                        # scalars per word
     for u in range(UNROLL):
         for q in range(S // P):
             i = u * S + q * P
             k = q * P
-            xr = load(scale, k)
-            ar = load(values_a, i)
-            if P == 1:
-                store(values_out, i, ar * xr)
-                if want_sum:
-                    acc[k] += ar * load(values_b, i)
-            else:
-                xm = load(scale, k + 1)
-                if conj:
-                    xm = -xm
-                ai = load(values_a, i + 1)
-                store(values_out, i, ar * xr - ai * xm)
-                store(values_out, i + 1, ar * xm + ai * xr)
-                if want_sum:
-                    br = load(values_b, i)
+            xr, xm = _x_value(scale, k, P, conj)
+            _scale_word(values_a, values_out, i, xr, xm, P)
+            if want_sum:
+                ar = load(values_a, i)
+                br = load(values_b, i)
+                if P == 1:
+                    acc[k] += ar * br
+                else:
+                    ai = load(values_a, i + 1)
                     bi = load(values_b, i + 1)
                     acc[k] += ar * br + ai * bi
                     acc[k + 1] += ai * br - ar * bi
@@ -272,30 +290,6 @@ def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
 
 def _scale_sum(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
     _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, 1)
-
-
-@cuda.jit(device=True, inline=True)
-def _scale_word(values_a, values_out, i, xr, xm, P):
-    """Element i (its P scalars) of the viewed words: out = a · (xr + i·xm)."""
-    ar = load(values_a, i)
-    if P == 1:
-        store(values_out, i, ar * xr)
-    else:
-        ai = load(values_a, i + 1)
-        store(values_out, i, ar * xr - ai * xm)
-        store(values_out, i + 1, ar * xm + ai * xr)
-
-
-@cuda.jit(device=True, inline=True)
-def _x_value(x, e, P, conj):
-    """x̃ = x[e] (+ i·x[e + 1] when P is 2, conjugated when conj) in the compute type."""
-    xr = load(x, e)
-    xm = xr * 0
-    if P == 2:
-        xm = load(x, e + 1)
-        if conj:
-            xm = -xm
-    return xr, xm
 
 
 @cuda.jit(device=True, inline=True)
