@@ -118,6 +118,16 @@ def main():
             print(f"k={k} {str(dtype)[6:]}:", fmt(depthwise_times(k, dtype)), flush=True)
     for h, c, s in [(112, 32, 1), (56, 144, 2), (28, 192, 1), (14, 576, 1), (7, 960, 1)]:
         print(f"mobilenet {h}x{h} C{c} s{s}:", fmt(depthwise_times(3, torch.float32, s, C=c, H=h, W=h)), flush=True)
+    if "--tile-threads" in sys.argv:
+        # block size of the stride-1 tile kernels (56x56 planes: 224 threads = 2 tiles of 32 rows per
+        # plane, 448 = 1 tile of 56 rows); each variant is checked before it is timed
+        for threads in (256, 448, 512, 128):
+            cv._TILE_THREADS = threads
+            fails = sum(not check(*case, torch.float32)[0] for case in CHECKS if case[6] == 1)
+            for k in (3, 7):
+                print(f"tile threads {threads} (fails {fails}) k={k} float32:",
+                      fmt(depthwise_times(k, torch.float32, cudnn=False)), flush=True)
+        cv._TILE_THREADS = 256
     if "--variants" in sys.argv:
         import gpuops.cuda.conv as cc
         for ny in (4, 16):

@@ -16,16 +16,17 @@ DW = dict(shape=(32, 256, 56, 56))
 FLOWNETC = dict(kernel_size=1, patch_size=21, padding=0, dilation_patch=2)
 
 
-def _depthwise(k, backward):
+def _depthwise(k, backward, shape=DW["shape"], stride=1):
     def setup():
-        N, C, H, W = DW["shape"]
+        N, C, H, W = shape
         x = torch.randn(N, C, H, W, device="cuda")
         w = torch.randn(C, 1, k, k, device="cuda") / k
         b = torch.randn(C, device="cuda")
+        y = gpuops.conv2d_depthwise(x, w, b, stride=stride, padding=k // 2)
         if not backward:
-            return lambda: gpuops.conv2d_depthwise(x, w, b, stride=1, padding=k // 2)
-        g = torch.randn(N, C, H, W, device="cuda")  # stride 1, padding k//2: output is H x W
-        return lambda: gpuops.conv2d_depthwise_backward(g, x, w, b, stride=1, padding=k // 2)
+            return lambda: gpuops.conv2d_depthwise(x, w, b, stride=stride, padding=k // 2)
+        g = torch.randn_like(y)
+        return lambda: gpuops.conv2d_depthwise_backward(g, x, w, b, stride=stride, padding=k // 2)
     return setup
 
 
@@ -56,6 +57,8 @@ WORKLOADS = {
     "dw3_bwd": _depthwise(3, True),
     "dw7_fwd": _depthwise(7, False),
     "dw7_bwd": _depthwise(7, True),
+    "dw3s2_fwd": _depthwise(3, False, (32, 144, 56, 56), 2),      # the MobileNetV2 stride-2 row
+    "dw3s2_bwd": _depthwise(3, True, (32, 144, 56, 56), 2),
     "corr_fwd": _correlation(torch.float32, False),
     "corr_bwd": _correlation(torch.float32, True),
     "corr_fwd_bf16": _correlation(torch.bfloat16, False),
@@ -64,6 +67,9 @@ WORKLOADS = {
     "dgmm_bwd": _dgmm(backward=True),
     "dgmm_left_fwd": _dgmm("left"),
     "dgmm_fwd_bf16": _dgmm(dtype=torch.bfloat16),
+    "dgmm_bwd_bf16": _dgmm(dtype=torch.bfloat16, backward=True),
+    "dgmm_left_fwd_bf16": _dgmm("left", dtype=torch.bfloat16),
+    "dgmm_left_bwd_bf16": _dgmm("left", dtype=torch.bfloat16, backward=True),
 }
 
 
