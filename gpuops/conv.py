@@ -225,10 +225,12 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
                    Hd=H, Wd=W, kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw,
                    dh=dh, dw=dw, flip=1, stream=stream)
     elif grad_x.size:
+        threads = min(_THREADS, _ceil(W, 32) * 32)
         _core.run("conv", "dw_grad_x_strided",
                   (In(grad_out, (grad_out.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)),
-                   C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw),
-                  like=x, grid=_grid(_core.blocks_for(grad_x.size, _THREADS)), block=(_THREADS,), stream=stream)
+                   C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, N * C),
+                  like=x, grid=(min(N * C, 2**31 - 1), min(H, 2**16 - 1), min(_ceil(W, threads), 2**16 - 1)),
+                  block=(threads,), stream=stream)
     # weight (and bias) gradient
     _weight_grad(x, grad_out, grad_w, grad_b, dims, stream)
     return grad_x.obj, grad_w.obj, None if grad_b is None else grad_b.obj

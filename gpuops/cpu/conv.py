@@ -93,11 +93,10 @@ def dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, W
 
 
 @njit(**CPU_JIT)
-def dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+def dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, planes):
     """Scatter form of the same adjoint (each grad_out entry adds onto the taps' input pixels)."""
     KK = kh * kw
     Cm = C * m
-    planes = gx.size // (H * W)
     for plane in prange(planes):
         n = plane // C
         c = plane - n * C

@@ -193,35 +193,43 @@ def _dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, 
         i += step
 
 
-def _dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+def _dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, planes):
     """grad_x[n, c, y, x] = Σ_{q<m} Σ_{i,j} w[c·m+q, i, j] · g[n, c·m+q, (y+ph-i·dh)/sh, (x+pw-j·dw)/sw]
-    over the taps whose division is exact and in range (the transposed convolution, as a gather)."""
-    KK = kh * kw
+    over the taps whose division is exact and in range (the transposed convolution, as a gather).
+
+    Grid: (planes, rows, column blocks), each axis walked with a grid stride, so the plane, row and
+    column come from the block indices with no division per element, the tap tests divide in 32 bits,
+    and the row's tests are the same for the whole block."""
+    KK = nt.int32(kh * kw)
     Cm = C * m
-    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    n_out = gx.size
-    while i < n_out:
-        x = i % W
-        r = i // W
-        y = r % H
-        plane = r // H
-        n = plane // C
-        c = plane - n * C
-        acc = nt.float32(0.0)
-        for q in range(m):
-            o = c * m + q
-            g_off = (n * Cm + o) * Ho * Wo
-            for a in range(kh):
-                ty = y + ph - a * dh
-                if ty >= 0 and ty % sh == 0 and ty // sh < Ho:
-                    oy = ty // sh
-                    for b in range(kw):
-                        tx = x + pw - b * dw
-                        if tx >= 0 and tx % sw == 0 and tx // sw < Wo:
-                            acc += load(w, o * KK + a * kw + b) * load(g, g_off + oy * Wo + tx // sw)
-        store(gx, i, acc)
-        i += step
+    ho, wo = nt.int32(Ho), nt.int32(Wo)
+    ush, usw = nt.uint32(sh), nt.uint32(sw)
+    p = nt.int64(cuda.blockIdx.x)
+    while p < planes:
+        n = p // C
+        c = p - n * C
+        y = nt.int32(cuda.blockIdx.y)
+        while y < H:
+            x = nt.int32(cuda.blockIdx.z * cuda.blockDim.x + cuda.threadIdx.x)
+            while x < W:
+                acc = nt.float32(0.0)
+                for q in range(m):
+                    o = c * m + q
+                    g_base = (n * Cm + o) * Ho * Wo
+                    w_base = o * KK
+                    for a in range(kh):
+                        ty = y + nt.int32(ph) - nt.int32(a * dh)
+                        oy = nt.int32(nt.uint32(ty) // ush)
+                        if ty >= 0 and oy * nt.int32(sh) == ty and oy < ho:
+                            for b in range(kw):
+                                tx = x + nt.int32(pw) - nt.int32(b * dw)
+                                ox = nt.int32(nt.uint32(tx) // usw)
+                                if tx >= 0 and ox * nt.int32(sw) == tx and ox < wo:
+                                    acc += load(w, w_base + a * kw + b) * load(g, g_base + nt.int64(oy) * wo + ox)
+                store(gx, (p * H + y) * W + x, acc)
+                x += nt.int32(cuda.gridDim.z * cuda.blockDim.x)
+            y += nt.int32(cuda.gridDim.y)
+        p += cuda.gridDim.x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -941,7 +949,7 @@ _wgrad_direct_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 17    
 DW_TILED = ByDtype(Kernel(_dw_tiled_f32, _tiled_sig, dtypes=_NARROW),
                    Kernel(_dw_tiled_f64, _tiled_sig, dtypes=_WIDE))
 DW_DIRECT = Kernel(_dw_direct, _direct_sig)
-DW_GRAD_X_STRIDED = Kernel(_dw_grad_x_strided, lambda d: (_flat(d),) * 3 + (_I,) * 14)
+DW_GRAD_X_STRIDED = Kernel(_dw_grad_x_strided, lambda d: (_flat(d),) * 3 + (_I,) * 15)
 DW_WGRAD_TILED = ByDtype(Kernel(_dw_wgrad_tiled_f32, _wgrad_tiled_sig, dtypes=_NARROW),
                          Kernel(_dw_wgrad_tiled_f64, _wgrad_tiled_sig, dtypes=_WIDE))
 DW_WGRAD_DIRECT = ByDtype(Kernel(_dw_wgrad_direct_f32, _wgrad_direct_sig, dtypes=_NARROW),

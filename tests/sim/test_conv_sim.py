@@ -149,3 +149,19 @@ def test_im2col_col2im(dtype):
     _close(cv.col2im_backward(_dev(x), (2, 3), **kw), cols, tol)
     # unbatched
     _close(cv.im2col(_dev(x[0]), 2), cv.im2col(x[0], 2), tol)
+
+
+def test_strided_grad_x_grid_stride_loops():
+    """The strided input gradient walks planes, rows and column blocks with grid strides: a 1×2×1 grid
+    of 32-thread blocks (far fewer than planes × rows × columns) gives the full-grid result."""
+    from gpuops.cuda.conv import DW_GRAD_X_STRIDED
+    N, C, m, H, W, kh, kw, s, p = 2, 2, 2, 5, 40, 3, 2, 2, 1
+    Ho, Wo = (H + 2 * p - kh) // s + 1, (W + 2 * p - kw) // s + 1
+    g = RNG.standard_normal((N, C * m, Ho, Wo)).astype(np.float32)
+    w = RNG.standard_normal((C * m, 1, kh, kw)).astype(np.float32)
+    x = np.zeros((N, C, H, W), np.float32)
+    want = cv.conv2d_depthwise_backward(g, x, w, stride=s, padding=p)[0]
+    gx = cuda.device_array(N * C * H * W, np.float32)
+    DW_GRAD_X_STRIDED.dispatcher[(1, 2, 1), (32,)](_dev(g.ravel()), _dev(w.ravel()), gx, C, m, H, W, Ho, Wo,
+                                                  kh, kw, s, s, p, p, 1, 1, N * C)
+    _close(gx, want.ravel(), 1e-5)
