@@ -2,7 +2,7 @@
 
 Each setting overrides layout constants of gpuops.diag (_TARGET_BLOCKS, _SUM_TC, _SUM_TC_LEFT,
 _FORWARD_STEPS); every 8192² workload of benchmarks/conv.py is checked against torch, then timed with
-CUDA events, and printed as ms and % of the measured copy bandwidth.
+CUDA events, and printed as ms, % of the 2 GiB copy's bandwidth and % of a copy of as many bytes.
 With ``--suite-harness`` each case is set up as the benchmark runner does it (the allocator's cache
 emptied first) and only the defaults run: the runner and this sweep disagreed on the same code.
 """
@@ -12,7 +12,7 @@ import torch
 
 import gpuops.diag as dg
 from benchmarks import conv
-from benchmarks.runner import copy_bandwidth_gbs, cuda_time_ms
+from benchmarks.runner import copy_bandwidth_gbs, copy_ms, cuda_time_ms
 
 CASES = [(side, dtype, bwd, cplx) for side in ("left", "right") for bwd in (False, True)
          for dtype, cplx in (("float32", False), ("bfloat16", False), ("float16", False), ("float32", True))]
@@ -37,9 +37,10 @@ def main():
             ok = case["check"]()
             ms = cuda_time_ms(case["gpuops"])
             floor = case["bytes"] / gbs / 1e6
+            same_size = copy_ms(case["bytes"])
             name = f"{'cdgmm c64' if cplx else 'dgmm ' + dtype} {side} {'bwd' if bwd else 'fwd'}"
             print(f"{str(setting or 'defaults'):28s} | {name:24s} | {'ok' if ok else 'WRONG'} | {ms:.4f} ms | "
-                  f"{100 * floor / ms:5.1f} %", flush=True)
+                  f"{100 * floor / ms:5.1f} % of copy BW | {100 * same_size / ms:5.1f} % of a same-size copy", flush=True)
         for name, value in defaults.items():
             setattr(dg, name, value)
 

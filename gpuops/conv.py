@@ -226,10 +226,13 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
                    dh=dh, dw=dw, flip=1, stream=stream)
     elif grad_x.size:
         threads = min(_THREADS, _ceil(W, 32) * 32)
-        _core.run("conv", "dw_grad_x_strided",
-                  (In(grad_out, (grad_out.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)),
-                   C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, N * C),
-                  like=x, grid=(min(N * C, 2**31 - 1), min(H, 2**16 - 1), min(_ceil(W, threads), 2**16 - 1)),
+        arrays = (In(grad_out, (grad_out.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)))
+        if key is not None:         # sizes and stride as constants of a generated kernel
+            kernel, sizes = f"dw_grad_x_fixed_{key[0]}_{key[1]}", (ph, pw)
+        else:
+            kernel, sizes = "dw_grad_x_strided", (kh, kw, sh, sw, ph, pw, dh, dw)
+        _core.run("conv", kernel, arrays + (C, m, H, W, Ho, Wo) + sizes + (N * C,), like=x,
+                  grid=(min(N * C, 2**31 - 1), min(H, 2**16 - 1), min(_ceil(W, threads), 2**16 - 1)),
                   block=(threads,), stream=stream)
     # weight (and bias) gradient
     _weight_grad(x, grad_out, grad_w, grad_b, dims, stream)

@@ -193,13 +193,16 @@ def _dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, 
         i += step
 
 
-def _dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, planes):
+@cuda.jit(device=True, inline=True)
+def _grad_x_gather(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, planes):
     """grad_x[n, c, y, x] = Σ_{q<m} Σ_{i,j} w[c·m+q, i, j] · g[n, c·m+q, (y+ph-i·dh)/sh, (x+pw-j·dw)/sw]
     over the taps whose division is exact and in range (the transposed convolution, as a gather).
 
     Grid: (planes, rows, column blocks), each axis walked with a grid stride, so the plane, row and
     column come from the block indices with no division per element, the tap tests divide in 32 bits,
-    and the row's tests are the same for the whole block."""
+    and the row's tests are the same for the whole block.  Inlined into each kernel, so that the
+    generated ones (`_gen_grad_x_strided`) get their sizes and strides as constants: tap loops
+    unrolled, divisions by 2 as shifts."""
     KK = nt.int32(kh * kw)
     Cm = C * m
     ho, wo = nt.int32(Ho), nt.int32(Wo)
@@ -230,6 +233,18 @@ def _dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh,
                 x += nt.int32(cuda.gridDim.z * cuda.blockDim.x)
             y += nt.int32(cuda.gridDim.y)
         p += cuda.gridDim.x
+
+
+def _dw_grad_x_strided(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, planes):
+    """`_grad_x_gather` with every size at run time (any taps, stride, dilation, depth multiplier)."""
+    _grad_x_gather(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, planes)
+
+
+def _gen_grad_x_strided(K, S):
+    """Source of `_grad_x_gather` for K×K taps, stride S, dilation 1, as constants."""
+    return (f"def _dw_grad_x_k{K}s{S}(g, w, gx, C, m, H, W, Ho, Wo, ph, pw, planes):\n"
+            f'    """Strided input gradient, {K}x{K} taps, stride {S} (`_grad_x_gather`)."""\n'
+            f"    _grad_x_gather(g, w, gx, C, m, H, W, Ho, Wo, {K}, {K}, {S}, {S}, ph, pw, 1, 1, planes)\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -950,6 +965,9 @@ DW_TILED = ByDtype(Kernel(_dw_tiled_f32, _tiled_sig, dtypes=_NARROW),
                    Kernel(_dw_tiled_f64, _tiled_sig, dtypes=_WIDE))
 DW_DIRECT = Kernel(_dw_direct, _direct_sig)
 DW_GRAD_X_STRIDED = Kernel(_dw_grad_x_strided, lambda d: (_flat(d),) * 3 + (_I,) * 15)
+#: (K, stride) -> Kernel: the strided input gradient with its sizes fixed (stride > 1, dilation 1)
+DW_GRAD_X_FIXED = {}
+_grad_x_fixed_sig = lambda d: (_flat(d),) * 3 + (_I,) * 9          # noqa: E731
 DW_WGRAD_TILED = ByDtype(Kernel(_dw_wgrad_tiled_f32, _wgrad_tiled_sig, dtypes=_NARROW),
                          Kernel(_dw_wgrad_tiled_f64, _wgrad_tiled_sig, dtypes=_WIDE))
 DW_WGRAD_DIRECT = ByDtype(Kernel(_dw_wgrad_direct_f32, _wgrad_direct_sig, dtypes=_NARROW),
@@ -1003,6 +1021,9 @@ def _build_fast(ny=NY, sizes=FAST_SIZES, strides=FAST_STRIDES):
                 DW_WGRAD_FAST[(k, s, part)] = globals()[f"DW_WGRAD_FAST_{k}_{s}_{part}"] = Kernel(
                     _define(_gen_wgrad(k, s, nyw, part, parts), f"_dw_wgrad_fast_k{k}s{s}y{nyw}p{part}"),
                     _wgrad_fast_sig, dtypes=_NARROW)
+            if s > 1:
+                DW_GRAD_X_FIXED[(k, s)] = globals()[f"DW_GRAD_X_FIXED_{k}_{s}"] = Kernel(
+                    _define(_gen_grad_x_strided(k, s), f"_dw_grad_x_k{k}s{s}"), _grad_x_fixed_sig, dtypes=_NARROW)
     for k in sizes:
         DW_TILE[k] = globals()[f"DW_TILE_{k}"] = Kernel(
             _define(_gen_tile_fwd(k, ny), f"_dw_tile_k{k}y{ny}"), _tile_sig, dtypes=_NARROW)
