@@ -6,6 +6,8 @@ caller's kind (`empty`), then either runs the CPU mirror on numpy views (`cpu_vi
 CUDA kernel on the caller's stream (`stream_for`, `kernel_arg`, `gpuops._launch.Kernel.launch`): `run`.
 Calls that repeat on arrays of one shape may take `launch` instead, which prepares the launch once per
 shape, dtype and device and then only reads pointers, packs and launches (small elementwise calls).
+`record` notes the prepared launches of one call as a `Replay`, which the JAX adapter re-issues on the
+next call's buffers without running the core function again.
 
 Array kinds: numpy; torch (CPU and CUDA, bfloat16 included); CuPy; numba device arrays and any other
 ``__cuda_array_interface__`` object; JAX ``buffer_callback`` buffers (the JAX adapter's); numba's
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -455,12 +458,14 @@ def _where(device):
 
 def empty(like: Arr, shape, dtype=None) -> Arr:
     """A fresh C-contiguous output of ``like``'s kind and device."""
+    _not_replayable()
     return like.kind.empty(like, tuple(shape), dtype or like.dtype)
 
 
 def output(out, like: Arr, shape, dtype=None) -> Arr:
     """Allocate the output, or check a caller-given ``out`` (the JAX adapter passes XLA's buffers)."""
     if out is None:
+        _not_replayable()
         return like.kind.empty(like, tuple(shape), dtype or like.dtype)
     arr = wrap("out", out)
     dtype = dtype or like.dtype
@@ -630,6 +635,7 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
     (computed only for CUDA).
     """
     if like.device >= 0:
+        _not_replayable()
         compiled = _CUDA_KERNELS.get((family, kernel))
         if compiled is None:
             compiled = _cuda_kernel(family, kernel)
@@ -682,8 +688,10 @@ def launch(family: str, plan, key: tuple, arrays, scalars=(), *, like: Arr, stre
         prepared = _PREPARED.get(full_key)
         if prepared is None:
             prepared = _prepare(family, plan, key, like)
-        prepared(like.kind.stream(like) if stream is None else stream_for(like, stream),
-                 *[data_ptr(a) for a in arrays], *scalars)
+        pointers = [data_ptr(a) for a in arrays]
+        prepared(like.kind.stream(like) if stream is None else stream_for(like, stream), *pointers, *scalars)
+        if _RECORDING.launches is not None:
+            _RECORDING.launches.append((prepared, pointers, scalars))
         return
     kernel, views, grid, block = plan(like, *key)
     args = [In(a, v) for a, v in zip(arrays[:-1], views)]
@@ -700,6 +708,77 @@ def _prepare(family, plan, key, like):
     prepared = _PREPARED[(plan, key, like.dtype, like.device)] = compiled.prepare(
         like.dtype, like.device, layouts, grid, block)
     return prepared
+
+
+# ---------------------------------------------------------------------------------------------
+# replaying the launches of a call (the JAX adapter's callbacks)
+
+
+class _Recording(threading.local):
+    launches = None                     # a list while `record` runs on this thread
+    replayable = True
+
+
+_RECORDING = _Recording()
+
+
+def _not_replayable():
+    """Called by every step a `Replay` cannot repeat (allocations, launches outside `launch`)."""
+    if _RECORDING.launches is not None:
+        _RECORDING.replayable = False
+
+
+def record(body, pointers):
+    """Run ``body()`` and return a `Replay` of the CUDA launches it made, or None where it cannot be replayed.
+
+    ``pointers`` are the data pointers of the buffers ``body`` works on (a JAX callback's outputs and
+    inputs).  A replay is possible when every launch went through `launch` (prepared: fixed by shapes,
+    dtypes, device and parameters), nothing was allocated, each launched array is one of the buffers
+    (no views at an offset) and no two buffers share an address (so each launch argument names one).
+    """
+    if _RECORDING.launches is not None or len(set(pointers)) != len(pointers):
+        body()
+        return None
+    _RECORDING.launches, _RECORDING.replayable = [], True
+    try:
+        body()
+        launches, replayable = _RECORDING.launches, _RECORDING.replayable
+    finally:
+        _RECORDING.launches = None
+    slot = {p: i for i, p in enumerate(pointers)}
+    if not replayable or any(p not in slot for _, used, _ in launches for p in used):
+        return None
+    return Replay([(prepared, tuple(slot[p] for p in used), scalars) for prepared, used, scalars in launches],
+                  [p % _REPLAY_ALIGNMENT for p in pointers])
+
+
+_REPLAY_ALIGNMENT = 256
+
+
+class Replay:
+    """The launches of one recorded call, re-issued on the pointers of another call's buffers (same
+    shapes, dtypes, device and parameters: the caller keys its replays on them).
+
+    Choices a core function makes from a pointer (16-bit word kernels need 8-byte alignment) depend on
+    its alignment only, so a replay refuses buffers whose alignment modulo 256 differs from the
+    recorded call's, or buffers of which two share an address: it returns False and the caller runs the
+    core function instead.
+    """
+
+    __slots__ = ("launches", "alignment")
+
+    def __init__(self, launches, alignment):
+        self.launches, self.alignment = launches, alignment
+
+    def __call__(self, stream: int, pointers) -> bool:
+        if len(set(pointers)) != len(pointers):
+            return False
+        for p, aligned in zip(pointers, self.alignment):
+            if p % _REPLAY_ALIGNMENT != aligned:
+                return False
+        for prepared, slots, scalars in self.launches:
+            prepared(stream, *[pointers[i] for i in slots], *scalars)
+        return True
 
 
 def register_kind(cls, kind: _Kind):

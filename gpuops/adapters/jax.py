@@ -46,9 +46,37 @@ class _BufferView:
 _core.register_kind(_BufferView, _core.XLA)
 
 
-def _stream(ctx, buffer):
-    """XLA's stream on GPU; None on CPU (where ``ctx.stream`` raises)."""
-    return ctx.stream if buffer.__dlpack_device__()[0] == _KDL_CUDA else None
+def _replaying(body):
+    """The buffer_callback running ``body(stream, outs, *inputs)`` (a core call; stream None on CPU).
+
+    On CUDA the first call for given buffer shapes and dtypes runs the core function while
+    `gpuops._core.record` notes its launches; later calls replay them on the new buffers' pointers
+    (the validation, wrapping and planning were done for the same shapes: they cost ≈17 of the ≈27 µs a
+    small call spent in its callback on an H200).  Calls that cannot be replayed (allocations, unprepared
+    launches) always run the core function.
+    """
+    replays = {}
+
+    def callback(ctx, outs, *inputs):
+        buffers = (*outs, *inputs) if isinstance(outs, (tuple, list)) else (outs, *inputs)
+        device_type, device = buffers[0].__dlpack_device__()
+        if device_type != _KDL_CUDA:
+            body(None, outs, *inputs)
+            return
+        stream = ctx.stream
+        pointers = [b.__cuda_array_interface__["data"][0] for b in buffers]
+        key = (device, *((b.shape, b.dtype) for b in buffers))
+        replay = replays.get(key, False)
+        if replay and replay(stream, pointers):
+            return
+        if replay is not False or len(set(pointers)) != len(pointers):
+            body(stream, outs, *inputs)     # not replayable, or a one-off (aliased, realigned) call
+            return
+        if len(replays) > 256:              # shapes that vary without end must not grow it forever
+            replays.clear()
+        replays[key] = _core.record(lambda: body(stream, outs, *inputs), pointers)
+
+    return callback
 
 
 def _folded(buffer, rank: int):
@@ -92,24 +120,19 @@ def _array_op(forward, backward, out_shape, ranks=None, vmap_method=None):
     @functools.lru_cache(maxsize=None)
     def forward_callback(params):
         kwargs = dict(params)
-        if ranks is None:               # nothing to fold: the per-call path of elementwise ops
-            def callback(ctx, out, *arrays):
-                forward(*arrays, out=out, stream=_stream(ctx, arrays[0]), **kwargs)
-        else:
-            def callback(ctx, out, *arrays):
-                forward(*(fold(a, i) for i, a in enumerate(arrays)), out=fold(out, -1),
-                        stream=_stream(ctx, arrays[0]), **kwargs)
-        return callback
+
+        def body(stream, out, *arrays):
+            forward(*(fold(a, i) for i, a in enumerate(arrays)), out=fold(out, -1), stream=stream, **kwargs)
+        return _replaying(body)
 
     @functools.lru_cache(maxsize=None)
     def backward_callback(params):
         kwargs = dict(params)
 
-        def callback(ctx, outs, grad, *arrays):
+        def body(stream, outs, grad, *arrays):
             backward(fold(grad, -1), *(fold(a, i) for i, a in enumerate(arrays)),
-                     out=tuple(fold(o, i) for i, o in enumerate(outs)), stream=_stream(ctx, arrays[0]),
-                     **kwargs)
-        return callback
+                     out=tuple(fold(o, i) for i, o in enumerate(outs)), stream=stream, **kwargs)
+        return _replaying(body)
 
     if vmap_method is None:
         vmap_method = "sequential" if ranks is None else "broadcast_all"

@@ -120,3 +120,122 @@ def test_scalar_memo_keeps_types_and_signed_zeros():
     for _ in range(2):                                                         # a failure is never memoised
         with pytest.raises(ValueError, match="alpha \\+ beta must be > 0"):
             elementwise._scalars(forward, 1.0, 0.01, -0.1, 0.1, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# recorded launches replayed on new pointers (the JAX adapter's callbacks)
+
+
+def _forward_words(x_ptr, out_ptr, stream, slope=1.3):
+    return ("gsmelu_forward_words", stream, (x_ptr, out_ptr, *elementwise._forward_scalars(slope, 0.01, 0.1, 0.1, 0.0)))
+
+
+def test_record_replays_the_launches_on_other_pointers(fake):
+    _, prepared, launched = fake
+    x, out = FakeCuda(1024, ptr=0x10000), FakeCuda(1024, ptr=0x20000)
+    replay = _core.record(lambda: gpuops.gsmelu(x, out=out, stream=5, slope=1.3), [0x20000, 0x10000])
+    assert isinstance(replay, _core.Replay)
+    assert launched == [_forward_words(0x10000, 0x20000, 5)]
+    assert replay(9, [0x50000, 0x40000]) is True                          # buffers in the recorded order
+    assert launched[-1] == _forward_words(0x40000, 0x50000, 9)
+    assert len(prepared) == 1
+
+
+def test_replay_refuses_buffers_of_another_alignment(fake):
+    _, _, launched = fake
+    x, out = FakeCuda(1024, ptr=0x10000), FakeCuda(1024, ptr=0x20000)
+    replay = _core.record(lambda: gpuops.gsmelu(x, out=out, stream=5), [0x20000, 0x10000])
+    assert replay(9, [0x50000, 0x40004]) is False                          # would need the non-word kernel
+    assert len(launched) == 1
+
+
+@pytest.mark.parametrize("case", ["allocates", "aliased buffers", "launch on an unknown pointer"])
+def test_record_gives_none_where_a_replay_would_be_wrong(fake, case):
+    _, _, launched = fake
+    x, out = FakeCuda(1024, ptr=0x10000), FakeCuda(1024, ptr=0x20000)
+    body, pointers = (lambda: gpuops.gsmelu(x, out=out, stream=5)), [0x20000, 0x10000]
+    if case == "allocates":
+        body = lambda: gpuops.gsmelu(x, stream=5)                          # noqa: E731 (out allocated)
+        pointers = [0x30000, 0x10000]
+    elif case == "aliased buffers":
+        pointers = [0x20000, 0x10000, 0x10000]
+    else:
+        pointers = [0x20000, 0x10100]
+    assert _core.record(body, pointers) is None
+    assert len(launched) == 1                                              # the body still ran, once
+    assert _core._RECORDING.launches is None
+
+
+def test_record_leaves_no_state_behind_when_the_body_raises(fake):
+    with pytest.raises(ValueError, match="out must be float32"):
+        _core.record(lambda: gpuops.gsmelu(FakeCuda(8), out=FakeCuda(9), stream=1), [1, 2])
+    assert _core._RECORDING.launches is None and _core._RECORDING.replayable
+
+
+class FakeXlaBuffer(FakeCuda):
+    """A jax buffer_callback buffer as far as the adapter can tell."""
+
+    def __init__(self, shape, ptr, device_type=2):
+        super().__init__(shape, ptr=ptr)
+        self.device_type = device_type
+
+    def __dlpack_device__(self):
+        return self.device_type, 0
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"data": (self.ptr, False), "shape": self.shape, "typestr": "<f4", "version": 3}
+
+
+def test_jax_callback_runs_the_core_once_then_replays(fake, monkeypatch):
+    from types import SimpleNamespace
+
+    from gpuops.adapters import jax as gj
+    kind, prepared, launched = fake
+    monkeypatch.setitem(_core._KIND_BY_TYPE, FakeXlaBuffer, kind)
+    bodies = []
+
+    def body(stream, out, x):
+        bodies.append(stream)
+        gpuops.gsmelu(x, out=out, stream=stream, slope=1.3)
+
+    callback = gj._replaying(body)
+    for i, stream in enumerate((11, 12, 13)):
+        callback(SimpleNamespace(stream=stream), FakeXlaBuffer(1024, 0x100000 * (i + 2)),
+                 FakeXlaBuffer(1024, 0x100000 * (i + 5)))
+    assert bodies == [11]
+    assert launched == [_forward_words(0x500000, 0x200000, 11), _forward_words(0x600000, 0x300000, 12),
+                        _forward_words(0x700000, 0x400000, 13)]
+    callback(SimpleNamespace(stream=14), FakeXlaBuffer(512, 0x100000), FakeXlaBuffer(512, 0x200000))
+    assert bodies == [11, 14] and len(prepared) == 2                      # a new shape: the core again
+    callback(SimpleNamespace(stream=15), FakeXlaBuffer(1024, 0x100000), FakeXlaBuffer(1024, 0x100000))
+    assert bodies == [11, 14, 15]                                         # aliased: the core, not a replay
+    assert launched[-1] == _forward_words(0x100000, 0x100000, 15)
+
+
+def test_jax_callback_on_cpu_buffers_always_runs_the_core(fake, monkeypatch):
+    from gpuops.adapters import jax as gj
+    bodies = []
+    callback = gj._replaying(lambda stream, out, x: bodies.append(stream))
+    for _ in range(2):
+        callback(None, FakeXlaBuffer(8, 0x1000, device_type=1), FakeXlaBuffer(8, 0x2000, device_type=1))
+    assert bodies == [None, None]
+
+
+def test_jax_callback_keeps_its_replay_after_a_one_off_aliased_call(fake, monkeypatch):
+    from types import SimpleNamespace
+
+    from gpuops.adapters import jax as gj
+    kind, _, launched = fake
+    monkeypatch.setitem(_core._KIND_BY_TYPE, FakeXlaBuffer, kind)
+    bodies = []
+
+    def body(stream, out, x):
+        bodies.append(stream)
+        gpuops.gsmelu(x, out=out, stream=stream, slope=1.3)
+
+    callback = gj._replaying(body)
+    for stream, (out_ptr, x_ptr) in zip((1, 2, 3), ((0x100000, 0x100000), (0x200000, 0x300000), (0x400000, 0x500000))):
+        callback(SimpleNamespace(stream=stream), FakeXlaBuffer(64, out_ptr), FakeXlaBuffer(64, x_ptr))
+    assert bodies == [1, 2]                                               # aliased first call: not recorded
+    assert launched[-1] == _forward_words(0x500000, 0x400000, 3)
