@@ -116,24 +116,27 @@ def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, want_sum):
 
 
 _SUM_GROUPS = 8          # = gpuops.cuda.diag.SUM_GROUPS
+_SUM_LOADS = 8           # = gpuops.cuda.diag.SUM_LOADS
 
 
 @njit(**CPU_JIT)
 def sum_segments(partial, gx, segments):
-    """The CUDA kernel's order: group g sums segments g, g + 8, ... with four interleaved running sums,
-    then the eight groups are tree-summed in float64."""
+    """The CUDA kernel's order: group g takes segments g, g + 8, ... eight at a time, adds each eight as a
+    pairwise tree into its running sum, then the eight groups are tree-summed in float64."""
     n = gx.size
     for i in prange(n):
         groups = np.zeros(_SUM_GROUPS, np.float64)
         for g in range(min(_SUM_GROUPS, segments)):
-            acc = np.zeros(4, partial.dtype)
-            m = (segments - g + _SUM_GROUPS - 1) // _SUM_GROUPS
-            full = m - m % 4
-            for k in range(full):
-                acc[k % 4] += partial[(g + _SUM_GROUPS * k) * n + i]
-            for k in range(full, m):
-                acc[0] += partial[(g + _SUM_GROUPS * k) * n + i]
-            groups[g] = (acc[0] + acc[1]) + (acc[2] + acc[3])
+            total = partial.dtype.type(0)
+            values = np.zeros(_SUM_LOADS, partial.dtype)
+            s = g
+            while s < segments:
+                for k in range(_SUM_LOADS):
+                    values[k] = partial[(s + k * _SUM_GROUPS) * n + i] if s + k * _SUM_GROUPS < segments else 0
+                total += ((values[0] + values[1]) + (values[2] + values[3])) + (
+                    (values[4] + values[5]) + (values[6] + values[7]))
+                s += _SUM_LOADS * _SUM_GROUPS
+            groups[g] = total
         h = _SUM_GROUPS // 2
         while h > 0:
             for g in range(h):

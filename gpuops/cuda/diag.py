@@ -33,6 +33,7 @@ WORD_SLOTS = 4         # scalars per 64-bit word of 16-bit data: the most sums a
 WORD_RED = WORD_SLOTS * THREADS
 SUM_COLUMNS = 32       # outputs per block of SUM_SEGMENTS (a warp's coalesced row of partial sums)
 SUM_GROUPS = THREADS // SUM_COLUMNS
+SUM_LOADS = 8          # loads in flight per thread of SUM_SEGMENTS (its sum is written out for 8)
 
 
 @cuda.jit(device=True, inline=True)
@@ -366,29 +367,28 @@ def _scale_words_sum(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len):
 
 def _sum_segments(partial, gx, segments):
     """gx[i] = Σ_s partial[s, i] in a fixed order.  A block owns SUM_COLUMNS outputs; the SUM_GROUPS
-    threads of an output each sum every SUM_GROUPS-th segment with four interleaved running sums, then
-    the block tree-sums the groups.  Many short independent chains keep loads in flight: one thread per
-    output waited on 16 dependent rounds of loads (≈ 15 µs for 128 segments of 8192 sums)."""
+    threads of an output each sum every SUM_GROUPS-th segment, SUM_LOADS of them per loop step, all
+    loaded before any is added, then the block tree-sums the groups.  With up to SUM_GROUPS × SUM_LOADS
+    (64) segments every load of the kernel is in flight at once: the kernel runs right after the scale
+    kernel, on partial sums that are mostly still in L2, so it costs about one round trip."""
     smem = cuda.shared.array(THREADS, nt.float64)
+    values = cuda.local.array(SUM_LOADS, partial.dtype)
     n = gx.size
     tid = cuda.threadIdx.x
     g = tid // SUM_COLUMNS
     i = nt.int64(cuda.blockIdx.x) * SUM_COLUMNS + (tid & (SUM_COLUMNS - 1))
-    a0 = partial[0] * 0
-    a1 = a2 = a3 = a0
+    total = partial[0] * 0
     if i < n:
         s = nt.int64(g)
-        while s + 3 * SUM_GROUPS < segments:
-            e = s * n + i
-            a0 += partial[e]
-            a1 += partial[e + SUM_GROUPS * n]
-            a2 += partial[e + 2 * SUM_GROUPS * n]
-            a3 += partial[e + 3 * SUM_GROUPS * n]
-            s += 4 * SUM_GROUPS
         while s < segments:
-            a0 += partial[s * n + i]
-            s += SUM_GROUPS
-    smem[tid] = (a0 + a1) + (a2 + a3)
+            for k in range(SUM_LOADS):
+                values[k] = 0
+                if s + k * SUM_GROUPS < segments:
+                    values[k] = partial[(s + k * SUM_GROUPS) * n + i]
+            total += ((values[0] + values[1]) + (values[2] + values[3])) + (
+                (values[4] + values[5]) + (values[6] + values[7]))
+            s += SUM_LOADS * SUM_GROUPS
+    smem[tid] = total
     if _block_sum(smem, 1, 1, SUM_COLUMNS) == 0 and i < n:
         store(gx, i, smem[tid])
 
