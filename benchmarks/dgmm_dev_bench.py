@@ -17,7 +17,9 @@ from benchmarks.runner import copy_bandwidth_gbs, copy_ms, cuda_time_ms
 CASES = [(side, dtype, bwd, cplx) for side in ("left", "right") for bwd in (False, True)
          for dtype, cplx in (("float32", False), ("bfloat16", False), ("float16", False), ("float32", True))]
 # the defaults first, then one change at a time
-SETTINGS = [{}, {"_FORWARD_STEPS": (1, 1)}, {"_FORWARD_STEPS": (4, 4)}, {"_SUM_TC_LEFT": 256}, {"_TARGET_BLOCKS": 8192}]
+SETTINGS = [{}, {"_FORWARD_STEPS": (1, 1)}, {"_FORWARD_STEPS": (4, 4)}, {"_SUM_TC_LEFT": 256}, {"_TARGET_BLOCKS": 8192},
+            {"_TARGET_BLOCKS": 2048}, {"_SUM_TC": 16}, {"_SUM_TC": 8, "_TARGET_BLOCKS": 1024},
+            {"_SUM_TC": 4, "_TARGET_BLOCKS": 512}, {"_SUM_TC": 4, "_TARGET_BLOCKS": 1024}]
 
 
 def main():
@@ -25,7 +27,8 @@ def main():
     print(f"copy bandwidth {gbs:.1f} GB/s")
     defaults = {name: getattr(dg, name) for s in SETTINGS for name in s}
     harness = "--suite-harness" in sys.argv
-    for setting in SETTINGS[:1] if harness else SETTINGS:
+    chosen = [SETTINGS[int(i)] for i in sys.argv[1:] if i.isdigit()] or SETTINGS
+    for setting in SETTINGS[:1] if harness else chosen:
         for name, value in setting.items():
             setattr(dg, name, value)
         for side, dtype, bwd, cplx in CASES:

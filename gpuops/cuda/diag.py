@@ -13,7 +13,8 @@ One tiled kernel serves the forward pass and the whole backward, so the backward
   in registers and tree-reduces them once at the end, in a fixed order.  ``SCALE_WORDS(_SUM)`` are the
   same on 64-bit words.  Both pairs share one body each, specialised by a literal ``want_sum``.
 * ``SUM_SEGMENTS``: ``gx[n] = Σ_segment partial[segment, n]`` in a fixed order (deterministic, no
-  atomics).
+  atomics).  With one segment there is nothing to add: the sum kernels write gx themselves, 16-bit
+  gradients through ``SCALE(_WORDS)_SUM_TO_GX`` (the same bodies, partial typed as gx).
 
 A block is 256 threads laid out as ``rows × tc`` with ``tc`` (a power of two) threads along the
 contiguous column axis, so every warp reads whole row stretches (coalesced) and no thread ever
@@ -159,9 +160,9 @@ def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_s
         smem[THREADS + tid] = im
         if _block_sum(smem, 2, right, tc) == 0 and active:
             count = K if right else M
-            partial[(seg * count + n) * P] = smem[tid]
+            store(partial, (seg * count + n) * P, smem[tid])
             if P == 2:
-                partial[(seg * count + n) * P + 1] = smem[THREADS + tid]
+                store(partial, (seg * count + n) * P + 1, smem[THREADS + tid])
 
 
 @cuda.jit(device=True, inline=True)
@@ -229,7 +230,7 @@ def _scale_words_tile(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len,
     values_b = words_b.view(x.dtype)
     values_out = words_out.view(x.dtype)
     scale = cuda.local.array(WORD_SLOTS, x.dtype)      # x value of each scalar of a word (raw storage)
-    acc = cuda.local.array(WORD_SLOTS, partial.dtype)  # compute type
+    acc = cuda.local.array(WORD_SLOTS, nt.float32)     # the compute type of every word dtype
     S = values_a.size // UNROLL
     tid = cuda.threadIdx.x
     seg = nt.int64(cuda.blockIdx.y)
@@ -282,7 +283,7 @@ def _scale_words_tile(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len,
         if _block_sum(smem, WORD_SLOTS, right, tc) == 0 and active:
             for k in range(WORD_SLOTS):
                 if k < slots:
-                    partial[base + k] = smem[k * THREADS + tid]
+                    store(partial, base + k, smem[k * THREADS + tid])
 
 
 def _scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
@@ -365,6 +366,16 @@ def _scale_words_sum(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len):
     _scale_words_tile(a, x, out, b, partial, M, Kw, P, right, conj, tc, seg_len, partial.size > 0)
 
 
+def _scale_sum_to_gx(a, x, out, b, gx, M, K, P, right, conj, tc, seg_len):
+    """`SCALE_SUM` with one segment, writing its sums straight into the 16-bit gradient (no SUM_SEGMENTS)."""
+    _scale_tile(a, x, out, b, gx, M, K, P, right, conj, tc, seg_len, 1)
+
+
+def _scale_words_sum_to_gx(a, x, out, b, gx, M, Kw, P, right, conj, tc, seg_len):
+    """`SCALE_WORDS_SUM` with one segment, writing its sums straight into the 16-bit gradient."""
+    _scale_words_tile(a, x, out, b, gx, M, Kw, P, right, conj, tc, seg_len, gx.size > 0)
+
+
 def _sum_segments(partial, gx, segments):
     """gx[i] = Σ_s partial[s, i] in a fixed order.  A block owns SUM_COLUMNS outputs; the SUM_GROUPS
     threads of an output each sum every SUM_GROUPS-th segment, SUM_LOADS of them per loop step, all
@@ -410,3 +421,8 @@ SCALE_SUM = Kernel(_scale_sum, _SIGNATURE)
 SCALE_WORDS = Kernel(_scale_words, _SIGNATURE, dtypes=_WORD_DTYPES, max_registers=64)
 SCALE_WORDS_SUM = Kernel(_scale_words_sum, _SIGNATURE, dtypes=_WORD_DTYPES, max_registers=64)
 SUM_SEGMENTS = Kernel(_sum_segments, lambda d: (_partial(d), _flat(d), _I))
+# one segment of a 16-bit gradient: the sums go to gx in its own dtype (partial = gx)
+_SIGNATURE_TO_GX = lambda d: (_flat(d),) * 5 + (_I,) * 7  # noqa: E731
+SCALE_SUM_TO_GX = Kernel(_scale_sum_to_gx, _SIGNATURE_TO_GX, dtypes=("float16", "bfloat16"))
+SCALE_WORDS_SUM_TO_GX = Kernel(_scale_words_sum_to_gx, _SIGNATURE_TO_GX, dtypes=("float16", "bfloat16"),
+                               max_registers=64)

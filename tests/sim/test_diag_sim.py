@@ -43,6 +43,23 @@ def test_dgmm(case, dtype):
         _close(got, want, TOL[dtype])
 
 
+@pytest.mark.parametrize("case,kernels", [((5, 6, 5, "left"), ["scale_sum_to_gx"]),
+                                          ((2100, 4, 4, "right"), ["scale_words_sum", "sum_segments"]),
+                                          ((40, 4, 4, "right"), ["scale_words_sum_to_gx"])])
+def test_16bit_gradient_of_one_segment_is_written_by_the_sum_kernel(case, kernels, monkeypatch):
+    """One segment: SCALE(_WORDS)_SUM_TO_GX stores the sums in bfloat16 itself; several: SUM_SEGMENTS adds them."""
+    from gpuops import _core
+    launched, run = [], _core.run
+    monkeypatch.setattr(_core, "run", lambda family, kernel, *a, **k: (launched.append(kernel), run(family, kernel, *a, **k)))
+    M, K, L, side = case
+    a, x, g = (RNG.standard_normal(s).astype(ml_dtypes.bfloat16) for s in ((M, K), (L,), (M, K)))
+    d = cuda.to_device
+    got = dg.dgmm_backward(d(g), d(a), d(x), side=side)
+    assert launched == kernels
+    for got_one, want in zip(got, dg.dgmm_backward(g, a, x, side=side)):
+        _close(got_one, want, TOL[ml_dtypes.bfloat16])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.complex64, np.complex128])
 @pytest.mark.parametrize("case", CASES[:2] + CASES[3:])
 def test_cdgmm(case, dtype):
