@@ -5,6 +5,8 @@ _FORWARD_STEPS); every 8192² workload of benchmarks/conv.py is checked against 
 CUDA events, and printed as ms, % of the 2 GiB copy's bandwidth and % of a copy of as many bytes.
 With ``--suite-harness`` each case is set up as the benchmark runner does it (the allocator's cache
 emptied first) and only the defaults run: the runner and this sweep disagreed on the same code.
+Arguments: indices into SETTINGS (default: all); ``--bwd`` (backward cases only); ``--max-registers N``
+(recompile the backward word kernels under that register cap, uncached: run one cap per process).
 """
 import sys
 
@@ -28,11 +30,17 @@ def main():
     defaults = {name: getattr(dg, name) for s in SETTINGS for name in s}
     harness = "--suite-harness" in sys.argv
     chosen = [SETTINGS[int(i)] for i in sys.argv[1:] if i.isdigit()] or SETTINGS
+    if "--max-registers" in sys.argv:
+        import gpuops.cuda.diag as kernels
+        cap = int(sys.argv[sys.argv.index("--max-registers") + 1])
+        for kernel in (kernels.SCALE_WORDS_SUM, kernels.SCALE_WORDS_SUM_TO_GX):
+            kernel.jit_options.update(max_registers=cap, cache=False)
+        print(f"backward word kernels capped at {cap} registers")
     for setting in SETTINGS[:1] if harness else chosen:
         for name, value in setting.items():
             setattr(dg, name, value)
         for side, dtype, bwd, cplx in CASES:
-            if setting and bwd == ("_FORWARD_STEPS" in setting):
+            if setting and bwd == ("_FORWARD_STEPS" in setting) or "--bwd" in sys.argv and not bwd:
                 continue                                   # only the cases the setting changes
             if harness:
                 torch.cuda.empty_cache()
