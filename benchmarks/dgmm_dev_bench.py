@@ -29,10 +29,14 @@ def main():
     print(f"copy bandwidth {gbs:.1f} GB/s")
     defaults = {name: getattr(dg, name) for s in SETTINGS for name in s}
     harness = "--suite-harness" in sys.argv
-    chosen = [SETTINGS[int(i)] for i in sys.argv[1:] if i.isdigit()] or SETTINGS
-    if "--max-registers" in sys.argv:
+    args = sys.argv[1:]
+    cap = None
+    if "--max-registers" in args:
+        at = args.index("--max-registers")
+        cap = int(args.pop(at + 1))
+    chosen = [SETTINGS[int(i)] for i in args if i.isdigit()] or SETTINGS
+    if cap is not None:
         import gpuops.cuda.diag as kernels
-        cap = int(sys.argv[sys.argv.index("--max-registers") + 1])
         for kernel in (kernels.SCALE_WORDS_SUM, kernels.SCALE_WORDS_SUM_TO_GX):
             kernel.jit_options.update(max_registers=cap, cache=False)
         print(f"backward word kernels capped at {cap} registers")
