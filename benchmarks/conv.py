@@ -114,12 +114,15 @@ def _col2im():
                 bytes=(cols.numel() + cols.numel() // 9) * 4)
 
 
+DGMM_SIZE = 16384        # 2^28 elements: the size spec/performance.md sets the bandwidth target at
+
+
 def _dgmm_case(side, dtype, backward, complex_=False):
     import torch
 
     import gpuops
     dt = _torch_dtype(dtype)
-    M = K = 8192
+    M = K = DGMM_SIZE
     if complex_:
         a = torch.randn(M, K // 2, dtype=torch.complex64, device="cuda")
         x = torch.randn(K // 2 if side == "right" else M, dtype=torch.complex64, device="cuda")
@@ -158,8 +161,8 @@ def _dgmm_case(side, dtype, backward, complex_=False):
 for _side in ("right", "left"):
     for _dtype in ("float32", "bfloat16", "float16"):
         for _bwd in (False, True):
-            workload("dgmm", f"8192x8192 {_side} {'bwd' if _bwd else 'fwd'}", _dtype)(
+            workload("dgmm", f"{DGMM_SIZE}x{DGMM_SIZE} {_side} {'bwd' if _bwd else 'fwd'}", _dtype)(
                 lambda side=_side, dtype=_dtype, bwd=_bwd: _dgmm_case(side, dtype, bwd))
     for _bwd in (False, True):
-        workload("cdgmm", f"8192x4096 complex64 {_side} {'bwd' if _bwd else 'fwd'}", "float32")(
+        workload("cdgmm", f"{DGMM_SIZE}x{DGMM_SIZE // 2} complex64 {_side} {'bwd' if _bwd else 'fwd'}", "float32")(
             lambda side=_side, bwd=_bwd: _dgmm_case(side, "float32", bwd, complex_=True))

@@ -1,7 +1,7 @@
 """Developer sweep of the dgmm/cdgmm launch layout on a GPU:  PYTHONPATH=$PWD python benchmarks/dgmm_dev_bench.py
 
 Each setting overrides layout constants of gpuops.diag (_TARGET_BLOCKS, _SUM_TC, _SUM_TC_LEFT,
-_FORWARD_STEPS); every 8192² workload of benchmarks/conv.py is checked against torch, then timed with
+_FORWARD_STEPS); every dgmm workload of benchmarks/conv.py (DGMM_SIZE²) is checked against torch, then timed with
 CUDA events, and printed as ms, % of the 2 GiB copy's bandwidth and % of a copy of as many bytes.
 With ``--suite-harness`` each case is set up as the benchmark runner does it (the allocator's cache
 emptied first) and only the defaults run: the runner and this sweep disagreed on the same code.
