@@ -679,7 +679,8 @@ def launch(family: str, plan, key: tuple, arrays, scalars=(), *, like: Arr, stre
 
     Kernel arguments are ``arrays`` (C-contiguous `Arr`, of ``like``'s dtype and device; inputs, then
     the one output, which comes last) and then ``scalars``.  ``plan(like, *key)`` returns ``(kernel, views,
-    grid, block)``: the kernel of ``family``, the shape each array is viewed with, and the launch geometry;
+    grid, block)`` or ``(kernel, views, grid, block, shmem)``: the kernel of ``family``, the shape each
+    array is viewed with, the launch geometry and the bytes of dynamic shared memory;
     ``key`` must hold everything the plan depends on besides dtype and device.  On the host and under the
     simulator this is `run` of the same plan.
     """
@@ -693,20 +694,20 @@ def launch(family: str, plan, key: tuple, arrays, scalars=(), *, like: Arr, stre
         if _RECORDING.launches is not None:
             _RECORDING.launches.append((prepared, pointers, scalars))
         return
-    kernel, views, grid, block = plan(like, *key)
+    kernel, views, grid, block, *shmem = plan(like, *key)
     args = [In(a, v) for a, v in zip(arrays[:-1], views)]
     args.append(Out(arrays[-1], views[-1]))
-    run(family, kernel, (*args, *scalars), like=like, grid=grid, block=block, stream=stream)
+    run(family, kernel, (*args, *scalars), like=like, grid=grid, block=block, stream=stream, shmem=sum(shmem))
 
 
 def _prepare(family, plan, key, like):
-    kernel, views, grid, block = plan(like, *key)
+    kernel, views, grid, block, *shmem = plan(like, *key)
     compiled = _CUDA_KERNELS.get((family, kernel)) or _cuda_kernel(family, kernel)
     layouts = [_LAYOUTS.get((tuple(v), like.dtype)) or _layout(tuple(v), like.dtype) for v in views]
     if len(_PREPARED) > 4096:           # shapes that vary without end must not grow it forever
         _PREPARED.clear()
     prepared = _PREPARED[(plan, key, like.dtype, like.device)] = compiled.prepare(
-        like.dtype, like.device, layouts, grid, block)
+        like.dtype, like.device, layouts, grid, block, sum(shmem))
     return prepared
 
 

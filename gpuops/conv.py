@@ -10,6 +10,8 @@ Decisions where the spec is silent:
   ``(H, W)`` must be the columns' ``(Ho, Wo)``, else `ValueError` (otherwise it is not an adjoint).
 * Empty batches/channels give empty outputs (no launch).
 """
+import functools
+
 from gpuops import _core
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
@@ -46,20 +48,35 @@ def _check_depthwise(x, weight, bias, stride, padding, dilation):
     x = _core.contiguous(_core.floating("x", x, ndim=4))
     weight = _core.contiguous(_core.floating("weight", weight, ndim=4))
     _core.same_dtype_and_device(x, weight)
-    N, C, H, W = x.shape
-    Cm, one, kh, kw = weight.shape
-    if C < 1 or one != 1 or Cm < 1 or Cm % C or kh < 1 or kw < 1:
-        raise ValueError(f"weight must have shape (C·m, 1, kh, kw) with C = x.shape[1] = {C}, m >= 1 and "
-                         f"kh, kw >= 1, got {list(weight.shape)}")
     if bias is not None:
         bias = _core.contiguous(_core.floating("bias", bias, ndim=1))
         _core.same_dtype_and_device(x, bias)
-        if bias.shape != (Cm,):
-            raise ValueError(f"bias must have shape [{Cm}] (weight.shape[0]), got {list(bias.shape)}")
+    shapes = (x.shape, weight.shape, None if bias is None else bias.shape)
+    if all(_plain_ints(v) for v in (stride, padding, dilation)):
+        return x, weight, bias, _depthwise_geometry(*shapes, stride, padding, dilation)
+    return x, weight, bias, _depthwise_geometry.__wrapped__(*shapes, stride, padding, dilation)
+
+
+def _plain_ints(value):
+    """An int or a tuple of ints (not bools, which hash like ints but are refused): safe as a memo key."""
+    return type(value) is int or type(value) is tuple and all(type(v) is int for v in value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _depthwise_geometry(x_shape, weight_shape, bias_shape, stride, padding, dilation):
+    """(N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw), or `ValueError`; memoised for plain-int
+    parameters (a repeated small call spends its host time here otherwise)."""
+    N, C, H, W = x_shape
+    Cm, one, kh, kw = weight_shape
+    if C < 1 or one != 1 or Cm < 1 or Cm % C or kh < 1 or kw < 1:
+        raise ValueError(f"weight must have shape (C·m, 1, kh, kw) with C = x.shape[1] = {C}, m >= 1 and "
+                         f"kh, kw >= 1, got {list(weight_shape)}")
+    if bias_shape is not None and bias_shape != (Cm,):
+        raise ValueError(f"bias must have shape [{Cm}] (weight.shape[0]), got {list(bias_shape)}")
     (sh, sw), (ph, pw), (dh, dw) = _params(stride, padding, dilation)
     Ho = _core.window_out_size("output height", H, kh, ph, dh, sh)
     Wo = _core.window_out_size("output width", W, kw, pw, dw, sw)
-    return x, weight, bias, (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw)
+    return (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw)
 
 
 def _correlate(src, w, bias, dst, *, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd, kh, kw, sh, sw,
@@ -122,13 +139,18 @@ def _correlate_fast(key, src, w, bias, dst, *, n_src_ch, n_dst_ch, div, Hs, Ws, 
     if total >= 2**31 or src.size // (Hs * Ws) >= 2**31:
         return False
     has_bias = 0 if bias is None else 1
-    bias_arg = In(w, (w.size,)) if bias is None else In(bias)
-    threads = _fast_threads(total)
-    _core.run("conv", f"dw_fast_{key[0]}_{key[1]}",
-              (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
-               n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, strips, total),
-              like=src, grid=(_ceil(total, threads),), block=(threads,), stream=stream)
+    b = w if bias is None else bias
+    _core.launch("conv", _fast_plan, (key, src.size, w.size, b.size, dst.size, total), (src, w, b, dst),
+                 (has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, strips, total),
+                 like=src, stream=stream)
     return True
+
+
+def _fast_plan(like, key, src_size, w_size, bias_size, dst_size, total):
+    """The launch of the generated flat kernel ``dw_fast_{K}_{stride}`` (`_core.launch`'s plan)."""
+    threads = _fast_threads(total)
+    return (f"dw_fast_{key[0]}_{key[1]}", ((src_size,), (w_size,), (bias_size,), (dst_size,)),
+            (_ceil(total, threads),), (threads,))
 
 
 _TILE_MIN_W = 16          # narrower planes keep the flat kernels (a tile would leave most lanes idle)
@@ -161,13 +183,17 @@ def _correlate_tile(K, src, w, bias, dst, planes, *, n_src_ch, n_dst_ch, div, Hs
     if tiles_y >= 2**16 or tiles_x >= 2**16:
         return False
     has_bias = 0 if bias is None else 1
-    bias_arg = In(w, (w.size,)) if bias is None else In(bias)
-    _core.run("conv", f"dw_tile_{K}",
-              (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
-               n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, twc, sb),
-              like=src, grid=(planes, tiles_y, tiles_x), block=(_ceil(twc * sb, 32) * 32,), stream=stream,
-              shmem=_tile_smem(K, twc, sb))
+    b = w if bias is None else bias
+    _core.launch("conv", _tile_plan, (K, src.size, w.size, b.size, dst.size, planes, tiles_y, tiles_x, twc, sb),
+                 (src, w, b, dst), (has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, twc, sb),
+                 like=src, stream=stream)
     return True
+
+
+def _tile_plan(like, K, src_size, w_size, bias_size, dst_size, planes, tiles_y, tiles_x, twc, sb):
+    """The launch of the shared-memory tile kernel ``dw_tile_{K}`` (`_core.launch`'s plan)."""
+    return (f"dw_tile_{K}", ((src_size,), (w_size,), (bias_size,), (dst_size,)), (planes, tiles_y, tiles_x),
+            (_ceil(twc * sb, 32) * 32,), _tile_smem(K, twc, sb))
 
 
 def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None, stream=None):

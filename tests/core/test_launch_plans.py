@@ -239,3 +239,50 @@ def test_jax_callback_keeps_its_replay_after_a_one_off_aliased_call(fake, monkey
         callback(SimpleNamespace(stream=stream), FakeXlaBuffer(64, out_ptr), FakeXlaBuffer(64, x_ptr))
     assert bodies == [1, 2]                                               # aliased first call: not recorded
     assert launched[-1] == _forward_words(0x500000, 0x400000, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the depthwise forward on prepared launches
+
+
+class _ShmemKernel(_Kernel):
+    def prepare(self, dtype, device, layouts, grid, block, shmem=0):
+        launch = super().prepare(dtype, device, layouts, grid, block, shmem)
+        self.prepared[-1] += (shmem,)
+        return launch
+
+
+@pytest.fixture
+def fake_conv(fake, monkeypatch):
+    kind, prepared, launched = fake
+    for name in ("dw_tile_3", "dw_fast_3_2"):
+        monkeypatch.setitem(_core._CUDA_KERNELS, ("conv", name), _ShmemKernel(name, prepared, launched))
+    return fake
+
+
+def test_depthwise_forward_prepares_once_per_shape(fake_conv):
+    from gpuops import conv
+    _, prepared, launched = fake_conv
+    x, w, b = FakeCuda((2, 4, 20, 20), ptr=0x1000), FakeCuda((4, 1, 3, 3), ptr=0x2000), FakeCuda(4, ptr=0x3000)
+    out = FakeCuda((2, 4, 20, 20), ptr=0x4000)
+    for stream in (5, 6):
+        gpuops.conv2d_depthwise(x, w, b, padding=1, out=out, stream=stream)
+    assert conv.tile_shape(3, 20, 20) == (20, 3)                                  # 20 columns × 3 strips of 8 rows
+    assert prepared == [("dw_tile_3", "float32", 0, [((3200,), (4,)), ((36,), (4,)), ((4,), (4,)), ((3200,), (4,))],
+                         (8, 1, 1), (64,), conv._tile_smem(3, 20, 3))]
+    assert len(prepared) == 1 and [stream for _, stream, _ in launched] == [5, 6]
+    assert launched[0][2][:5] == (0x1000, 0x2000, 0x3000, 0x4000, 1)              # pointers, has_bias
+    gpuops.conv2d_depthwise(x, w, None, stride=2, padding=1, out=FakeCuda((2, 4, 10, 10), ptr=0x5000), stream=7)
+    assert prepared[-1][0] == "dw_fast_3_2" and prepared[-1][-1] == 0
+    assert launched[-1][2][:5] == (0x1000, 0x2000, 0x2000, 0x5000, 0)             # weights stand in for bias
+
+
+def test_depthwise_forward_is_replayable(fake_conv):
+    _, _, launched = fake_conv
+    x, w, b = FakeCuda((2, 4, 20, 20), ptr=0x1000), FakeCuda((4, 1, 3, 3), ptr=0x2000), FakeCuda(4, ptr=0x3000)
+    out = FakeCuda((2, 4, 20, 20), ptr=0x4000)
+    replay = _core.record(lambda: gpuops.conv2d_depthwise(x, w, b, padding=1, out=out, stream=5),
+                          [0x4000, 0x1000, 0x2000, 0x3000])
+    assert replay is not None and replay(8, [0x14000, 0x11000, 0x12000, 0x13000])
+    assert launched[-1][1] == 8 and launched[-1][2][:4] == (0x11000, 0x12000, 0x13000, 0x14000)
+    assert launched[-1][2][4:] == launched[0][2][4:]
