@@ -465,8 +465,7 @@ def empty(like: Arr, shape, dtype=None) -> Arr:
 def output(out, like: Arr, shape, dtype=None) -> Arr:
     """Allocate the output, or check a caller-given ``out`` (the JAX adapter passes XLA's buffers)."""
     if out is None:
-        _not_replayable()
-        return like.kind.empty(like, tuple(shape), dtype or like.dtype)
+        return empty(like, shape, dtype)
     arr = wrap("out", out)
     dtype = dtype or like.dtype
     if arr.shape != tuple(shape) or arr.dtype != dtype or arr.device != like.device:

@@ -187,7 +187,10 @@ class FakeXlaBuffer(FakeCuda):
         return {"data": (self.ptr, False), "shape": self.shape, "typestr": "<f4", "version": 3}
 
 
-def test_jax_callback_runs_the_core_once_then_replays(fake, monkeypatch):
+@pytest.fixture
+def gsmelu_callback(fake, monkeypatch):
+    """The JAX adapter's callback over a core gsmelu (slope 1.3), on fake XLA buffers; it notes the stream
+    of each call that ran the core function."""
     from types import SimpleNamespace
 
     from gpuops.adapters import jax as gj
@@ -200,15 +203,22 @@ def test_jax_callback_runs_the_core_once_then_replays(fake, monkeypatch):
         gpuops.gsmelu(x, out=out, stream=stream, slope=1.3)
 
     callback = gj._replaying(body)
+
+    def call(stream, n, out_ptr, x_ptr):
+        callback(SimpleNamespace(stream=stream), FakeXlaBuffer(n, out_ptr), FakeXlaBuffer(n, x_ptr))
+    return call, bodies, prepared, launched
+
+
+def test_jax_callback_runs_the_core_once_then_replays(gsmelu_callback):
+    call, bodies, prepared, launched = gsmelu_callback
     for i, stream in enumerate((11, 12, 13)):
-        callback(SimpleNamespace(stream=stream), FakeXlaBuffer(1024, 0x100000 * (i + 2)),
-                 FakeXlaBuffer(1024, 0x100000 * (i + 5)))
+        call(stream, 1024, 0x100000 * (i + 2), 0x100000 * (i + 5))
     assert bodies == [11]
     assert launched == [_forward_words(0x500000, 0x200000, 11), _forward_words(0x600000, 0x300000, 12),
                         _forward_words(0x700000, 0x400000, 13)]
-    callback(SimpleNamespace(stream=14), FakeXlaBuffer(512, 0x100000), FakeXlaBuffer(512, 0x200000))
+    call(14, 512, 0x100000, 0x200000)
     assert bodies == [11, 14] and len(prepared) == 2                      # a new shape: the core again
-    callback(SimpleNamespace(stream=15), FakeXlaBuffer(1024, 0x100000), FakeXlaBuffer(1024, 0x100000))
+    call(15, 1024, 0x100000, 0x100000)
     assert bodies == [11, 14, 15]                                         # aliased: the core, not a replay
     assert launched[-1] == _forward_words(0x100000, 0x100000, 15)
 
@@ -222,21 +232,10 @@ def test_jax_callback_on_cpu_buffers_always_runs_the_core(fake, monkeypatch):
     assert bodies == [None, None]
 
 
-def test_jax_callback_keeps_its_replay_after_a_one_off_aliased_call(fake, monkeypatch):
-    from types import SimpleNamespace
-
-    from gpuops.adapters import jax as gj
-    kind, _, launched = fake
-    monkeypatch.setitem(_core._KIND_BY_TYPE, FakeXlaBuffer, kind)
-    bodies = []
-
-    def body(stream, out, x):
-        bodies.append(stream)
-        gpuops.gsmelu(x, out=out, stream=stream, slope=1.3)
-
-    callback = gj._replaying(body)
+def test_jax_callback_keeps_its_replay_after_a_one_off_aliased_call(gsmelu_callback):
+    call, bodies, _, launched = gsmelu_callback
     for stream, (out_ptr, x_ptr) in zip((1, 2, 3), ((0x100000, 0x100000), (0x200000, 0x300000), (0x400000, 0x500000))):
-        callback(SimpleNamespace(stream=stream), FakeXlaBuffer(64, out_ptr), FakeXlaBuffer(64, x_ptr))
+        call(stream, 64, out_ptr, x_ptr)
     assert bodies == [1, 2]                                               # aliased first call: not recorded
     assert launched[-1] == _forward_words(0x500000, 0x400000, 3)
 
