@@ -323,7 +323,26 @@ class _Simulated(_Kind):
         return self.wrap(cuda.device_array(shape, dtype=_np_dtype(dtype)), "out")
 
 
+class _Meta(_Kind):
+    """Shape-only arguments (torch fakes, JAX tracing): the checks run on them, nothing else does."""
+
+    name = "shape-only"
+
+    def contiguous(self, arr):
+        return arr
+
+    def is_contiguous(self, arr):
+        return True
+
+
 NUMPY, TORCH, CAI, CUPY, XLA, SIMULATED = _Numpy(), _Torch(), _Cai(), _Cupy(), _XlaBuffer(), _Simulated()
+META = _Meta()
+
+
+def meta(name: str, shape, dtype) -> Arr:
+    """A shape-only argument of ``dtype`` (any dtype object or name) for the checks of an op declaration."""
+    return Arr(None, META, tuple(int(s) for s in shape), dtype if isinstance(dtype, str) else dtype_name(dtype),
+               CPU, name)
 _KIND_BY_TYPE: dict = {}
 
 
@@ -366,6 +385,8 @@ def _pointer_device(ptr: int) -> int:
 
 def wrap(name: str, obj) -> Arr:
     """Wrap one array argument; `TypeError` for anything that is not an array gpuops accepts."""
+    if isinstance(obj, Arr):
+        return obj
     kind = _kind_of(obj)
     if kind is None:
         hint = " (use gpuops.jax for JAX arrays)" if type(obj).__module__.startswith("jax") else ""
@@ -485,6 +506,44 @@ def out_tuple(out, names):
     if not isinstance(out, (tuple, list)) or len(out) != len(names):
         raise TypeError(f"out must be None or a tuple ({', '.join(names)}), got {type(out).__name__}")
     return tuple(out)
+
+
+def refuse_overlap(out, inputs):
+    """`ValueError` when an ``out`` array (one, or a tuple with Nones) shares memory with one of ``inputs``
+    ((name, value) pairs; values that are not arrays are skipped): kernels read inputs while they write
+    outputs, so an aliased output would silently give wrong numbers."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for o in outs:
+        if o is None or _kind_of(o) is None:
+            continue
+        o_span = _extent(wrap("out", o))
+        for name, value in inputs:
+            if value is None or _kind_of(value) is None:
+                continue
+            span = _extent(wrap(name, value))
+            if o_span is not None and span is not None and o_span[0] == span[0] and (
+                    o_span[1] < span[2] and span[1] < o_span[2]):
+                raise ValueError(f"out must not share memory with {name}: gpuops kernels read their inputs "
+                                 f"while writing their outputs; pass a separate array")
+
+
+def _extent(arr: Arr):
+    """(device, first byte, one past the last byte) that ``arr`` spans, or None where it cannot be told."""
+    obj = arr.obj
+    if arr.kind is NUMPY or arr.kind is SIMULATED:
+        host = obj if arr.kind is NUMPY else SIMULATED.host(arr)
+        ptr, strides, itemsize = host.ctypes.data, host.strides, host.itemsize
+    elif arr.kind in (TORCH, CAI, CUPY):
+        ptr, strides = (arr.obj.data_ptr(), tuple(s * obj.element_size() for s in obj.stride())) \
+            if arr.kind is TORCH else arr.kind.pointer(arr)
+        itemsize = STORAGE[arr.dtype][1] if arr.dtype in STORAGE else np.dtype(arr.dtype).itemsize
+    else:
+        return None
+    if arr.size == 0:
+        return None
+    lo = ptr + sum((n - 1) * st for n, st in zip(arr.shape, strides) if st < 0)
+    hi = ptr + sum((n - 1) * st for n, st in zip(arr.shape, strides) if st > 0) + itemsize
+    return (arr.device, lo, hi)
 
 
 def contiguous(arr: Arr) -> Arr:

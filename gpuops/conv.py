@@ -1,6 +1,6 @@
 """The conv family: depthwise 2-D convolution, im2col and col2im (the PyINN ops).
 
-Contract: spec/ops.md §4, §5.  Kernels: gpuops/cuda/conv.py; CPU mirrors: gpuops/cpu/conv.py.
+Contract: docs/ops.md (conv2d_depthwise, im2col, col2im).  Kernels: gpuops/cuda/conv.py; CPU mirrors: gpuops/cpu/conv.py.
 
 Decisions where the spec is silent:
 
@@ -12,8 +12,9 @@ Decisions where the spec is silent:
 """
 import functools
 
-from gpuops import _core
+from gpuops import _core, _ops, reference
 from gpuops._core import In, Out
+from gpuops._ops import OpSpec, Param
 from gpuops._dtypes import STORAGE
 
 _THREADS = 256
@@ -196,6 +197,7 @@ def _tile_plan(like, K, src_size, w_size, bias_size, dst_size, planes, tiles_y, 
             (_ceil(twc * sb, 32) * 32,), _tile_smem(K, twc, sb))
 
 
+@_ops.guards_out
 def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """Depthwise 2-D convolution, exactly ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
 
@@ -221,6 +223,7 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
     return out.obj
 
 
+@_ops.guards_out
 def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None,
                               stream=None):
     """Gradients of `conv2d_depthwise`: ``(grad_x, grad_weight, grad_bias)`` (grad_bias None without bias).
@@ -415,6 +418,7 @@ def col2im_shape(shape, kernel_size, *, stride=1, padding=0, dilation=1, input_s
     return tuple(shape[:-4]) + (H, W)
 
 
+@_ops.guards_out
 def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """Unfold sliding windows: (C, H, W) -> (C, kh, kw, Ho, Wo), (N, C, H, W) -> (N, C, kh, kw, Ho, Wo).
 
@@ -436,6 +440,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=
     return out.obj
 
 
+@_ops.guards_out
 def col2im(cols, kernel_size, *, stride=1, padding=0, dilation=1, input_size=None, out=None, stream=None):
     """The exact adjoint of `im2col`: every column entry is added onto the pixel it came from.
 
@@ -462,6 +467,7 @@ def _window(size, k, p, d, s):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+@_ops.guards_out
 def im2col_backward(grad_out, input_size, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """Gradient of `im2col` w.r.t. x: ``col2im(grad_out, kernel_size, ..., input_size=input_size)``.
 
@@ -477,7 +483,66 @@ def im2col_backward(grad_out, input_size, kernel_size, *, stride=1, padding=0, d
                   input_size=input_size, out=out, stream=stream)
 
 
+@_ops.guards_out
 def col2im_backward(grad_out, kernel_size, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """Gradient of `col2im` w.r.t. cols: ``im2col(grad_out, kernel_size, ...)``."""
     return im2col(grad_out, kernel_size, stride=stride, padding=padding, dilation=dilation, out=out,
                   stream=stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# declarations
+
+_WINDOW_PARAMS = (Param("stride", "pair", 1, minimum=1), Param("padding", "pair", 0),
+                  Param("dilation", "pair", 1, minimum=1))
+
+
+def _depthwise_shapes(x, weight, bias=None, *, stride, padding, dilation):
+    N, _, _, _, Cm, _, _, Ho, Wo = _check_depthwise(x, weight, bias, stride, padding, dilation)[3][:9]
+    return (N, Cm, Ho, Wo)
+
+
+def _depthwise_example(rng, batch):
+    u = rng.uniform
+    return (u(-1, 1, (batch, 3, 7, 6)), u(-1, 1, (6, 1, 3, 3)), u(-1, 1, (6,))), dict(stride=1, padding=1,
+                                                                                      dilation=1)
+
+
+CONV2D_DEPTHWISE = _ops.declare(OpSpec(
+    name="conv2d_depthwise", forward=conv2d_depthwise, backward=conv2d_depthwise_backward,
+    arrays=("x", "weight", "bias?"), params=_WINDOW_PARAMS, shapes=_depthwise_shapes, example=_depthwise_example,
+    reference=reference.conv2d_depthwise, reference_backward=reference.conv2d_depthwise_backward))
+
+
+def _im2col_shapes(x, *, kernel_size, stride, padding, dilation):
+    return im2col_shape(_core.floating("x", x).shape, kernel_size, stride=stride, padding=padding,
+                        dilation=dilation)
+
+
+def _col2im_shapes(cols, *, kernel_size, stride, padding, dilation, input_size):
+    return col2im_shape(_core.floating("cols", cols).shape, kernel_size, stride=stride, padding=padding,
+                        dilation=dilation, input_size=input_size)
+
+
+def _window_of(params):
+    return {k: params[k] for k in ("kernel_size", "stride", "padding", "dilation")}
+
+
+IM2COL = _ops.declare(OpSpec(
+    name="im2col", forward=im2col, arrays=("x",),
+    params=(Param("kernel_size", "pair", minimum=1, positional=True),) + _WINDOW_PARAMS, shapes=_im2col_shapes,
+    vmap="fold", adjoint=("col2im", lambda arrays, params: dict(_window_of(params),
+                                                                input_size=tuple(arrays[0].shape[-2:]))),
+    example=lambda rng, batch: ((rng.uniform(-1, 1, (batch, 2, 7, 6)),), dict(kernel_size=3, stride=2, padding=1,
+                                                                              dilation=1)),
+    reference=reference.im2col))
+
+COL2IM = _ops.declare(OpSpec(
+    name="col2im", forward=col2im, arrays=("cols",),
+    params=(Param("kernel_size", "pair", minimum=1, positional=True),) + _WINDOW_PARAMS
+    + (Param("input_size", "pair?", None, minimum=1),), shapes=_col2im_shapes,
+    vmap="fold", adjoint=("im2col", lambda arrays, params: _window_of(params)),
+    example=lambda rng, batch: ((rng.uniform(-1, 1, (batch, 2, 2, 2, 3, 3)),), dict(kernel_size=2, stride=2,
+                                                                                   padding=0, dilation=1,
+                                                                                   input_size=(7, 6))),
+    reference=reference.col2im))

@@ -1,15 +1,16 @@
 """The correlation family: spatial_correlation_sample (FlowNetC correlation, raw sums, 5-D output) and
 correlation (the FlowNet/Caffe layer, normalised, 4-D output).
 
-Contract: spec/ops.md §7, §8.  Kernels: gpuops/cuda/correlation.py; CPU mirrors: gpuops/cpu/correlation.py.
+Contract: docs/ops.md (spatial_correlation_sample, correlation).  Kernels: gpuops/cuda/correlation.py; CPU mirrors: gpuops/cpu/correlation.py.
 ``correlation`` is computed by the sampler's kernels: kernel_size=k, patch_size=D, stride=stride1,
 padding=pad_size − max_displacement (may be negative: the kernels take signed padding), dilation=1,
 dilation_patch=stride2, scaled by 1/(k²·C).
 """
 import math
 
-from gpuops import _core
+from gpuops import _core, _ops, reference
 from gpuops._core import In, Out
+from gpuops._ops import OpSpec, Param
 
 # launch geometry of gpuops.cuda.correlation (kept here so importing this module does not import numba)
 _TX, _TY = 32, 8
@@ -64,14 +65,17 @@ def _sampler_geometry(shape, kernel_size, patch_size, stride, padding, dilation,
     return geo
 
 
-def _correlation_geometry(shape, pad_size, kernel_size, max_displacement, stride1, stride2):
+def _correlation_params(pad_size, kernel_size, max_displacement, stride1, stride2):
     pad = _core.integer("pad_size", pad_size, minimum=0)
     k = _core.integer("kernel_size", kernel_size, minimum=1)
     if k % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {k}")
     md = _core.integer("max_displacement", max_displacement, minimum=0)
-    s1 = _core.integer("stride1", stride1, minimum=1)
-    s2 = _core.integer("stride2", stride2, minimum=1)
+    return pad, k, md, _core.integer("stride1", stride1, minimum=1), _core.integer("stride2", stride2, minimum=1)
+
+
+def _correlation_geometry(shape, pad_size, kernel_size, max_displacement, stride1, stride2):
+    pad, k, md, s1, s2 = _correlation_params(pad_size, kernel_size, max_displacement, stride1, stride2)
     N, C, H, W = shape
     kr = (k - 1) // 2
     sizes = []
@@ -223,6 +227,7 @@ def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
 # spatial_correlation_sample
 
 
+@_ops.guards_out
 def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
                                dilation_patch=1, out=None, stream=None):
     """FlowNetC correlation as raw sums (spec/ops.md §7): (N, C, H, W) × 2 -> (N, pH, pW, oH, oW).
@@ -249,6 +254,7 @@ def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, s
     return res.obj
 
 
+@_ops.guards_out
 def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size=1, patch_size=1, stride=1,
                                         padding=0, dilation=1, dilation_patch=1, out=None, stream=None):
     """Gradients of `spatial_correlation_sample`: ``(grad_input1, grad_input2)``, the exact adjoint.
@@ -266,6 +272,7 @@ def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size
 # correlation (FlowNet / Caffe)
 
 
+@_ops.guards_out
 def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1, out=None,
                 stream=None):
     """The FlowNet/Caffe correlation layer (spec/ops.md §8): (N, C, H, W) × 2 -> (N, D², Ho, Wo).
@@ -288,6 +295,7 @@ def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0
     return res.obj
 
 
+@_ops.guards_out
 def correlation_backward(grad_out, input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1,
                          stride2=1, out=None, stream=None):
     """Gradients of `correlation`: ``(grad_input1, grad_input2)``, the exact adjoint for every stride.
@@ -299,6 +307,48 @@ def correlation_backward(grad_out, input1, input2, *, pad_size=0, kernel_size=1,
     D = geo.p[0]
     return _backward(grad_out, a, b, geo, out, 1.0 / (geo.k[0] * geo.k[1] * max(geo.C, 1)), stream,
                      (geo.N, D * D, geo.oH, geo.oW))
+
+
+# ---------------------------------------------------------------------------------------------
+# declarations
+
+
+def _sampler_shapes(input1, input2, **params):
+    a, _ = _inputs(input1, input2)
+    geo = _sampler_geometry(a.shape, *params.values(), "spatial_correlation_sample")
+    return (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW)
+
+
+def _correlation_shapes(input1, input2, **params):
+    a, _ = _inputs(input1, input2)
+    geo = _correlation_geometry(a.shape, *params.values())
+    return (geo.N, geo.p[0] * geo.p[1], geo.oH, geo.oW)
+
+
+def _feature_pair(rng, batch):
+    return rng.uniform(-1, 1, (batch, 3, 6, 7)), rng.uniform(-1, 1, (batch, 3, 6, 7))
+
+
+SPATIAL_CORRELATION_SAMPLE = _ops.declare(OpSpec(
+    name="spatial_correlation_sample", forward=spatial_correlation_sample,
+    backward=spatial_correlation_sample_backward, arrays=("input1", "input2"),
+    params=(Param("kernel_size", "pair", 1, minimum=1), Param("patch_size", "pair", 1, minimum=1),
+            Param("stride", "pair", 1, minimum=1), Param("padding", "pair", 0),
+            Param("dilation", "pair", 1, minimum=1), Param("dilation_patch", "pair", 1, minimum=1)),
+    shapes=_sampler_shapes, vmap="fold",
+    example=lambda rng, batch: (_feature_pair(rng, batch), dict(kernel_size=1, patch_size=5, stride=1, padding=0,
+                                                                dilation=1, dilation_patch=2)),
+    reference=reference.spatial_correlation_sample, reference_backward=reference.spatial_correlation_sample_backward))
+
+CORRELATION = _ops.declare(OpSpec(
+    name="correlation", forward=correlation, backward=correlation_backward, arrays=("input1", "input2"),
+    params=(Param("pad_size", "int", 0), Param("kernel_size", "int", 1, minimum=1),
+            Param("max_displacement", "int", 0), Param("stride1", "int", 1, minimum=1),
+            Param("stride2", "int", 1, minimum=1)),
+    shapes=_correlation_shapes, vmap="fold", check_params=_correlation_params,
+    example=lambda rng, batch: (_feature_pair(rng, batch), dict(pad_size=2, kernel_size=1, max_displacement=2,
+                                                                stride1=1, stride2=2)),
+    reference=reference.correlation, reference_backward=reference.correlation_backward))
 
 
 __all__ = ["spatial_correlation_sample", "spatial_correlation_sample_backward", "correlation",

@@ -1,14 +1,15 @@
 """The diag family: dgmm and cdgmm, multiplication by a diagonal matrix (the PyINN ops).
 
-Contract: spec/ops.md §3.  Kernels: gpuops/cuda/diag.py; CPU mirrors: gpuops/cpu/diag.py.
+Contract: docs/ops.md (dgmm, cdgmm).  Kernels: gpuops/cuda/diag.py; CPU mirrors: gpuops/cpu/diag.py.
 
 Complex data: cdgmm takes real pairs, a (M, K, 2) and x (K, 2)/(M, 2) with (re, im) last, or
 complex64/complex128 arrays, a (M, K) and x (K,)/(M,) — an explicit exception to the "real floats
 only" rule.  Complex arrays are viewed as real pairs here (zero-copy) and share the pair kernels;
 results keep the caller's layout and dtype.  16-bit real pairs compute in float32.
 """
-from gpuops import _core
+from gpuops import _core, _ops, reference
 from gpuops._core import In, Out
+from gpuops._ops import OpSpec, Param
 from gpuops._dtypes import STORAGE
 
 _THREADS = 256           # = gpuops.cuda.diag.THREADS
@@ -128,6 +129,7 @@ def _check_dgmm(a, x, side):
     return a, x, M, K, _side(side, M, K, x.shape[0])
 
 
+@_ops.guards_out
 def dgmm(a, x, *, side="auto", out=None, stream=None):
     """Multiply by a diagonal matrix: ``a @ diag(x)`` (side "right", len(x) == K) or ``diag(x) @ a``
     (side "left", len(x) == M).  "auto": right if len(x) == K, else left if len(x) == M (a square
@@ -144,6 +146,7 @@ def dgmm(a, x, *, side="auto", out=None, stream=None):
     return out.obj
 
 
+@_ops.guards_out
 def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     """Gradients of `dgmm`: ``(grad_a, grad_x)``; grad_a = dgmm(grad_out, x), grad_x = Σ grad_out · a over
     the rows (side right) or along each row (side left).  Deterministic."""
@@ -210,6 +213,7 @@ def _alloc(like, shape, out, is_complex):
     return arr, (_pairs(arr) if is_complex else arr)
 
 
+@_ops.guards_out
 def cdgmm(a, x, *, side="auto", out=None, stream=None):
     """Complex diagonal multiply, plain complex product (no conjugation): ``out[i, j] = a[i, j]·x[j]``
     (side right) or ``a[i, j]·x[i]`` (side left), side chosen as in `dgmm`.
@@ -225,6 +229,7 @@ def cdgmm(a, x, *, side="auto", out=None, stream=None):
     return out.obj
 
 
+@_ops.guards_out
 def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     """Gradients of `cdgmm`: ``(grad_a, grad_x)`` with ``grad_a = grad_out · conj(x)`` and
     ``grad_x = Σ grad_out · conj(a)`` over the other axis (PyTorch's convention for complex
@@ -241,3 +246,29 @@ def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
         a, x, g = _pairs(a), _pairs(x), _pairs(g)
     _scale(g, x, grad_a_p, M, K, 2, right, 1, stream, b=a, gx=grad_x_p)
     return grad_a.obj, grad_x.obj
+
+
+# ---------------------------------------------------------------------------------------------
+# declarations
+
+
+def _dgmm_shapes(a, x, *, side):
+    return _check_dgmm(a, x, side)[0].shape
+
+
+def _cdgmm_shapes(a, x, *, side):
+    return _check_cdgmm(a, x, side)[0].shape
+
+
+DGMM = _ops.declare(OpSpec(
+    name="dgmm", forward=dgmm, backward=dgmm_backward, arrays=("a", "x"), params=(Param("side", "str", "auto"),),
+    shapes=_dgmm_shapes,
+    example=lambda rng, batch: ((rng.uniform(-1, 1, (batch, 5)), rng.uniform(-1, 1, (5,))), dict(side="right")),
+    reference=reference.dgmm, reference_backward=reference.dgmm_backward))
+
+# real (re, im) pairs; complex arrays take the pair kernels through the same op (see the module docstring)
+CDGMM = _ops.declare(OpSpec(
+    name="cdgmm", forward=cdgmm, backward=cdgmm_backward, arrays=("a", "x"), params=(Param("side", "str", "auto"),),
+    shapes=_cdgmm_shapes,
+    example=lambda rng, batch: ((rng.uniform(-1, 1, (4, batch, 2)), rng.uniform(-1, 1, (4, 2))), dict(side="left")),
+    reference=reference.cdgmm, reference_backward=reference.cdgmm_backward))

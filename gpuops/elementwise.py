@@ -1,10 +1,11 @@
 """The elementwise family: gsmelu (generalized smooth ReLU) and ncrelu (negative concatenated ReLU).
 
-Contract: spec/ops.md §1, §2.  Kernels: gpuops/cuda/elementwise.py; CPU mirrors: gpuops/cpu/elementwise.py.
+Contract: docs/ops.md (gsmelu, ncrelu).  Kernels: gpuops/cuda/elementwise.py; CPU mirrors: gpuops/cpu/elementwise.py.
 """
 import struct
 
-from gpuops import _core
+from gpuops import _core, _ops, reference
+from gpuops._ops import OpSpec, Param
 
 _THREADS = 256
 _ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS, FORWARD_ITEMS)
@@ -70,6 +71,7 @@ def _run_flat(kernel, items, arrays, scalars, stream):
                  like=x, stream=stream)
 
 
+@_ops.guards_out
 def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
     """Generalized smooth ReLU, elementwise.
 
@@ -94,6 +96,7 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
     return out.obj
 
 
+@_ops.guards_out
 def gsmelu_backward(grad_out, x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None,
                     stream=None):
     """Gradient of `gsmelu` w.r.t. x: ``grad_out · y'(x)``.
@@ -127,6 +130,7 @@ def _ncrelu_plan(x, kernel, shape):
     return kernel, views, (_core.blocks_for(plane, _THREADS, _ITEMS), max(1, min(batch, _MAX_GRID_Y))), (_THREADS,)
 
 
+@_ops.guards_out
 def ncrelu(x, *, out=None, stream=None):
     """Negative concatenated ReLU: (N, C, ...) -> (N, 2C, ...).
 
@@ -144,6 +148,7 @@ def ncrelu(x, *, out=None, stream=None):
     return out.obj
 
 
+@_ops.guards_out
 def ncrelu_backward(grad_out, x, *, out=None, stream=None):
     """Gradient of `ncrelu`: ``grad_x = grad_out[:, c] if x >= 0 else grad_out[:, C + c]``.
 
@@ -160,3 +165,36 @@ def ncrelu_backward(grad_out, x, *, out=None, stream=None):
         _core.launch("elementwise", _ncrelu_plan, ("ncrelu_backward", x.shape), (grad_out, x, out), like=x,
                      stream=stream)
     return out.obj
+
+
+# ---------------------------------------------------------------------------------------------
+# declarations
+
+
+def _gsmelu_shapes(x, *, slope, neg_slope, alpha, beta, delta_t):
+    shape = _core.floating("x", x).shape
+    _gsmelu_params(slope, neg_slope, alpha, beta, delta_t)
+    return shape
+
+
+def _gsmelu_example(rng, batch):
+    return (rng.uniform(-1, 1, (batch, 3, 5)),), dict(slope=1.2, neg_slope=0.05, alpha=0.2, beta=0.3, delta_t=0.1)
+
+
+GSMELU = _ops.declare(OpSpec(
+    name="gsmelu", forward=gsmelu, backward=gsmelu_backward, arrays=("x",),
+    params=(Param("slope", "float", 1.0), Param("neg_slope", "float", 0.01), Param("alpha", "float", 0.1),
+            Param("beta", "float", 0.1), Param("delta_t", "float", 0.0)),
+    shapes=_gsmelu_shapes, vmap="elementwise", example=_gsmelu_example,
+    check_params=lambda **p: _gsmelu_params(**p),
+    reference=reference.gsmelu, reference_backward=reference.gsmelu_backward))
+
+
+def _ncrelu_shapes(x):
+    return ncrelu_shape(_core.floating("x", x, min_ndim=2).shape)
+
+
+NCRELU = _ops.declare(OpSpec(
+    name="ncrelu", forward=ncrelu, backward=ncrelu_backward, arrays=("x",), shapes=_ncrelu_shapes, vmap="fold",
+    example=lambda rng, batch: ((rng.uniform(-1, 1, (batch, 3, 4, 5)),), {}),
+    reference=reference.ncrelu, reference_backward=reference.ncrelu_backward))

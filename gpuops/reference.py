@@ -101,21 +101,46 @@ def col2im(cols, kernel_size, stride=1, padding=0, dilation=1, input_size=None):
     return xp[..., ph:ph + H, pw:pw + W]
 
 
-def dgmm(a, x):
+def _right(side, a, x):
+    return side == "right" or side == "auto" and len(x) == a.shape[1]
+
+
+def dgmm(a, x, side="auto"):
     a, x = np.asarray(a, np.float64), np.asarray(x, np.float64)
-    return a * x[None, :] if len(x) == a.shape[1] else x[:, None] * a
+    return a * x[None, :] if _right(side, a, x) else x[:, None] * a
 
 
-def dgmm_backward(grad_out, a, x):
+def dgmm_backward(grad_out, a, x, side="auto"):
     a, x, g = np.asarray(a, np.float64), np.asarray(x, np.float64), np.asarray(grad_out, np.float64)
-    if len(x) == a.shape[1]:
+    if _right(side, a, x):
         return g * x[None, :], (g * a).sum(0)
     return x[:, None] * g, (g * a).sum(1)
 
 
-def cdgmm(a, x):
-    a, x = np.asarray(a), np.asarray(x)
-    return a * x[None, :] if len(x) == a.shape[1] else x[:, None] * a
+def _complex(z):
+    """Real (re, im) pairs in the last axis as complex128; complex arrays as they are."""
+    z = np.asarray(z)
+    return z if np.iscomplexobj(z) else z[..., 0] + 1j * z[..., 1]
+
+
+def _like(z, template):
+    return z if np.iscomplexobj(template) else np.stack([z.real, z.imag], axis=-1)
+
+
+def cdgmm(a, x, side="auto"):
+    """Complex product, no conjugation; takes and returns complex arrays or real (re, im) pairs."""
+    za, zx = _complex(a), _complex(x)
+    return _like(za * zx[None, :] if _right(side, za, zx) else zx[:, None] * za, np.asarray(a))
+
+
+def cdgmm_backward(grad_out, a, x, side="auto"):
+    """PyTorch's complex gradient convention: grad_a = g·conj(x), grad_x = Σ g·conj(a)."""
+    za, zx, g = _complex(a), _complex(x), _complex(grad_out)
+    if _right(side, za, zx):
+        ga, gx = g * np.conj(zx)[None, :], (g * np.conj(za)).sum(0)
+    else:
+        ga, gx = np.conj(zx)[:, None] * g, (g * np.conj(za)).sum(1)
+    return _like(ga, np.asarray(a)), _like(gx, np.asarray(x))
 
 
 def _sampler_terms(shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch):

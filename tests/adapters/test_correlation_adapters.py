@@ -52,7 +52,7 @@ def test_torch_values_gradients_opcheck_compile():
 def test_torch_modules_and_16bit():
     a, b = _inputs(torch.bfloat16)
     m = gt.SpatialCorrelationSampler(**SAMPLER)
-    assert "patch_size=3" in repr(m)
+    assert "patch_size=(3, 3)" in repr(m)
     y = m(a, b)
     assert y.dtype == torch.bfloat16 and y.shape == (2, 3, 3, 6, 7)
     expected = gpuops.spatial_correlation_sample(a.double().numpy(), b.double().numpy(), **SAMPLER)
@@ -78,5 +78,5 @@ def test_jax_jit_grad_vmap():
     batch_a, batch_b = jnp.stack([a, -a]), jnp.stack([b, 2 * b])
     v = jax.vmap(lambda x, z: gj.correlation(x, z, **CORR))(batch_a, batch_b)
     np.testing.assert_allclose(v[1], gpuops.correlation(np.asarray(-a), np.asarray(2 * b), **CORR), rtol=1e-12)
-    with pytest.raises(ValueError, match="input1 and input2"):
+    with pytest.raises(ValueError, match="input2 must have the shape of input1"):
         gj.correlation(a, b[:, :2])

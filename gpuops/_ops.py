@@ -1,0 +1,208 @@
+"""The op declaration: one `OpSpec` per op, the single source of every layer's wiring.
+
+A family module (gpuops/<family>.py) writes its kernels' host side as plain core functions (numpy,
+torch, CuPy, …) and then declares each op once::
+
+    GSMELU = declare(OpSpec(name="gsmelu", forward=gsmelu, backward=gsmelu_backward, arrays=("x",),
+                            params=(Param("slope", "float", 1.0), ...), shapes=_gsmelu_shapes,
+                            vmap="elementwise", example=..., reference=reference.gsmelu, ...))
+
+From the declaration, and nothing else, come the ``torch.library`` operators with their fakes and
+autograd (gpuops/adapters/torch.py), the ``gpuops.torch`` and ``gpuops.jax`` functions, the rows of
+``python -m gpuops`` and the contract-test battery (tests/adapters/test_op_battery.py).
+
+Nothing here imports numba, torch or JAX.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+from typing import Callable
+
+from gpuops import _core
+
+#: the largest output an op may declare, in elements: the shape-only paths (torch fakes, JAX tracing)
+#: must refuse what no allocator could hold before XLA or torch try (and abort)
+MAX_OUTPUT_ELEMENTS = 2 ** 48
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A static (non-array) parameter.
+
+    kind: "float", "int", "pair" (an int or (h, w)), "pair?" (a pair or None) or "str".
+    ``minimum`` bounds ints and pairs.  `normalize` gives the canonical value (pairs as tuples), with
+    the core's own error messages.
+    """
+
+    name: str
+    kind: str
+    default: object = None
+    minimum: int = 0
+    positional: bool = False        # may also be passed by position, after the arrays (im2col's kernel_size)
+
+    def normalize(self, value):
+        if self.kind == "float":
+            return _core.real(self.name, value)
+        if self.kind == "int":
+            return _core.integer(self.name, value, minimum=self.minimum)
+        if self.kind == "pair" or self.kind == "pair?" and value is not None:
+            return _core.pair(self.name, value, minimum=self.minimum)
+        if self.kind == "pair?":
+            return None
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise TypeError(f"{self.name} must be a str, got {type(value).__name__}")
+            return value
+        raise AssertionError(self.kind)
+
+    @property
+    def torch_type(self) -> str:
+        return {"float": "float", "int": "int", "pair": "int[2]", "pair?": "int[]?", "str": "str"}[self.kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    """Everything the adapters, the demo and the contract tests need to know about one op.
+
+    name:       the public name (``gpuops.<name>``, ``gpuops.torch.<name>``, ``gpuops.jax.<name>``,
+                ``torch.ops.gpuops.<name>``).
+    forward:    the core function ``forward(*arrays, *, **params, out=None, stream=None)``.
+    backward:   the core gradient ``backward(grad_out, *arrays, **params, out=, stream=)``: one gradient
+                array for a one-array op, else a tuple with one entry per declared array (None for an
+                absent optional array); ``out`` likewise.  None when ``adjoint`` says it instead.
+    arrays:     names of the array arguments, in order; a trailing ``?`` marks an optional one (None).
+    params:     the static parameters.
+    shapes:     ``shapes(*arrays, **params) -> output shape``: validates every argument with the core's
+                messages and needs nothing but ``.shape``/``.dtype``: it receives `gpuops._core.Arr`
+                objects, real ones from the core and shape-only ones (`gpuops._core.meta`) from torch
+                fakes and JAX tracing, so all three raise the same errors.
+    vmap:       how ``jax.vmap`` batches the op: "elementwise" (any leading axes pass through), "fold"
+                (the op is independent per index of every array's and the output's first axis: a vmapped
+                axis folds into it) or "sequential" (a loop).
+    direct:     ``gpuops.torch`` may skip the dispatcher for plain tensors with nothing to record (no
+                autograd, tracing or compiling): the registered op costs ≈20 µs of host time per call.
+    adjoint:    for linear ops whose gradient is another declared op: ``(other op's name,
+                params_of(arrays, params) -> the other op's params)``; the gradient is then that op
+                itself, in both adapters (so it is differentiable again).
+    example:    ``example(rng, batch) -> (arrays, params)``: small float64 numpy inputs (``batch`` = 0
+                gives empty ones where the op allows it) for the demo and the contract battery.
+    reference / reference_backward: ``gpuops.reference`` functions with the core's argument order.
+    check_params: ``check_params(**params)`` raises for rules between parameters (gsmelu's α + β > 0), so
+                modules can refuse them at construction.
+    """
+
+    name: str
+    forward: Callable
+    arrays: tuple
+    shapes: Callable
+    params: tuple = ()
+    backward: Callable | None = None
+    vmap: str = "sequential"
+    direct: bool = True
+    adjoint: tuple | None = None
+    example: Callable | None = None
+    reference: Callable | None = None
+    reference_backward: Callable | None = None
+    check_params: Callable | None = None
+
+    @property
+    def array_names(self) -> tuple:
+        return tuple(a.rstrip("?") for a in self.arrays)
+
+    @property
+    def optional(self) -> tuple:
+        return tuple(a.endswith("?") for a in self.arrays)
+
+    @property
+    def required(self) -> int:
+        """How many leading arrays must be given."""
+        return sum(1 for o in self.optional if not o)
+
+    @property
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def bind(self, args, kwargs):
+        """``(arrays, params)`` of a call ``f(*args, **kwargs)`` with the op's public signature:
+        arrays first (optional ones may be omitted or None), then positional parameters, the rest by
+        keyword.  Params are normalised; trailing absent optional arrays are dropped."""
+        names = self.array_names
+        positional = names + tuple(p.name for p in self.params if p.positional)
+        if len(args) > len(positional):
+            raise TypeError(f"{self.name}() takes {len(positional)} positional arguments but {len(args)} were given")
+        values = dict(zip(positional, args))
+        for key, value in kwargs.items():
+            if key in values:
+                raise TypeError(f"{self.name}() got multiple values for argument {key!r}")
+            values[key] = value
+        arrays = []
+        for name, optional in zip(names, self.optional):
+            if name not in values:
+                if not optional:
+                    raise TypeError(f"{self.name}() missing required argument {name!r}")
+                values[name] = None
+            arrays.append(values.pop(name))
+        while arrays and arrays[-1] is None and self.optional[len(arrays) - 1]:
+            arrays.pop()
+        params = {}
+        for p in self.params:
+            params[p.name] = p.normalize(values.pop(p.name, p.default))
+        if values:
+            raise TypeError(f"{self.name}() got an unexpected keyword argument {next(iter(values))!r}")
+        return tuple(arrays), params
+
+    def checked_params(self, **values) -> dict:
+        """Every parameter normalised (defaults for those not given) and checked, without arrays: what a
+        module validates at construction."""
+        unknown = set(values) - {p.name for p in self.params}
+        if unknown:
+            raise TypeError(f"{self.name}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        params = {p.name: p.normalize(values.get(p.name, p.default)) for p in self.params}
+        if self.check_params is not None:
+            self.check_params(**params)
+        return params
+
+    def output_shape(self, arrays, params) -> tuple:
+        """`shapes` of validated arguments, refusing outputs no allocator could hold."""
+        shape = tuple(int(s) for s in self.shapes(*arrays, **params))
+        if math.prod(shape) > MAX_OUTPUT_ELEMENTS:
+            raise ValueError(f"{self.name}: the output would have shape {list(shape)}, "
+                             f"{math.prod(shape):.3g} elements; check the parameters")
+        return shape
+
+
+def guards_out(fn):
+    """Decorate a core function so that an ``out=`` sharing memory with one of its array arguments raises
+    (`gpuops._core.refuse_overlap`) instead of giving silently wrong numbers; free when ``out`` is None."""
+    names = tuple(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def guarded(*args, out=None, **kwargs):
+        if out is not None:
+            _core.refuse_overlap(out, (*zip(names, args), *kwargs.items()))
+        return fn(*args, out=out, **kwargs)
+    return guarded
+
+
+#: every declared op, in declaration order
+REGISTRY: dict[str, OpSpec] = {}
+
+
+def declare(spec: OpSpec) -> OpSpec:
+    if spec.name in REGISTRY:
+        raise ValueError(f"op {spec.name!r} is declared twice")
+    if (spec.backward is None) == (spec.adjoint is None):
+        raise ValueError(f"op {spec.name!r} needs exactly one of backward and adjoint")
+    if spec.vmap not in ("elementwise", "fold", "sequential"):
+        raise ValueError(f"op {spec.name!r}: vmap must be 'elementwise', 'fold' or 'sequential'")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def ops() -> dict:
+    """The registry, with every family module imported (each declares its ops at import)."""
+    import gpuops  # noqa: F401  (imports every family module)
+    return REGISTRY
