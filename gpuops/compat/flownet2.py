@@ -20,12 +20,15 @@ Semantics are Caffe's (the window is centred); NVIDIA's bugs are not reproduced:
 * A stride-0 / non-contiguous ``grad_output`` or ``pad_size < max_displacement`` made NVIDIA read out of
   bounds; here they work.
 * The module default ``kernel_size=0`` divided by 0 in NVIDIA (inf/NaN output); here an even or
-  non-positive kernel_size raises ``ValueError`` when the layer is called.
+  non-positive kernel_size raises ``ValueError``.  The module checks every parameter when it is
+  constructed (so ``Correlation()`` with the defaults raises), `CorrelationFunction` when called.
+* ``torch.jit.script`` works on the module (NVIDIA's autograd Function could not be scripted).
 * Runs on CPU as well as CUDA, and input1/input2 must have the same shape (``ValueError``).
 """
 import torch
 
-from gpuops.adapters import torch as _ops
+from gpuops.adapters import torch as _ops  # also registers torch.ops.gpuops.*
+from gpuops.compat import _checks
 
 __all__ = ["CorrelationFunction", "Correlation"]
 
@@ -56,17 +59,28 @@ class CorrelationFunction:
 
 
 class Correlation(torch.nn.Module):
-    """NVIDIA's module (note its defaults differ from `CorrelationFunction.apply`'s)."""
+    """NVIDIA's module (note its defaults differ from `CorrelationFunction.apply`'s).
+
+    The parameters are checked at construction (the ValueError/TypeError a call would raise) and kept as
+    ints, so ``torch.jit.script`` compiles the module: forward calls the registered
+    ``torch.ops.gpuops.correlation`` directly."""
+
+    pad_size: int
+    kernel_size: int
+    max_displacement: int
+    stride1: int
+    stride2: int
 
     def __init__(self, pad_size=0, kernel_size=0, max_displacement=0, stride1=1, stride2=2, corr_multiply=1):
         super().__init__()
-        self.pad_size = pad_size
-        self.kernel_size = kernel_size
-        self.max_displacement = max_displacement
-        self.stride1 = stride1
-        self.stride2 = stride2
+        self.pad_size, self.kernel_size, self.max_displacement, self.stride1, self.stride2 = (
+            _checks.correlation_params(pad_size, kernel_size, max_displacement, stride1, stride2))
         self.corr_multiply = corr_multiply
 
     def forward(self, input1, input2):
-        return CorrelationFunction.apply(input1, input2, self.pad_size, self.kernel_size, self.max_displacement,
-                                         self.stride1, self.stride2, self.corr_multiply)
+        return torch.ops.gpuops.correlation(input1, input2, self.pad_size, self.kernel_size, self.max_displacement,
+                                            self.stride1, self.stride2)
+
+    def extra_repr(self):
+        return (f"pad_size={self.pad_size}, kernel_size={self.kernel_size}, max_displacement={self.max_displacement}, "
+                f"stride1={self.stride1}, stride2={self.stride2}, corr_multiply={self.corr_multiply}")

@@ -1,6 +1,8 @@
-"""Correlation drop-ins reproduce the originals (research/originals.md §5, §6, §7), checked against
-independent float64 pure-torch references written from those descriptions."""
+"""Correlation drop-ins reproduce the originals (spatial-correlation-sampler, NVIDIA flownet2's
+correlation_package, limacv's CorrTorch), checked against independent float64 pure-torch references
+written from the originals' semantics; their modules check parameters at construction and script."""
 import math
+import warnings
 
 import pytest
 
@@ -172,11 +174,10 @@ def test_flownet_equals_spatial_sampler_mapping():
 
 
 def test_flownet_defaults():
-    m = flownet2.Correlation()
-    assert (m.pad_size, m.kernel_size, m.max_displacement, m.stride1, m.stride2, m.corr_multiply) == (0, 0, 0, 1, 2, 1)
-    a, b = _inputs(N=1, C=2, H=4, W=4)
-    with pytest.raises(ValueError):                         # NVIDIA divided by 0 here (inf/NaN)
-        m(a, b)
+    with pytest.raises(ValueError, match="kernel_size must be >= 1, got 0"):   # NVIDIA divided by 0 (inf/NaN)
+        flownet2.Correlation()
+    m = flownet2.Correlation(kernel_size=1)
+    assert (m.pad_size, m.kernel_size, m.max_displacement, m.stride1, m.stride2, m.corr_multiply) == (0, 1, 0, 1, 2, 1)
     # CorrelationFunction.apply defaults: pad 3, k 3, md 20, s1 1, s2 2 -> 441 channels
     a, b = _inputs(N=1, C=2, H=38, W=39, seed=6)
     out = flownet2.CorrelationFunction.apply(a, b)
@@ -214,3 +215,98 @@ def test_corrtorch_defaults_and_asserts():
         with pytest.raises(AssertionError):
             correlation_torch.CorrTorch(**bad)
     correlation_torch.CorrTorch(corr_multiply=7)            # ignored, accepted
+
+
+# ---------------------------------------------------------------- parameters checked at construction
+
+
+def _raised(fn):
+    with pytest.raises((ValueError, TypeError)) as info:
+        fn()
+    return type(info.value), str(info.value)
+
+
+SCS_BAD = [dict(kernel_size=0), dict(patch_size=(3, 0)), dict(stride=0), dict(padding=-1), dict(dilation=(1, 0)),
+           dict(dilation_patch=0), dict(kernel_size=1.5), dict(stride=(1, 2, 3)), dict(padding=True),
+           dict(patch_size="3")]
+
+
+@pytest.mark.parametrize("bad", SCS_BAD)
+def test_spatial_correlation_sampler_checks_at_construction(bad):
+    a, b = _inputs()
+    assert _raised(lambda: scs.SpatialCorrelationSampler(**bad)) == _raised(
+        lambda: scs.spatial_correlation_sample(a, b, **bad))
+
+
+FN_BAD = [dict(kernel_size=0), dict(kernel_size=2), dict(kernel_size=-1), dict(pad_size=-1),
+          dict(max_displacement=-2), dict(stride1=0), dict(stride2=0), dict(kernel_size=1.0), dict(stride1=True),
+          dict(pad_size=(1, 1))]
+
+
+@pytest.mark.parametrize("bad", FN_BAD)
+def test_flownet_correlation_checks_at_construction(bad):
+    a, b = _inputs()
+    p = dict(dict(pad_size=2, kernel_size=1, max_displacement=2, stride1=1, stride2=1), **bad)
+    assert _raised(lambda: flownet2.Correlation(**p)) == _raised(
+        lambda: flownet2.CorrelationFunction.apply(a, b, *p.values()))
+
+
+@pytest.mark.parametrize("md", [-1, 2.0])
+def test_corrtorch_checks_at_construction(md):
+    a, b = _inputs()
+    assert _raised(lambda: correlation_torch.CorrTorch(md, 1, md)) == _raised(
+        lambda: flownet2.CorrelationFunction.apply(a, b, md, 1, md, 1, 1))
+
+
+def test_module_parameters_are_normalised():
+    m = scs.SpatialCorrelationSampler(3, (1, 5), 2, 0, (1, 2), 2)
+    assert (m.kernel_size, m.patch_size, m.stride, m.padding, m.dilation, m.dilation_patch) == (
+        [3, 3], [1, 5], [2, 2], [0, 0], [1, 2], [2, 2])
+    import numpy as np
+    m = flownet2.Correlation(np.int64(4), 1, 4, 1, 2)
+    assert type(m.pad_size) is int and m.pad_size == 4
+
+
+# ---------------------------------------------------------------- torch.jit.script
+
+
+def _script(obj):
+    with warnings.catch_warnings():       # TorchScript is deprecated, but the originals' users script
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(obj)
+
+
+def _check_scripted(module, *args):
+    """The scripted module gives the eager module's values and gradients (CPU, float64)."""
+    a, b = _inputs(seed=9)
+    scripted = _script(module)
+    out, exp = scripted(a, b, *args), module(a, b, *args)
+    torch.testing.assert_close(out, exp, rtol=0, atol=0)
+    g = torch.randn_like(exp)
+    for got, want in zip(torch.autograd.grad(out, (a, b), g), torch.autograd.grad(exp, (a, b), g)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw", SCS_CASES)
+def test_spatial_correlation_sampler_scripts(kw):
+    _check_scripted(scs.SpatialCorrelationSampler(**kw))
+
+
+def test_spatial_correlation_sample_function_scripts():
+    class UsesFunction(torch.nn.Module):        # a user module calling the function with int-or-pair arguments
+        def forward(self, input1, input2):
+            return scs.spatial_correlation_sample(input1, input2, 3, (3, 5), 1, 1, (1, 2), 2)
+
+    _check_scripted(UsesFunction())
+    a, b = _inputs()
+    torch.testing.assert_close(_script(scs.spatial_correlation_sample)(a, b, 1, 3),
+                               scs.spatial_correlation_sample(a, b, 1, 3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("p", FN_CASES)
+def test_flownet_correlation_scripts(p):
+    _check_scripted(flownet2.Correlation(*p))
+
+
+def test_corrtorch_scripts():
+    _check_scripted(correlation_torch.CorrTorch(2, 1, 2, 1, 1))

@@ -1,4 +1,5 @@
-"""Drop-in for szagoruyko/pyinn: ``import gpuops.compat.pyinn as P``.
+"""Drop-in for szagoruyko/pyinn: ``import gpuops.compat.pyinn as P`` and
+``from gpuops.compat.pyinn.modules import Conv2dDepthwise``.
 
 pyinn's legacy autograd functions no longer run on current PyTorch (and needed CuPy and
 scikit-cuda); these do, on CPU and CUDA, in float16/bfloat16/float32/float64, with the same
@@ -7,8 +8,6 @@ for non-contiguous forward inputs), `cdgmm` also returns the gradient w.r.t. ``x
 NotImplementedError) and its backward no longer conjugates ``x`` in place, and `im2col` of a batch is
 one launch instead of a Python loop.
 """
-import torch
-
 from gpuops.adapters import torch as _ops
 
 
@@ -43,14 +42,8 @@ def col2im(input, kernel_size, stride, padding):
     return _ops.col2im(input, kernel_size, stride=stride, padding=padding)
 
 
-class Conv2dDepthwise(torch.nn.Conv2d):
-    """pyinn.modules.Conv2dDepthwise(channels, kernel_size, stride=1, padding=0, dilation=1, bias=True): an
-    ``nn.Conv2d(channels, channels, kernel_size, groups=channels)`` (same parameters, same initialisation, same
-    state_dict) whose forward runs gpuops' depthwise kernels."""
+# last: modules.py imports conv2d_depthwise from this package (pyinn's own layout); gpuops.compat.pyinn
+# has always exported the module here as well
+from gpuops.compat.pyinn.modules import Conv2dDepthwise  # noqa: E402
 
-    def __init__(self, channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
-        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=channels, bias=bias)
-
-    def forward(self, input):
-        return conv2d_depthwise(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
+__all__ = ["conv2d_depthwise", "dgmm", "cdgmm", "ncrelu", "im2col", "col2im", "Conv2dDepthwise"]
