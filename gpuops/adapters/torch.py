@@ -59,6 +59,10 @@ def _define(schema: str, impl, fake):
     return getattr(torch.ops.gpuops, name).default
 
 
+def _no_context(ctx, inputs, output):
+    pass
+
+
 class _Op:
     """The registered operators of one declaration."""
 
@@ -98,7 +102,7 @@ class _Op:
                                f"autograd.grad(..., create_graph=True) followed by another backward) is not "
                                f"supported; gpuops::{name} has no derivative")
 
-        torch.library.register_autograd(f"gpuops::{name}", no_double_backward, setup_context=lambda *a: None,
+        torch.library.register_autograd(f"gpuops::{name}", no_double_backward, setup_context=_no_context,
                                         lib=_LIB)
         return op
 
