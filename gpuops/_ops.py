@@ -108,15 +108,15 @@ class OpSpec:
     reference_backward: Callable | None = None
     check_params: Callable | None = None
 
-    @property
+    @functools.cached_property
     def array_names(self) -> tuple:
         return tuple(a.rstrip("?") for a in self.arrays)
 
-    @property
+    @functools.cached_property
     def optional(self) -> tuple:
         return tuple(a.endswith("?") for a in self.arrays)
 
-    @property
+    @functools.cached_property
     def required(self) -> int:
         """How many leading arrays must be given."""
         return sum(1 for o in self.optional if not o)
@@ -125,34 +125,49 @@ class OpSpec:
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
 
-    def bind(self, args, kwargs):
+    def bind(self, args, kwargs, memo=True):
         """``(arrays, params)`` of a call ``f(*args, **kwargs)`` with the op's public signature:
         arrays first (optional ones may be omitted or None), then positional parameters, the rest by
-        keyword.  Params are normalised; trailing absent optional arrays are dropped."""
-        names = self.array_names
-        positional = names + tuple(p.name for p in self.params if p.positional)
-        if len(args) > len(positional):
-            raise TypeError(f"{self.name}() takes {len(positional)} positional arguments but {len(args)} were given")
-        values = dict(zip(positional, args))
+        keyword.  Params are normalised; trailing absent optional arrays are dropped.
+
+        Parameters repeat from call to call: normalised ones are memoised per exact values and types
+        (``True`` must not share an entry with ``1``), which keeps a call's host time low; ``memo=False``
+        for tracers that must not see the memo (torch.compile would guard on it)."""
+        n = len(self.arrays)
+        arrays, extra = args[:n], args[n:]
+        key = _memo_key(extra, kwargs) if memo else None
+        params = None if key is None else _PARAMS.get((self.name, key))
+        if params is None:
+            params = self._bind_params(extra, kwargs)
+            if key is not None:
+                if len(_PARAMS) > 4096:         # parameters that vary without end must not grow it forever
+                    _PARAMS.clear()
+                _PARAMS[(self.name, key)] = params
+        if len(arrays) < self.required:
+            missing = self.array_names[len(arrays)]
+            if missing in kwargs:
+                raise TypeError(f"{self.name}() takes its arrays by position; got {missing!r} by keyword")
+            raise TypeError(f"{self.name}() missing required argument {missing!r}")
+        while arrays and arrays[-1] is None and self.optional[len(arrays) - 1]:
+            arrays = arrays[:-1]
+        return tuple(arrays), params
+
+    def _bind_params(self, extra, kwargs) -> dict:
+        positional = tuple(p.name for p in self.params if p.positional)
+        if len(extra) > len(positional):
+            raise TypeError(f"{self.name}() takes {len(self.arrays) + len(positional)} positional arguments but "
+                            f"{len(self.arrays) + len(extra)} were given")
+        values = dict(zip(positional, extra))
         for key, value in kwargs.items():
             if key in values:
                 raise TypeError(f"{self.name}() got multiple values for argument {key!r}")
             values[key] = value
-        arrays = []
-        for name, optional in zip(names, self.optional):
-            if name not in values:
-                if not optional:
-                    raise TypeError(f"{self.name}() missing required argument {name!r}")
-                values[name] = None
-            arrays.append(values.pop(name))
-        while arrays and arrays[-1] is None and self.optional[len(arrays) - 1]:
-            arrays.pop()
         params = {}
         for p in self.params:
             params[p.name] = p.normalize(values.pop(p.name, p.default))
         if values:
             raise TypeError(f"{self.name}() got an unexpected keyword argument {next(iter(values))!r}")
-        return tuple(arrays), params
+        return params
 
     def checked_params(self, **values) -> dict:
         """Every parameter normalised (defaults for those not given) and checked, without arrays: what a
@@ -185,6 +200,24 @@ def guards_out(fn):
             _core.refuse_overlap(out, (*zip(names, args), *kwargs.items()))
         return fn(*args, out=out, **kwargs)
     return guarded
+
+
+_PARAMS: dict = {}
+_SCALARS = (int, float, str, type(None))
+
+
+def _memo_key(extra, kwargs):
+    """A key telling apart every parameter value and type (bools are never keyed), or None."""
+    key = []
+    for value in (*extra, *kwargs.values()):
+        cls = value.__class__
+        if cls is tuple:
+            if not all(e.__class__ is int for e in value):
+                return None
+        elif cls not in _SCALARS:
+            return None
+        key.append((cls, value))
+    return (len(extra), tuple(kwargs), tuple(key))
 
 
 #: every declared op, in declaration order

@@ -136,12 +136,12 @@ class _Op:
 
 def _function(spec, op: _Op):
     """``gpuops.torch.<name>``: the public signature of the core function, without ``out`` and ``stream``."""
-    forward, bind, direct = spec.forward, spec.bind, spec.direct
+    forward, bind, direct, n = spec.forward, spec.bind, spec.direct, len(spec.arrays)
 
     def call(*args, **kwargs):
-        arrays, params = bind(args, kwargs)
-        if direct and _direct(arrays):
-            return forward(*arrays, **params)
+        if direct and "out" not in kwargs and "stream" not in kwargs and _direct(args[:n]):
+            return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
+        arrays, params = bind(args, kwargs, not _is_compiling())
         return op(arrays, params)
 
     call.__name__ = call.__qualname__ = spec.name
