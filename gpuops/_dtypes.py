@@ -14,7 +14,7 @@ STORAGE = {
     "float64": ("float64", 8, "float64"),
 }
 
-#: dtype name on the CPU path: 16-bit inputs are upcast (spec/ops.md, conventions)
+#: dtype name on the CPU path: 16-bit inputs are upcast (docs/ops.md, conventions)
 CPU_COMPUTE = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"}
 
 

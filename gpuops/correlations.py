@@ -94,7 +94,7 @@ def _correlation_geometry(shape, pad_size, kernel_size, max_displacement, stride
     geo.pad, geo.dil, geo.dp = (pad - md, pad - md), (1, 1), (s2, s2)
     geo.N, geo.C, geo.H, geo.W = shape
     geo.oH, geo.oW = sizes
-    # the sampler's output size with these parameters is the Caffe size (spec/ops.md §8)
+    # the sampler's output size with these parameters is the Caffe size (docs/ops.md, correlation)
     assert (H + 2 * (pad - md) - (k - 1) - 1) // s1 + 1 == geo.oH
     return geo
 
@@ -230,7 +230,7 @@ def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
 @_ops.guards_out
 def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
                                dilation_patch=1, out=None, stream=None):
-    """FlowNetC correlation as raw sums (spec/ops.md §7): (N, C, H, W) × 2 -> (N, pH, pW, oH, oW).
+    """FlowNetC correlation as raw sums (docs/ops.md): (N, C, H, W) × 2 -> (N, pH, pW, oH, oW).
 
     With u = h·sH − padH, v = w·sW − padW and the patch shift
     ``sy = (ph − (pH−1)//2)·dpH``, ``sx = (pw − (pW−1)//2)·dpW``::
@@ -275,7 +275,7 @@ def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size
 @_ops.guards_out
 def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1, out=None,
                 stream=None):
-    """The FlowNet/Caffe correlation layer (spec/ops.md §8): (N, C, H, W) × 2 -> (N, D², Ho, Wo).
+    """The FlowNet/Caffe correlation layer (docs/ops.md, correlation): (N, C, H, W) × 2 -> (N, D², Ho, Wo).
 
     kr = (k−1)//2, R = max_displacement // stride2, D = 2R+1, both inputs zero-padded by pad_size
     (P1, P2), ``Ho = ceil((H + 2·pad_size − 2·(max_displacement + kr)) / stride1)`` (Wo alike)::

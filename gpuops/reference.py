@@ -1,4 +1,4 @@
-"""Plain numpy float64 references of every op, written from spec/ops.md: the reference backend the
+"""Plain numpy float64 references of every op, written from docs/ops.md: the reference backend the
 main job (`python -m gpuops`) and the benchmarks check gpuops against.  Slow and obvious on purpose."""
 import numpy as np
 
