@@ -23,16 +23,18 @@ thread and loop step, all loaded before any is stored, keep enough loads in flig
 """
 import numpy as np
 
+from gpuops._constants import DIAG_SUM_COLUMNS, DIAG_THREADS, DIAG_UNROLL
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
 
-THREADS = 256
-UNROLL = 4             # elements per thread and loop step (written out in _scale)
+THREADS = DIAG_THREADS
+UNROLL = DIAG_UNROLL   # elements per thread and loop step (written out in _scale)
+assert UNROLL == 4, "_scale_tile is written out for four elements per step"
 RED = 2 * THREADS      # float64 shared words of the block reduction (re and im halves)
 WORD_SLOTS = 4         # scalars per 64-bit word of 16-bit data: the most sums a word-kernel thread keeps
 WORD_RED = WORD_SLOTS * THREADS
-SUM_COLUMNS = 32       # outputs per block of SUM_SEGMENTS (a warp's coalesced row of partial sums)
+SUM_COLUMNS = DIAG_SUM_COLUMNS   # outputs per block of SUM_SEGMENTS (a warp's coalesced row of partial sums)
 SUM_GROUPS = THREADS // SUM_COLUMNS
 SUM_LOADS = 8          # loads in flight per thread of SUM_SEGMENTS (its sum is written out for 8)
 

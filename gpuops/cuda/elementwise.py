@@ -7,15 +7,18 @@ loads, which numba lacks.  Indices are 64-bit: tensors may exceed 2**31 elements
 """
 import numpy as np
 
+from gpuops._constants import (ELEMENTWISE_FORWARD_ITEMS, ELEMENTWISE_ITEMS, ELEMENTWISE_THREADS, ELEMENTWISE_WORDS,
+                               MAX_GRID_YZ)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
 
-THREADS = 256
-ITEMS = 8
-FORWARD_ITEMS = 4
-WORDS = 4          # 64-bit words per thread in the word kernels (32 bytes of each array in flight)
-MAX_GRID_Y = 65535
+THREADS = ELEMENTWISE_THREADS
+ITEMS = ELEMENTWISE_ITEMS
+FORWARD_ITEMS = ELEMENTWISE_FORWARD_ITEMS
+WORDS = ELEMENTWISE_WORDS    # 64-bit words per thread in the word kernels (32 bytes of each array in flight)
+MAX_GRID_Y = MAX_GRID_YZ
+assert FORWARD_ITEMS == 4, "_gsmelu_forward is written out as a four-way unroll"
 
 
 @cuda.jit(device=True)

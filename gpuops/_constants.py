@@ -1,0 +1,89 @@
+"""Launch constants that the host side (gpuops/<family>.py) and the kernels (gpuops/cuda/<family>.py)
+must agree on: block sizes the kernels index with, tile shapes their shared memory is sized for, the
+kernel variants that are generated.  One definition each, here, so the two sides cannot drift apart.
+
+Numba-free (plain Python values): family modules import it without importing numba.  Constants that
+only one side uses stay in that side's module.
+"""
+
+# ---------------------------------------------------------------------------------------------
+# CUDA limits
+
+#: most blocks along grid y or z (CUDA's limit); larger extents are walked with grid-stride loops
+MAX_GRID_YZ = 65535
+#: most blocks along grid x (CUDA's limit), the cap of `gpuops._grid.blocks_for`
+MAX_GRID_X = 2**31 - 1
+#: dynamic shared memory a block may use without the opt-in attribute (the kernels never opt in)
+SHARED_BYTES = 48 * 1024
+
+# ---------------------------------------------------------------------------------------------
+# elementwise (gsmelu, ncrelu)
+
+#: threads per block of the elementwise launches (the host's grid arithmetic assumes it)
+ELEMENTWISE_THREADS = 256
+#: elements per thread, a block-width apart, of the scalar kernels (all loaded before any is stored)
+ELEMENTWISE_ITEMS = 8
+#: elements per thread of the scalar gsmelu forward (written out as a four-way unroll there)
+ELEMENTWISE_FORWARD_ITEMS = 4
+#: 64-bit words per thread of the word kernels (32 bytes of each array in flight)
+ELEMENTWISE_WORDS = 4
+
+# ---------------------------------------------------------------------------------------------
+# diag (dgmm, cdgmm)
+
+#: threads per block of the scale kernels (their shared reduction buffers are sized for it)
+DIAG_THREADS = 256
+#: elements (or words) per thread and loop step of the scale kernels (written out in the kernels)
+DIAG_UNROLL = 4
+#: outputs per block of SUM_SEGMENTS (a warp's coalesced row of partial sums)
+DIAG_SUM_COLUMNS = 32
+
+# ---------------------------------------------------------------------------------------------
+# conv (depthwise convolution, im2col, col2im)
+
+#: threads per block of DW_TILED and the generic weight-gradient kernels (they stride by it, and size
+#: their shared reduction scratch by it)
+CONV_THREADS = 256
+#: DW_TILED tile width: one warp across (the kernels find a thread's column as ``tid & 31``)
+CONV_TILE_W = 32
+#: DW_TILED tile height: 8 thread rows × 4 outputs per thread, 8 rows apart
+CONV_TILE_H = 32
+#: kernel sizes (K × K, dilation 1) that get generated, fully unrolled kernels
+CONV_FAST_SIZES = (3, 5, 7)
+#: strides that get generated flat kernels (stride 1 also gets the shared-memory tile kernels)
+CONV_FAST_STRIDES = (1, 2)
+#: output rows per thread of the generated kernels (a vertical strip of NY outputs in registers)
+CONV_NY = 8
+#: most threads per block of the generated kernels: the weight gradients' shared scratch is sized for it
+CONV_FAST_THREADS = 256
+#: launches (bands of tap rows) of the generated weight gradient per kernel size: one band's sums must fit
+#: in registers next to the strip's values
+CONV_WGRAD_PARTS = {3: 1, 5: 2, 7: 2}
+
+# ---------------------------------------------------------------------------------------------
+# correlation (spatial_correlation_sample, correlation)
+
+#: block of the generic tiled kernels: CORR_TY × CORR_TX threads over as many input positions
+CORR_TX = 32
+CORR_TY = 8
+#: accumulators per thread of the generic kernels (patch columns of one group): FlowNetC's 21 in one group
+CORR_G = 21
+#: staged input2 row width of the generic forward (32 + (group − 1)·dpW must fit)
+CORR_FWD_W2 = 96
+#: staged partner row width of the generic backward
+CORR_BWD_W2 = 80
+#: channels per block of the generic backward: 16-bit and float32 data, and float64
+CORR_BWD_CB = 16
+CORR_BWD_CB64 = 4
+#: group widths G of the generated register-tiled (RT) kernels, one kernel pair each
+CORR_RT_GROUPS = (21, 9)
+#: warps per block of the RT kernels (block = 32 × CORR_RT_NW threads)
+CORR_RT_NW = 8
+#: rows of an RT block region before the x-phase split (2 per warp)
+CORR_RT_ROWS = 16
+#: channels per block of the RT backward
+CORR_RT_CB = 12
+#: patch dilations (x) the RT kernels' phase split handles: 2**ldp with ldp <= 2
+CORR_RT_DILATIONS = (1, 2, 4)
+#: the RT kernels index their arrays with 32-bit offsets: every array must have fewer elements
+CORR_RT_MAX_ELEMENTS = 2**31
