@@ -8,10 +8,13 @@ then bypass numba's per-call dispatch (≈44 µs with torch tensors) and go stra
     array argument  -> meminfo=0, parent=0, nitems, itemsize, data_ptr, *shape, *strides_in_bytes
     scalar argument -> numpy scalar of the exact signature type
 
-That relies on one numba-cuda internal (``_codelibrary.get_cufunc().kernel``), so the ordinary
-``dispatcher[grid, block, stream, shmem](...)`` launch stays as the fallback: always under the CUDA
-simulator, whenever the internal is missing, and on request (``GPUOPS_LAUNCHER=numba`` or
-`use_fallback`).  Both paths are tested.
+That relies on numba-cuda beyond its documented API in two ways, both kept in the section "numba-cuda
+internals" at the end of this file: the driver kernel of a compiled kernel (`_cuda_core_kernel`), and the
+flattened layout of array arguments (`check_kernel_abi`, run before the first compile: if an upgrade
+changes the array data model, launches fail with a clear message instead of passing mis-packed
+arguments).  The ordinary ``dispatcher[grid, block, stream, shmem](...)`` launch stays as the fallback:
+always under the CUDA simulator, whenever the kernel handle is out of reach, and on request
+(``GPUOPS_LAUNCHER=numba`` or `use_fallback`).  Both paths are tested.
 
 The fast path has two forms.  By default (``GPUOPS_LAUNCHER=fast``) the flattened arguments are packed
 with one precompiled `struct.Struct` per (kernel, dtype, device) into a per-thread buffer of 8-byte
@@ -22,7 +25,8 @@ float32 exactly as ``np.float32`` does).  ``GPUOPS_LAUNCHER=core`` (or `use_laun
 values do not pack (a scalar out of its type's range) and for kernels it cannot describe.
 
 Array arguments are `DeviceArray` descriptors (raw pointer, shape, byte strides) on a GPU, and plain
-numpy arrays under the simulator; family modules build them with `gpuops._core.kernel_arg`.
+numpy arrays under the simulator; family modules build them with `gpuops._core.kernel_arg`.  This module
+imports nothing from gpuops._core (which imports it lazily): the layering is core -> launcher -> numba.
 `Kernel.prepare` fixes everything of a launch but its pointers, scalars and stream, for calls that
 repeat on arrays of one shape (`gpuops._core.launch`); it packs the same slots and falls back to
 `Kernel.launch` wherever the packed launch would.
@@ -38,9 +42,8 @@ import warnings
 
 import numpy as np
 
-from gpuops._core import blocks_for  # noqa: F401  (kernel modules import it from here)
 from gpuops._dtypes import FLOAT_DTYPES, STORAGE
-from gpuops._toolchain import SIMULATOR, cuda, nt
+from gpuops._toolchain import SIMULATOR, cuda, numba_cuda_version, nt
 
 #: every Kernel ever defined, for the compile/ABI checks of the test suite
 KERNELS: list["Kernel"] = []
@@ -144,7 +147,9 @@ class Kernel:
         self.name = f"{pyfunc.__module__}.{pyfunc.__qualname__}"
         self.signature = signature
         self.dtypes = tuple(dtypes)
-        self.jit_options = {"cache": not SIMULATOR, **jit_options}
+        # numba's disk cache locates a kernel by its source file: generated kernels that had to be run from
+        # memory (gpuops.cuda._generate's last fallback) have none, and compile in every process
+        self.jit_options = {"cache": not SIMULATOR and _has_source_file(pyfunc), **jit_options}
         self._dispatcher = None
         self._compiled: dict = {}
         KERNELS.append(self)
@@ -165,13 +170,17 @@ class Kernel:
         fast = not (SIMULATOR or _force_fallback)
         kernel = None
         if fast:
-            try:
-                with cuda.gpus[device]:
-                    kernel = self.dispatcher.compile(sig)._codelibrary.get_cufunc().kernel
-            except AttributeError as err:  # numba-cuda internals moved: degrade, do not break
-                warnings.warn(f"gpuops: fast launch unavailable ({err}); using numba's launcher",
-                              RuntimeWarning, stacklevel=3)
-                fast = False
+            if not _ABI_CHECKED:
+                check_kernel_abi()           # raises KernelAbiError before anything could be mis-packed
+            with cuda.gpus[device]:
+                compiled = self.dispatcher.compile(sig)
+                compiled.bind()              # loads (and sets up) its module in this device's context
+                try:
+                    kernel = _cuda_core_kernel(compiled)
+                except AttributeError as err:  # numba-cuda internals moved: degrade, do not break
+                    warnings.warn(f"gpuops: fast launch unavailable ({err}); using numba's launcher",
+                                  RuntimeWarning, stacklevel=3)
+                    fast = False
         entry = self._compiled[(dtype, device)] = _Compiled(kernel, converters, fast, sig)
         return entry
 
@@ -470,3 +479,97 @@ def _numba_stream(handle: int):
         stream = cuda.default_stream() if handle == 0 else cuda.external_stream(handle)
         _NUMBA_STREAMS[handle] = stream
     return stream
+
+
+def _has_source_file(pyfunc) -> bool:
+    code = getattr(pyfunc, "__code__", None)
+    return code is not None and os.path.isfile(code.co_filename)
+
+
+# ---------------------------------------------------------------------------------------------
+# numba-cuda internals: the only place gpuops reaches past numba-cuda's documented API.
+#
+# Checked against numba-cuda 0.30.x (pyproject.toml pins the minor).  `Dispatcher.compile`, `bind`, the data
+# model manager and the argument packer are public numba(-cuda) objects; what is not documented is
+#
+# * `_cuda_core_kernel`: the cuda.core kernel behind a compiled kernel, ``.library.get_cufunc().kernel``
+#   (an AttributeError makes `Kernel` fall back to numba's own launch, with a warning);
+# * the flattened form numba gives an array argument, which `DeviceArray.abi` / `Layout` and the packers of
+#   `_packed_launch` write by hand: `check_kernel_abi` asserts it before the first compile.
+
+#: the fields of numba-cuda's array data model, in order, as `Layout` and `_packed_launch` flatten them:
+#: meminfo and parent (always 0), nitems, itemsize, the data pointer, then ``ndim`` extents and ``ndim``
+#: byte strides (the shape and strides tuples) — each one 8-byte kernel parameter
+ARRAY_FIELDS = ("meminfo", "parent", "nitems", "itemsize", "data", "shape", "strides")
+#: fields holding an ``ndim``-tuple of 64-bit integers (every other field is one 8-byte parameter)
+_TUPLE_FIELDS = ("shape", "strides")
+
+_ABI_CHECKED = False
+
+
+class KernelAbiError(RuntimeError):
+    """numba-cuda lays kernel arguments out differently from what this launcher packs."""
+
+
+def _cuda_core_kernel(compiled):
+    """The cuda.core `Kernel` of a compiled (and bound) numba-cuda kernel, in the current context."""
+    return compiled.library.get_cufunc().kernel
+
+
+def _cuda_target_context():
+    from numba.cuda.descriptor import cuda_target
+    return cuda_target.target_context
+
+
+def _abi_problems(ctx, fields=None) -> list:
+    """What differs between numba-cuda's kernel parameters and what the packers write (empty: nothing)."""
+    fields = ARRAY_FIELDS if fields is None else tuple(fields)
+    problems = []
+    for ndim in (1, 3):
+        ty = nt.Array(nt.float32, ndim, "C")
+        model = ctx.data_model_manager.lookup(ty)
+        try:
+            count = model.field_count
+            positions = [model.get_field_position(f) for f in fields]
+        except (AttributeError, KeyError, ValueError) as err:
+            actual = getattr(model, "_fields", None)
+            problems.append(f"array fields: expected {fields}, numba-cuda has {actual} ({type(err).__name__}: {err})")
+            break
+        if count != len(fields) or positions != list(range(len(fields))):
+            actual = getattr(model, "_fields", None)
+            problems.append(f"array fields: expected {fields}, numba-cuda has {actual}")
+            break
+        intp = nt.int64
+        for f in fields:
+            member = model.get_member_fe_type(f)
+            want = nt.UniTuple(intp, ndim) if f in _TUPLE_FIELDS else None
+            if want is not None and member != want:
+                problems.append(f"array field {f!r} of a {ndim}-d array: expected {want}, numba-cuda has {member}")
+        params = ctx.get_arg_packer([ty]).argument_types
+        want_params = len(fields) - len(_TUPLE_FIELDS) + len(_TUPLE_FIELDS) * ndim
+        sizes = [ctx.get_abi_sizeof(p) for p in params]
+        if len(params) != want_params or any(size != 8 for size in sizes):
+            problems.append(f"a {ndim}-d array argument: expected {want_params} parameters of 8 bytes, numba-cuda "
+                            f"passes {len(params)} of {sizes} bytes")
+    for ty, code in _PACK_CODES.items():
+        params = ctx.get_arg_packer([ty]).argument_types
+        value_bytes = struct.calcsize("<" + code.rstrip("0123456789x"))
+        sizes = [ctx.get_abi_sizeof(p) for p in params]
+        if sizes != [value_bytes]:
+            problems.append(f"a {ty} argument: expected one parameter of {value_bytes} bytes, numba-cuda passes {sizes}")
+    return problems
+
+
+def check_kernel_abi(fields=None):
+    """Raise `KernelAbiError` unless numba-cuda flattens array and scalar kernel arguments exactly as
+    `DeviceArray.abi`, `Layout` and `_packed_launch` write them (``fields``: the array fields expected, by
+    default `ARRAY_FIELDS`).  `Kernel` runs it once, before its first compile for a fast launch."""
+    global _ABI_CHECKED
+    problems = _abi_problems(_cuda_target_context(), fields)
+    if problems:
+        raise KernelAbiError(
+            f"gpuops: numba-cuda {numba_cuda_version()} lays out kernel arguments differently from what "
+            f"gpuops._launch packs, so launches would pass wrong values: " + "; ".join(problems) + ".  gpuops "
+            f"supports numba-cuda 0.30.x (pyproject.toml); install that, or set GPUOPS_LAUNCHER=numba to launch "
+            f"through numba-cuda's own dispatcher.")
+    _ABI_CHECKED = True

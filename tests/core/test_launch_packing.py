@@ -174,3 +174,62 @@ def test_prepared_launch_retries_context_loss(monkeypatch, recorder):
     with L.use_launcher("fast"):
         _prepared(_entry())(0, a.ptr, b.ptr, *scalars)
     assert bound[-1] == 0 and not results
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel ABI the packers assume, checked against numba-cuda before the first compile
+
+
+def test_kernel_abi_matches_installed_numba_cuda():
+    assert L._abi_problems(L._cuda_target_context()) == []
+    L.check_kernel_abi()
+
+
+def test_changed_array_fields_fail_loudly(monkeypatch):
+    monkeypatch.setattr(L, "ARRAY_FIELDS", ("meminfo", "parent", "itemsize", "nitems", "data", "shape", "strides"))
+    with pytest.raises(L.KernelAbiError, match=r"array fields: expected \('meminfo', 'parent', 'itemsize'") as err:
+        L.check_kernel_abi()
+    message = str(err.value)
+    assert "numba-cuda 0.30" in message and "GPUOPS_LAUNCHER=numba" in message
+    monkeypatch.setattr(L, "ARRAY_FIELDS", L.ARRAY_FIELDS[:-1] + ("strides", "extra"))
+    with pytest.raises(L.KernelAbiError, match="extra"):
+        L.check_kernel_abi()
+
+
+def test_changed_scalar_slots_fail_loudly(monkeypatch):
+    monkeypatch.setattr(L, "_PACK_CODES", {**L._PACK_CODES, nt.float32: "d"})
+    with pytest.raises(L.KernelAbiError, match="float32 argument: expected one parameter of 8 bytes"):
+        L.check_kernel_abi()
+
+
+def test_first_compile_checks_the_abi_before_touching_a_gpu(monkeypatch):
+    monkeypatch.setattr(L, "_ABI_CHECKED", False)
+    monkeypatch.setattr(L, "ARRAY_FIELDS", ("data", "shape", "strides"))
+    k = L.Kernel(lambda *a: None, lambda d: SIG, dtypes=("float32",))
+    L.KERNELS.remove(k)
+    with L.use_launcher("fast"), pytest.raises(L.KernelAbiError):
+        k._compile("float32", 0)
+    assert not L._ABI_CHECKED
+
+
+def _module_imports(path):
+    """Every module (and ``module.name`` of from-imports) that ``path`` imports, at any depth."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_launcher_and_copy_kernel_do_not_import_the_core():
+    """One-directional layering: gpuops._core imports the launcher (lazily), never the other way round."""
+    import pathlib
+    root = pathlib.Path(L.__file__).parent
+    for path in (root / "_launch.py", root / "cuda" / "_copy.py"):
+        # `from gpuops import _core` counts as "gpuops._core" too
+        assert not [n for n in _module_imports(path) if n.startswith("gpuops._core")], path
