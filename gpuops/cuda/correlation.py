@@ -37,24 +37,27 @@ float16/bfloat16/float32 storage, float64 for float64.  Offsets into the 4-D arr
 indexes with int64); every global read is bounds-checked, and zero fill implements "a term is dropped
 when either position is outside the image".
 """
+from gpuops._constants import (CORR_BWD_CB, CORR_BWD_CB64, CORR_BWD_W2, CORR_FWD_W2, CORR_G, CORR_RT_CB,
+                               CORR_RT_GROUPS, CORR_RT_NW, CORR_RT_ROWS, CORR_TX, CORR_TY)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt
+from gpuops.cuda import _correlation_source, _generate
 from gpuops.cuda._memory import load, store
 
 #: the thread block is TY × TX threads and its region TY × TX input positions
-TX = 32
-TY = 8
+TX = CORR_TX
+TY = CORR_TY
 THREADS = TX * TY
 #: accumulators per thread for patch columns (forward) and Q values (backward): FlowNetC's 21 in one group
-G = 21
+G = CORR_G
 #: forward channel chunk staged per shared-memory round, and the width of the staged input2 rows
 FWD_CHUNK = 8
 FWD_CHUNK64 = 4
-FWD_W2 = 96            # 32 + (group − 1)·dpW <= 96
+FWD_W2 = CORR_FWD_W2   # 32 + (group − 1)·dpW <= 96
 #: backward channels per block (all staged at once) and the width of the staged partner rows
-BWD_CB = 16
-BWD_CB64 = 4
-BWD_W2 = 80            # 32 + (group − 1)·dpW <= 80
+BWD_CB = CORR_BWD_CB
+BWD_CB64 = CORR_BWD_CB64
+BWD_W2 = CORR_BWD_W2   # 32 + (group − 1)·dpW <= 80
 
 
 def _buf_size(chunk, w2, g):
@@ -384,9 +387,9 @@ SAMPLE_BACKWARD64.register_budget = 168
 # ---------------------------------------------------------------------------------------------
 # register-tiled kernels (float16/bfloat16/float32 storage; the fast paths of the family module)
 #
-# Both are generated (tools/generate_correlation_tiles.py writes gpuops/cuda/_correlation_tiles.py, checked
-# in so that numba's on-disk cache works), one kernel per compile-time group width G, so that every
-# accumulator is a named scalar (registers, never a local array).  Layout, shared by both: a block is
+# Both are generated (gpuops.cuda._correlation_source writes the text; gpuops.cuda._generate writes it to a
+# content-hashed file in the cache directory and imports it from there), one kernel per compile-time group
+# width G, so that every accumulator is a named scalar (registers, never a local array).  Layout, shared by both: a block is
 # NW = 8 warps; each warp owns 2 *rows* R = 2·warp + ρ (ρ = lane // 16) of input positions, a row being
 # one image row and one *phase* r of the x axis modulo the patch dilation dpW (2**ldp, 1, 2 or 4):
 # R = (y_local << ldp) | r, so the block region is (16 >> ldp) rows × (32 << ldp) columns.  Lane
@@ -413,8 +416,9 @@ SAMPLE_BACKWARD64.register_budget = 168
 # 64-bit pairs).  Deterministic: every gradient element is owned by one thread.  Offsets into the inputs and
 # grad_out are 32-bit (the family module uses these kernels only below 2**31 elements).
 
-from gpuops.cuda import _correlation_tiles as _tiles  # noqa: E402
-from gpuops.cuda._correlation_tiles import RT_CB, RT_GROUPS, RT_NW, RT_ROWS  # noqa: E402,F401
+_tiles = _generate.load("correlation_tiles", _correlation_source.source())
+#: the RT kernels' layout constants the family module plans launches with (gpuops._constants)
+RT_NW, RT_ROWS, RT_CB, RT_GROUPS = CORR_RT_NW, CORR_RT_ROWS, CORR_RT_CB, CORR_RT_GROUPS
 
 
 def _a1(d):
