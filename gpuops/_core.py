@@ -685,23 +685,34 @@ def family_modules(family: str):
 
 
 def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, shmem=0):
-    """Run ``kernel`` of ``family`` on ``like``'s device.
+    """Run ``kernel`` of ``family`` on ``like``'s device: the one way every kernel is launched.
 
-    On CUDA: ``gpuops.cuda.<family>.<KERNEL>`` is launched on the caller's stream with ``grid`` and
-    ``block``.  On the host: ``gpuops.cpu.<family>.<kernel>`` gets numpy views in the compute dtype
-    (`cpu_views`) and the same scalars, floats cast to the compute dtype.  ``grid`` may be a callable
-    (computed only for CUDA).
+    ``args`` are the kernel's arguments in order: `In`/`Out` arrays (C-contiguous, each viewed with its
+    shape) and scalars.  On CUDA the launch is prepared once per (kernel, views, dtypes, geometry,
+    device) — `gpuops._launch.Kernel.prepare` fixes the layouts and the argument packer — and each call
+    reads the data pointers, packs and launches ``gpuops.cuda.<family>.<KERNEL>`` on the caller's stream;
+    `record` notes it for a `Replay`.  On the host ``gpuops.cpu.<family>.<kernel>`` gets numpy views in
+    the compute dtype (`cpu_views`) and the same scalars, floats cast to the compute dtype.  ``grid`` may
+    be a callable (computed only for CUDA).
     """
-    if like.device >= 0:
-        _not_replayable()
-        compiled = _CUDA_KERNELS.get((family, kernel))
-        if compiled is None:
-            compiled = _cuda_kernel(family, kernel)
-        handle = like.kind.stream(like) if stream is None else stream_for(like, stream)
-        launch_args = [kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args]
+    if like.device >= 0 and like.kind is not SIMULATED:
         if callable(grid):
             grid = grid()
-        compiled.launch(like.dtype, grid, block, handle, like.device, *launch_args, shmem=shmem)
+        views = tuple((a.shape, a.arr.dtype) if isinstance(a, In) else None for a in args)
+        key = (family, kernel, views, like.dtype, like.device, grid, block, shmem)
+        prepared = _PREPARED.get(key)
+        if prepared is None:
+            prepared = _prepare_run(key)
+        values = [data_ptr(a.arr) if isinstance(a, In) else a for a in args]
+        prepared(like.kind.stream(like) if stream is None else stream_for(like, stream), *values)
+        if _RECORDING.launches is not None:
+            _RECORDING.launches.append((prepared, values, [i for i, v in enumerate(views) if v is not None]))
+        return
+    if like.device >= 0:                # the simulator: numba's own launch on simulated arrays
+        compiled = _CUDA_KERNELS.get((family, kernel)) or _cuda_kernel(family, kernel)
+        handle = like.kind.stream(like) if stream is None else stream_for(like, stream)
+        compiled.launch(like.dtype, grid() if callable(grid) else grid, block, handle, like.device,
+                        *[kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args], shmem=shmem)
         return
     cpu_mod = family_modules(family)[1]
     compute = np.dtype(CPU_COMPUTE[like.dtype]).type
@@ -730,10 +741,19 @@ def _cuda_kernel(family, kernel):
 _PREPARED: dict = {}
 
 
+def _prepare_run(key):
+    family, kernel, views, dtype, device, grid, block, shmem = key
+    compiled = _CUDA_KERNELS.get((family, kernel)) or _cuda_kernel(family, kernel)
+    layouts = [_LAYOUTS.get(v) or _layout(*v) for v in views if v is not None]
+    if len(_PREPARED) > 4096:           # shapes that vary without end must not grow it forever
+        _PREPARED.clear()
+    prepared = _PREPARED[key] = compiled.prepare(dtype, device, layouts, grid, block, shmem)
+    return prepared
+
+
 def launch(family: str, plan, key: tuple, arrays, scalars=(), *, like: Arr, stream=None):
-    """`run` for calls that repeat on arrays of one shape, where the host path is the cost (small elementwise
-    calls): the launch is prepared once per (``plan``, ``key``, dtype, device), and a call reads each data
-    pointer, packs and launches.
+    """`run` for calls that repeat on arrays of one shape, where even building `run`'s key is the cost
+    (small elementwise calls): the launch is looked up by (``plan``, ``key``, dtype, device) alone.
 
     Kernel arguments are ``arrays`` (C-contiguous `Arr`, of ``like``'s dtype and device; inputs, then
     the one output, which comes last) and then ``scalars``.  ``plan(like, *key)`` returns ``(kernel, views,
@@ -747,10 +767,11 @@ def launch(family: str, plan, key: tuple, arrays, scalars=(), *, like: Arr, stre
         prepared = _PREPARED.get(full_key)
         if prepared is None:
             prepared = _prepare(family, plan, key, like)
-        pointers = [data_ptr(a) for a in arrays]
-        prepared(like.kind.stream(like) if stream is None else stream_for(like, stream), *pointers, *scalars)
+        values = [data_ptr(a) for a in arrays]
+        values += scalars
+        prepared(like.kind.stream(like) if stream is None else stream_for(like, stream), *values)
         if _RECORDING.launches is not None:
-            _RECORDING.launches.append((prepared, pointers, scalars))
+            _RECORDING.launches.append((prepared, values, range(len(arrays))))
         return
     kernel, views, grid, block, *shmem = plan(like, *key)
     args = [In(a, v) for a, v in zip(arrays[:-1], views)]
@@ -770,19 +791,52 @@ def _prepare(family, plan, key, like):
 
 
 # ---------------------------------------------------------------------------------------------
+# working memory of a call
+
+
+_SCRATCH: dict = {}
+
+
+def scratch(like: Arr, shape, dtype=None, stream=None) -> Arr:
+    """Working memory of one call (partial sums, stand-ins), fully written before it is read.
+
+    On a GPU: one buffer per (kind, device, stream, dtype, shape), reused by every call on that stream —
+    work on one stream runs in order, so two calls never use it at once — which also lets a `Replay`
+    re-issue launches that use it (on the same stream; the replay keeps the buffer alive).  On the host
+    and under the simulator: a fresh array.
+    """
+    shape, dtype = tuple(shape), dtype or like.dtype
+    if like.device < 0 or like.kind is SIMULATED:
+        return like.kind.empty(like, shape, dtype)
+    handle = like.kind.stream(like) if stream is None else stream_for(like, stream)
+    key = (like.kind, like.device, handle, dtype, shape)
+    arr = _SCRATCH.get(key)
+    if arr is None:
+        if len(_SCRATCH) > 256:         # shapes that vary without end must not grow it forever
+            _SCRATCH.clear()
+        arr = _SCRATCH[key] = like.kind.empty(like, shape, dtype)
+    if _RECORDING.launches is not None:
+        _RECORDING.scratch[data_ptr(arr)] = arr
+        _RECORDING.streams.add(handle)
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------
 # replaying the launches of a call (the JAX adapter's callbacks)
 
 
 class _Recording(threading.local):
     launches = None                     # a list while `record` runs on this thread
     replayable = True
+    scratch = None                      # pointer -> scratch `Arr` used by the recorded call
+    streams = None
 
 
 _RECORDING = _Recording()
 
 
 def _not_replayable():
-    """Called by every step a `Replay` cannot repeat (allocations, launches outside `launch`)."""
+    """Called by every step a `Replay` cannot repeat (allocations, host-side writes)."""
     if _RECORDING.launches is not None:
         _RECORDING.replayable = False
 
@@ -791,24 +845,34 @@ def record(body, pointers):
     """Run ``body()`` and return a `Replay` of the CUDA launches it made, or None where it cannot be replayed.
 
     ``pointers`` are the data pointers of the buffers ``body`` works on (a JAX callback's outputs and
-    inputs).  A replay is possible when every launch went through `launch` (prepared: fixed by shapes,
-    dtypes, device and parameters), nothing was allocated, each launched array is one of the buffers
-    (no views at an offset) and no two buffers share an address (so each launch argument names one).
+    inputs).  A replay is possible when nothing was allocated (`scratch` is not an allocation), every
+    launched array is one of the buffers or a scratch buffer (no views at an offset), and no two
+    buffers share an address (so each launch argument names one).
     """
     if _RECORDING.launches is not None or len(set(pointers)) != len(pointers):
         body()
         return None
-    _RECORDING.launches, _RECORDING.replayable = [], True
+    _RECORDING.launches, _RECORDING.replayable, _RECORDING.scratch, _RECORDING.streams = [], True, {}, set()
     try:
         body()
         launches, replayable = _RECORDING.launches, _RECORDING.replayable
+        scratch, streams = _RECORDING.scratch, _RECORDING.streams
     finally:
-        _RECORDING.launches = None
+        _RECORDING.launches = _RECORDING.scratch = _RECORDING.streams = None
     slot = {p: i for i, p in enumerate(pointers)}
-    if not replayable or any(p not in slot for _, used, _ in launches for p in used):
+    recorded = []
+    for prepared, values, positions in launches:
+        slots = []
+        for i in positions:
+            if values[i] in slot:
+                slots.append((i, slot[values[i]]))
+            elif values[i] not in scratch:
+                return None
+        recorded.append((prepared, tuple(values), tuple(slots)))
+    if not replayable or len(streams) > 1:
         return None
-    return Replay([(prepared, tuple(slot[p] for p in used), scalars) for prepared, used, scalars in launches],
-                  [p % _REPLAY_ALIGNMENT for p in pointers])
+    return Replay(recorded, [p % _REPLAY_ALIGNMENT for p in pointers], list(scratch.values()),
+                  next(iter(streams), None))
 
 
 _REPLAY_ALIGNMENT = 256
@@ -820,23 +884,27 @@ class Replay:
 
     Choices a core function makes from a pointer (16-bit word kernels need 8-byte alignment) depend on
     its alignment only, so a replay refuses buffers whose alignment modulo 256 differs from the
-    recorded call's, or buffers of which two share an address: it returns False and the caller runs the
+    recorded call's, buffers of which two share an address, and — when the call used `scratch`
+    buffers, which belong to one stream — another stream: it returns False and the caller runs the
     core function instead.
     """
 
-    __slots__ = ("launches", "alignment")
+    __slots__ = ("launches", "alignment", "scratch", "stream")
 
-    def __init__(self, launches, alignment):
-        self.launches, self.alignment = launches, alignment
+    def __init__(self, launches, alignment, scratch=(), stream=None):
+        self.launches, self.alignment, self.scratch, self.stream = launches, alignment, scratch, stream
 
     def __call__(self, stream: int, pointers) -> bool:
-        if len(set(pointers)) != len(pointers):
+        if len(set(pointers)) != len(pointers) or self.scratch and stream != self.stream:
             return False
         for p, aligned in zip(pointers, self.alignment):
             if p % _REPLAY_ALIGNMENT != aligned:
                 return False
-        for prepared, slots, scalars in self.launches:
-            prepared(stream, *[pointers[i] for i in slots], *scalars)
+        for prepared, values, slots in self.launches:
+            values = list(values)
+            for position, buffer in slots:
+                values[position] = pointers[buffer]
+            prepared(stream, *values)
         return True
 
 

@@ -298,7 +298,7 @@ def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
     else:
         items = N
     groups = max(1, min(_ceil(_WGRAD_BLOCKS, Cm), max(items, 1)))
-    partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
+    partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
     if N == 0:
         pass
     elif th is not None:
@@ -314,7 +314,7 @@ def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
     if N == 0:
         _zero_fill(partial)
     # without a bias the kernel gets a 1-element stand-in: never the same array twice as an output
-    gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
+    gb = Out(_core.scratch(x, (1,), stream=stream) if grad_b is None else grad_b)
     _core.run("conv", "dw_wgrad_final",
               (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),
               like=x, grid=_grid(_core.blocks_for(Cm * slots, _THREADS)), block=(_THREADS,), stream=stream)
@@ -334,7 +334,7 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
         if items < 2**31:
             # enough blocks to fill the GPU, each summing a few tiles before its reduction
             groups = max(1, min(items, _ceil(_WGRAD_BLOCKS // 2, Cm), items // 4))
-            partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
+            partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
             _core.run("conv", f"dw_wgrad_tile_{kh}",
                       (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W,
                        Ho, Wo, -ph, -pw, N, groups, with_bias, twc, sb, tiles_y, tiles_x),
@@ -347,7 +347,7 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
     threads = _fast_threads(per_image * N)
     # enough blocks to fill the GPU, but each thread should sum several items before the reduction
     groups = max(1, min(N, _ceil(_WGRAD_BLOCKS // 2, Cm), (N * per_image) // (4 * threads)))
-    partial = _core.empty(x, (Cm * groups * slots,), STORAGE[x.dtype][2])
+    partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
     for part in range(1 if kh <= 3 else 2):     # gpuops.cuda.conv.wgrad_parts: bands of tap rows
         _core.run("conv", f"dw_wgrad_fast_{key[0]}_{key[1]}_{part}",
                   (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho,
@@ -357,14 +357,16 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
 
 
 def _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream):
-    gb = Out(_core.empty(x, (1,)) if grad_b is None else grad_b)
+    gb = Out(_core.scratch(x, (1,), stream=stream) if grad_b is None else grad_b)
     _core.run("conv", "dw_wgrad_final",
               (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),
               like=x, grid=_grid(_core.blocks_for(Cm * slots, _THREADS)), block=(_THREADS,), stream=stream)
 
 
 def _zero_fill(arr):
-    """An empty batch: the weight gradient is zero (partial sums over nothing)."""
+    """An empty batch: the weight gradient is zero (partial sums over nothing).  A host-side write, which
+    a `gpuops._core.Replay` would not repeat."""
+    _core._not_replayable()
     obj = arr.obj
     if hasattr(obj, "fill_"):
         obj.fill_(0)

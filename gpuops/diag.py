@@ -101,13 +101,13 @@ def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None):
     if want_sum:
         kernel += "_sum"
     if not want_sum:
-        partial = _core.empty(a, (1,), STORAGE[a.dtype][2])            # typed placeholder, never touched
+        partial = _core.scratch(a, (1,), STORAGE[a.dtype][2], stream)   # typed placeholder, never touched
     elif segments == 1 and STORAGE[gx.dtype][2] == STORAGE[gx.dtype][0]:
         partial = gx                                                  # one segment already is the sum
     elif segments == 1 and a.is_cuda:
         partial, kernel = gx, kernel + "_to_gx"                       # the same, stored as 16-bit
     else:
-        partial = _core.empty(a, (segments * count * P,), STORAGE[a.dtype][2])
+        partial = _core.scratch(a, (segments * count * P,), STORAGE[a.dtype][2], stream)
     _core.run("diag", kernel,
               (In(a, (a.size,)), In(x, (x.size,)), Out(out, (out.size,)), In(b, (b.size,)),
                Out(partial, (partial.size,)), M, columns, P, right, conj, tc, seg_len),

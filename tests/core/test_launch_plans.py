@@ -285,3 +285,47 @@ def test_depthwise_forward_is_replayable(fake_conv):
     assert replay is not None and replay(8, [0x14000, 0x11000, 0x12000, 0x13000])
     assert launched[-1][1] == 8 and launched[-1][2][:4] == (0x11000, 0x12000, 0x13000, 0x14000)
     assert launched[-1][2][4:] == launched[0][2][4:]
+
+
+# ---------------------------------------------------------------------------------------------
+# `run`: every launch prepared, recorded with its scratch buffers
+
+
+def _two_stage(x, out, stream):
+    """A call shaped like the reductions: a first kernel writes scratch, a second reads it into ``out``."""
+    x, out = _core.wrap("x", x), _core.wrap("out", out)
+    partial = _core.scratch(x, (8,), "float32", stream)
+    _core.run("fam", "stage1", (_core.In(x), _core.Out(partial), 3, 0.5), like=x, grid=(2,), block=(32,), stream=stream)
+    _core.run("fam", "stage2", (_core.In(partial), _core.Out(out), 7), like=x, grid=(1,), block=(32,), stream=stream)
+    return partial
+
+
+@pytest.fixture
+def two_stage(fake, monkeypatch):
+    _, prepared, launched = fake
+    monkeypatch.setattr(_core, "_SCRATCH", {})
+    for name in ("stage1", "stage2"):
+        monkeypatch.setitem(_core._CUDA_KERNELS, ("fam", name), _Kernel(name, prepared, launched))
+    return prepared, launched
+
+
+def test_run_prepares_once_per_geometry_with_each_array_layout(two_stage):
+    prepared, launched = two_stage
+    x, out = FakeCuda(16, "float64", ptr=0x10000), FakeCuda(4, "float64", ptr=0x30000)
+    for _ in range(2):
+        partial = _two_stage(x, out, stream=5)
+    assert [p[0] for p in prepared] == ["stage1", "stage2"]                   # prepared once each
+    assert prepared[0][3] == [((16,), (8,)), ((8,), (4,))]                    # each array's own dtype
+    assert launched[-2:] == [("stage1", 5, (0x10000, 0x20000, 3, 0.5)), ("stage2", 5, (0x20000, 0x30000, 7))]
+    assert _two_stage(x, out, stream=5) is partial                            # one scratch buffer per stream
+    assert _two_stage(x, out, stream=6) is not partial
+
+
+def test_record_replays_run_launches_with_their_scratch_on_its_stream(two_stage):
+    _, launched = two_stage
+    x, out = FakeCuda(16, "float64", ptr=0x10000), FakeCuda(4, "float64", ptr=0x30000)
+    replay = _core.record(lambda: _two_stage(x, out, stream=5), [0x30000, 0x10000])
+    assert isinstance(replay, _core.Replay) and len(replay.scratch) == 1
+    assert replay(5, [0x70000, 0x60000]) is True
+    assert launched[-2:] == [("stage1", 5, (0x60000, 0x20000, 3, 0.5)), ("stage2", 5, (0x20000, 0x70000, 7))]
+    assert replay(6, [0x70000, 0x60000]) is False                             # scratch belongs to stream 5

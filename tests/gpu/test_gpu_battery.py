@@ -12,11 +12,6 @@ torch = pytest.importorskip("torch")
 SPECS = list(_ops.ops().values())
 WITH_BACKWARD = [s for s in SPECS if s.backward is not None]
 
-#: ops whose CUDA launches all go through prepared plans and allocate nothing (see `gpuops._core.record`);
-#: the others still launch through `_core.run` or use scratch buffers
-REPLAYABLE = {"gsmelu", "ncrelu", "conv2d_depthwise", "gsmelu_backward", "ncrelu_backward"}
-
-
 def _ids(specs):
     return [s.name for s in specs]
 
@@ -86,16 +81,14 @@ def _replay_cases():
         for backward in (False, True):
             if backward and spec.backward is None:
                 continue
-            name = spec.name + ("_backward" if backward else "")
-            marks = () if name in REPLAYABLE else pytest.mark.xfail(strict=True, reason="not replayable yet")
-            cases.append(pytest.param(spec, backward, id=name, marks=marks))
+            cases.append(pytest.param(spec, backward, id=spec.name + ("_backward" if backward else "")))
     return cases
 
 
 @pytest.mark.parametrize("spec,backward", _replay_cases())
 def test_launches_replay_on_new_buffers(spec, backward):
-    """What a jitted JAX call relies on: the recorded launches of one call, re-issued on other buffers of
-    the same shapes, give what a fresh call gives."""
+    """What a jitted JAX call relies on, for every op: the recorded launches of one call, re-issued on
+    other buffers of the same shapes, give what a fresh call gives (scratch buffers included)."""
     def buffers(seed):
         arrays, params = _example(spec, seed)
         cuda = [torch.from_numpy(a).float().cuda() for a in arrays]
