@@ -12,9 +12,10 @@ Decisions where the spec is silent:
 """
 import functools
 
-from gpuops import _core, _ops, reference
+from gpuops import _core, _ops, _variants, reference
 from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
+from gpuops._variants import Variant
 from gpuops._dtypes import STORAGE
 
 _THREADS = 256
@@ -80,29 +81,6 @@ def _depthwise_geometry(x_shape, weight_shape, bias_shape, stride, padding, dila
     return (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw)
 
 
-def _correlate(src, w, bias, dst, *, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd, kh, kw, sh, sw,
-               offy, offx, dh, dw, flip, stream):
-    """dst plane d = Σ_q taps[d·terms + q] ⋆ src plane (d·terms + q) // div (see cuda.conv._dw_tiled_body)."""
-    n = dst.size
-    if not n:
-        return
-    has_bias = 0 if bias is None else 1
-    bias_arg = In(w, (w.size,)) if bias is None else In(bias)
-    args = (In(src, (src.size,)), In(w, (w.size,)), bias_arg, Out(dst, (dst.size,)), has_bias, n_src_ch,
-            n_dst_ch, terms, div, Hs, Ws, Hd, Wd, kh, kw, sh, sw, offy, offx, dh, dw, flip)
-    PH = (_TH - 1) * sh + (kh - 1) * dh + 1
-    PW = (_TW - 1) * sw + (kw - 1) * dw + 1
-    shmem = (terms * kh * kw + PH * PW) * _compute_itemsize(src.dtype)
-    tiles_x, tiles_y = _ceil(Wd, _TW), _ceil(Hd, _TH)
-    planes = dst.size // (Hd * Wd)
-    if shmem <= _SHARED and planes < 2**31 and tiles_x < 2**16 and tiles_y < 2**16:
-        _core.run("conv", "dw_tiled", args, like=src, grid=(planes, tiles_y, tiles_x),
-                  block=(_THREADS,), stream=stream, shmem=shmem)
-    else:
-        _core.run("conv", "dw_direct", args, like=src, grid=_grid(_core.blocks_for(n, _THREADS)),
-                  block=(_THREADS,), stream=stream)
-
-
 _FAST_SIZES = (3, 5, 7)   # gpuops.cuda.conv.FAST_SIZES
 _FAST_STRIDES = (1, 2)    # gpuops.cuda.conv.FAST_STRIDES
 _NY = 8                   # gpuops.cuda.conv.NY: output rows per thread of the fast kernels
@@ -125,26 +103,6 @@ def _wgrad_ny(k):
 def _fast_threads(total):
     """Threads per block: 256, fewer (whole warps) for tiny launches."""
     return min(_FAST_THREADS, _ceil(total, 32) * 32)
-
-
-def _correlate_fast(key, src, w, bias, dst, *, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip,
-                    stream):
-    """Launch the generated kernel of ``key``; False when the launch would not fit its 32-bit indexing."""
-    planes = dst.size // (Hd * Wd)
-    if key[1] == 1 and _correlate_tile(key[0], src, w, bias, dst, planes, n_src_ch=n_src_ch, n_dst_ch=n_dst_ch,
-                                       div=div, Hs=Hs, Ws=Ws, Hd=Hd, Wd=Wd, offy=offy, offx=offx, flip=flip,
-                                       stream=stream):
-        return True
-    strips = _ceil(Hd, _NY)
-    total = planes * strips * Wd
-    if total >= 2**31 or src.size // (Hs * Ws) >= 2**31:
-        return False
-    has_bias = 0 if bias is None else 1
-    b = w if bias is None else bias
-    _core.launch("conv", _fast_plan, (key, src.size, w.size, b.size, dst.size, total), (src, w, b, dst),
-                 (has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, strips, total),
-                 like=src, stream=stream)
-    return True
 
 
 def _fast_plan(like, key, src_size, w_size, bias_size, dst_size, total):
@@ -173,37 +131,135 @@ def _tile_smem(K, twc, sb):
     return ((K * K + 3) // 4 * 4 + (sb * _NY + K - 1) * (twc + K - 1)) * 4
 
 
-def _correlate_tile(K, src, w, bias, dst, planes, *, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip,
-                    stream):
-    """Stride-1 fast path: the shared-memory tile kernel (gpuops.cuda.conv DW_TILE); False when it does
-    not apply (narrow planes, 32-bit in-plane offsets, grid limits)."""
-    if Wd < _TILE_MIN_W or Hs * Ws >= 2**31 or planes >= 2**31:
-        return False
-    twc, sb = tile_shape(K, Hd, Wd)
-    tiles_y, tiles_x = _ceil(Hd, sb * _NY), _ceil(Wd, twc)
-    if tiles_y >= 2**16 or tiles_x >= 2**16:
-        return False
-    has_bias = 0 if bias is None else 1
-    b = w if bias is None else bias
-    _core.launch("conv", _tile_plan, (K, src.size, w.size, b.size, dst.size, planes, tiles_y, tiles_x, twc, sb),
-                 (src, w, b, dst), (has_bias, n_src_ch, n_dst_ch, div, Hs, Ws, Hd, Wd, offy, offx, flip, twc, sb),
-                 like=src, stream=stream)
-    return True
-
-
 def _tile_plan(like, K, src_size, w_size, bias_size, dst_size, planes, tiles_y, tiles_x, twc, sb):
     """The launch of the shared-memory tile kernel ``dw_tile_{K}`` (`_core.launch`'s plan)."""
     return (f"dw_tile_{K}", ((src_size,), (w_size,), (bias_size,), (dst_size,)), (planes, tiles_y, tiles_x),
             (_ceil(twc * sb, 32) * 32,), _tile_smem(K, twc, sb))
 
 
+class _Correlation:
+    """One depthwise correlation: dst plane d = Σ_q taps[d·terms + q] ⋆ src plane (d·terms + q) // div
+    (see cuda.conv._dw_tiled_body).  The forward is one (flip 0), and so is the stride-1 input gradient
+    (flip 1: the taps flipped, grad_out as src)."""
+
+    __slots__ = ("src", "w", "bias", "dst", "n_src_ch", "n_dst_ch", "terms", "div", "Hs", "Ws", "Hd", "Wd",
+                 "kh", "kw", "sh", "sw", "offy", "offx", "dh", "dw", "flip", "stream", "key", "planes")
+
+    def __init__(self, src, w, bias, dst, **values):
+        self.src, self.w, self.bias, self.dst = src, w, bias, dst
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.key = _fast_key(src, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) if self.terms == 1 else None
+        self.planes = dst.size // (self.Hd * self.Wd)
+
+    def bias_or_w(self):
+        """The bias, or the taps as a stand-in the kernel never reads (``has_bias`` is 0)."""
+        return (0, self.w) if self.bias is None else (1, self.bias)
+
+    def tile_grid(self):
+        twc, sb = tile_shape(self.kh, self.Hd, self.Wd)
+        return twc, sb, _ceil(self.Hd, sb * _NY), _ceil(self.Wd, twc)
+
+
+def _tile_can_run(c):
+    if c.key is None or c.key[1] != 1:
+        return "needs a CUDA 16/32-bit array, K = 3/5/7, stride 1, dilation 1, one tap per plane"
+    if c.Wd < _TILE_MIN_W:
+        return f"output width {c.Wd} < {_TILE_MIN_W} would leave most lanes idle"
+    if c.Hs * c.Ws >= 2**31 or c.planes >= 2**31:
+        return "its in-plane offsets and plane index are 32-bit"
+    _, _, tiles_y, tiles_x = c.tile_grid()
+    return "too many tiles for the grid" if tiles_y >= 2**16 or tiles_x >= 2**16 else None
+
+
+def _tile_run(c):
+    twc, sb, tiles_y, tiles_x = c.tile_grid()
+    has_bias, b = c.bias_or_w()
+    _core.launch("conv", _tile_plan, (c.kh, c.src.size, c.w.size, b.size, c.dst.size, c.planes, tiles_y, tiles_x,
+                                      twc, sb),
+                 (c.src, c.w, b, c.dst), (has_bias, c.n_src_ch, c.n_dst_ch, c.div, c.Hs, c.Ws, c.Hd, c.Wd, c.offy,
+                                          c.offx, c.flip, twc, sb), like=c.src, stream=c.stream)
+
+
+def _fast_can_run(c):
+    if c.key is None:
+        return "needs a CUDA 16/32-bit array, K = 3/5/7, stride 1 or 2, dilation 1, one tap per plane"
+    if c.planes * _ceil(c.Hd, _NY) * c.Wd >= 2**31 or c.src.size // (c.Hs * c.Ws) >= 2**31:
+        return "its thread index is 32-bit"
+    return None
+
+
+def _fast_run(c):
+    strips = _ceil(c.Hd, _NY)
+    total = c.planes * strips * c.Wd
+    has_bias, b = c.bias_or_w()
+    _core.launch("conv", _fast_plan, (c.key, c.src.size, c.w.size, b.size, c.dst.size, total), (c.src, c.w, b, c.dst),
+                 (has_bias, c.n_src_ch, c.n_dst_ch, c.div, c.Hs, c.Ws, c.Hd, c.Wd, c.offy, c.offx, c.flip, strips,
+                  total), like=c.src, stream=c.stream)
+
+
+def _tiled_shmem(c):
+    PH = (_TH - 1) * c.sh + (c.kh - 1) * c.dh + 1
+    PW = (_TW - 1) * c.sw + (c.kw - 1) * c.dw + 1
+    return (c.terms * c.kh * c.kw + PH * PW) * _compute_itemsize(c.src.dtype)
+
+
+def _tiled_can_run(c):
+    if _tiled_shmem(c) > _SHARED:
+        return f"its window needs {_tiled_shmem(c)} bytes of shared memory, more than {_SHARED}"
+    if c.planes >= 2**31 or _ceil(c.Wd, _TW) >= 2**16 or _ceil(c.Hd, _TH) >= 2**16:
+        return "too many planes or tiles for the grid"
+    return None
+
+
+def _general_args(c):
+    has_bias, b = c.bias_or_w()
+    return (In(c.src, (c.src.size,)), In(c.w, (c.w.size,)), In(b, (b.size,)), Out(c.dst, (c.dst.size,)), has_bias,
+            c.n_src_ch, c.n_dst_ch, c.terms, c.div, c.Hs, c.Ws, c.Hd, c.Wd, c.kh, c.kw, c.sh, c.sw, c.offy, c.offx,
+            c.dh, c.dw, c.flip)
+
+
+def _tiled_run(c):
+    _core.run("conv", "dw_tiled", _general_args(c), like=c.src, grid=(c.planes, _ceil(c.Hd, _TH), _ceil(c.Wd, _TW)),
+              block=(_THREADS,), stream=c.stream, shmem=_tiled_shmem(c))
+
+
+def _direct_run(c):
+    _core.run("conv", "dw_direct", _general_args(c), like=c.src, grid=_grid(_core.blocks_for(c.dst.size, _THREADS)),
+              block=(_THREADS,), stream=c.stream)
+
+
+#: the kernels of one depthwise correlation, fastest first: generated shared-memory tiles (stride 1),
+#: generated register-blocked flat kernels, the general shared-memory tile, the general direct kernel
+#: (the last two also on the host, as the CPU mirror)
+CORRELATE_VARIANTS = (Variant("tile", _tile_can_run, _tile_run), Variant("fast", _fast_can_run, _fast_run),
+                      Variant("tiled", _tiled_can_run, _tiled_run), Variant("direct", lambda c: None, _direct_run))
+
+
+def _strided_grad_x(g, weight, grad_x, dims, stream):
+    """The strided input gradient: a gather per input pixel, with sizes and stride as constants of a
+    generated kernel where one exists."""
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    threads = min(_THREADS, _ceil(W, 32) * 32)
+    key = _fast_key(grad_x, kh, kw, sh, sw, dh, dw)
+    if key is not None:
+        kernel, sizes = f"dw_grad_x_fixed_{key[0]}_{key[1]}", (ph, pw)
+    else:
+        kernel, sizes = "dw_grad_x_strided", (kh, kw, sh, sw, ph, pw, dh, dw)
+    _core.run("conv", kernel, (In(g, (g.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)), C,
+                               Cm // C, H, W, Ho, Wo) + sizes + (N * C,),
+              like=grad_x, grid=(min(N * C, 2**31 - 1), min(H, 2**16 - 1), min(_ceil(W, threads), 2**16 - 1)),
+              block=(threads,), stream=stream)
+
+
 @_ops.guards_out
-def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None, stream=None):
+def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None, stream=None, variant=None):
     """Depthwise 2-D convolution, exactly ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
 
     x: (N, C, H, W); weight: (C·m, 1, kh, kw) with depth multiplier m >= 1 (output channel o reads
     input channel o // m); bias: (C·m,) or None.  stride/padding/dilation: int or (h, w).
     Returns (N, C·m, Ho, Wo), ``Ho = (H + 2·ph - dh·(kh-1) - 1) // sh + 1`` (`ValueError` if < 1).
+    ``variant`` forces one of `CORRELATE_VARIANTS` (tests; ``GPUOPS_LOG=1`` shows the choice).
 
     >>> import numpy as np, gpuops
     >>> gpuops.conv2d_depthwise(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))[0, 0]
@@ -213,19 +269,16 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
     x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
     out = _core.output(out, x, (N, Cm, Ho, Wo))
-    key = _fast_key(x, kh, kw, sh, sw, dh, dw)
-    if out.size and key is not None and _correlate_fast(
-            key, x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo,
-            offy=-ph, offx=-pw, flip=0, stream=stream):
-        return out.obj
-    _correlate(x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, terms=1, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo,
-               kh=kh, kw=kw, sh=sh, sw=sw, offy=-ph, offx=-pw, dh=dh, dw=dw, flip=0, stream=stream)
+    if out.size:
+        _variants.choose("conv2d_depthwise", CORRELATE_VARIANTS, _Correlation(
+            x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, terms=1, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo, kh=kh,
+            kw=kw, sh=sh, sw=sw, offy=-ph, offx=-pw, dh=dh, dw=dw, flip=0, stream=stream), variant)
     return out.obj
 
 
 @_ops.guards_out
 def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None,
-                              stream=None):
+                              stream=None, variant=None):
     """Gradients of `conv2d_depthwise`: ``(grad_x, grad_weight, grad_bias)`` (grad_bias None without bias).
     ``out``: optional arrays to write them into, one per gradient (None for grad_bias without bias).
 
@@ -243,26 +296,14 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
     grad_x = _core.output(out_x, x, x.shape)
     grad_w = _core.output(out_w, x, weight.shape)
     grad_b = None if bias is None else _core.output(out_b, x, (Cm,))
-    # input gradient
-    key = _fast_key(x, kh, kw, sh, sw, dh, dw)
-    if (grad_x.size and key is not None and sh == 1 and m == 1 and _correlate_fast(
-            key, grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, div=1, Hs=Ho, Ws=Wo, Hd=H, Wd=W,
-            offy=ph - (kh - 1), offx=pw - (kw - 1), flip=1, stream=stream)):
-        pass
-    elif sh == 1 and sw == 1:
-        _correlate(grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, terms=m, div=1, Hs=Ho, Ws=Wo,
-                   Hd=H, Wd=W, kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw,
-                   dh=dh, dw=dw, flip=1, stream=stream)
+    # input gradient: a correlation of grad_out with the flipped taps at stride 1, else a strided gather
+    if grad_x.size and sh == 1 and sw == 1:
+        _variants.choose("conv2d_depthwise_backward", CORRELATE_VARIANTS, _Correlation(
+            grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, terms=m, div=1, Hs=Ho, Ws=Wo, Hd=H, Wd=W,
+            kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw, dh=dh, dw=dw, flip=1,
+            stream=stream), variant)
     elif grad_x.size:
-        threads = min(_THREADS, _ceil(W, 32) * 32)
-        arrays = (In(grad_out, (grad_out.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)))
-        if key is not None:         # sizes and stride as constants of a generated kernel
-            kernel, sizes = f"dw_grad_x_fixed_{key[0]}_{key[1]}", (ph, pw)
-        else:
-            kernel, sizes = "dw_grad_x_strided", (kh, kw, sh, sw, ph, pw, dh, dw)
-        _core.run("conv", kernel, arrays + (C, m, H, W, Ho, Wo) + sizes + (N * C,), like=x,
-                  grid=(min(N * C, 2**31 - 1), min(H, 2**16 - 1), min(_ceil(W, threads), 2**16 - 1)),
-                  block=(threads,), stream=stream)
+        _strided_grad_x(grad_out, weight, grad_x, dims, stream)
     # weight (and bias) gradient
     _weight_grad(x, grad_out, grad_w, grad_b, dims, stream)
     return grad_x.obj, grad_w.obj, None if grad_b is None else grad_b.obj

@@ -139,7 +139,7 @@ def _function(spec, op: _Op):
     forward, bind, direct, n = spec.forward, spec.bind, spec.direct, len(spec.arrays)
 
     def call(*args, **kwargs):
-        if direct and "out" not in kwargs and "stream" not in kwargs and _direct(args[:n]):
+        if direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs and _direct(args[:n]):
             return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
         arrays, params = bind(args, kwargs, not _is_compiling())
         return op(arrays, params)

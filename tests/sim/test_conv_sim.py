@@ -165,3 +165,29 @@ def test_strided_grad_x_grid_stride_loops():
     DW_GRAD_X_STRIDED.dispatcher[(1, 2, 1), (32,)](_dev(g.ravel()), _dev(w.ravel()), gx, C, m, H, W, Ho, Wo,
                                                   kh, kw, s, s, p, p, 1, 1, N * C)
     _close(gx, want.ravel(), 1e-5)
+
+
+@pytest.mark.parametrize("variant", ["tile", "fast", "tiled", "direct"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_every_correlate_variant(variant, dtype):
+    """Each variant of the forward and the stride-1 input gradient, forced with ``variant=``, matches the
+    CPU mirror on a call every variant can run (K3, stride 1, a plane 17 wide)."""
+    from gpuops._variants import names
+    assert variant in names(cv.CORRELATE_VARIANTS)
+    dt, tol = DTYPES[dtype]
+    x = RNG.standard_normal((1, 2, 9, 17)).astype(dt)
+    w = RNG.standard_normal((2, 1, 3, 3)).astype(dt)
+    b = RNG.standard_normal(2).astype(dt)
+    y = cv.conv2d_depthwise(x, w, b, padding=1)
+    _close(cv.conv2d_depthwise(_dev(x), _dev(w), _dev(b), padding=1, variant=variant), y, tol)
+    g = RNG.standard_normal(y.shape).astype(dt)
+    want = cv.conv2d_depthwise_backward(g, x, w, b, padding=1)
+    got = cv.conv2d_depthwise_backward(_dev(g), _dev(x), _dev(w), _dev(b), padding=1, variant=variant)
+    for r, o in zip(want, got):
+        _close(o, r, tol)
+
+
+def test_a_forced_variant_that_cannot_run_says_why():
+    x, w = _dev(np.ones((1, 1, 5, 5), np.float32)), _dev(np.ones((1, 1, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="variant 'tile' cannot run this call: needs .* K = 3/5/7"):
+        cv.conv2d_depthwise(x, w, variant="tile")
