@@ -8,9 +8,10 @@ dilation_patch=stride2, scaled by 1/(k²·C).
 """
 import math
 
-from gpuops import _core, _ops, reference
+from gpuops import _core, _ops, _variants, reference
 from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
+from gpuops._variants import Variant
 
 # launch geometry of gpuops.cuda.correlation (kept here so importing this module does not import numba)
 _TX, _TY = 32, 8
@@ -120,74 +121,124 @@ def _rt_region(geo):
     return ldp, _RT_ROWS >> ldp, 32 << ldp
 
 
-def _forward_rt(a, b, geo, out, out4, scale, stream, ext_y, ext_x):
-    region = _rt_region(geo)
-    if region is None or a.dtype not in _SHORT or a.size >= _RT_MAX_SIZE:
-        return False
-    ldp, ry, rx = region
-    if ext_y > ry or ext_x > rx:
-        return False
+class _Call:
+    """The values of one correlation call the variants choose on (``g``, ``gin1``, ``gin2``: backward)."""
+
+    __slots__ = ("a", "b", "geo", "out", "scale", "stream", "ext_y", "ext_x", "g", "gin1", "gin2")
+
+    def __init__(self, a, b, geo, scale, stream, out=None, g=None, gin1=None, gin2=None):
+        self.a, self.b, self.geo, self.scale, self.stream = a, b, geo, scale, stream
+        self.out, self.g, self.gin1, self.gin2 = out, g, gin1, gin2
+        self.ext_y = (geo.k[0] - 1) * geo.dil[0] + 1
+        self.ext_x = (geo.k[1] - 1) * geo.dil[1] + 1
+
+    @property
+    def out4(self):
+        geo = self.geo
+        return (geo.N, geo.p[0] * geo.p[1], geo.oH, geo.oW)
+
+
+def _rt_can_run(c, backward=False):
+    region = _rt_region(c.geo)
+    if not c.a.is_cuda:
+        return "needs a CUDA array"
+    if region is None:
+        return f"needs dilation_patch 1, 2 or 4 and a patch at least {_RT_MIN_PW} wide"
+    if c.a.dtype not in _SHORT:
+        return "is 16/32-bit only"
+    if c.a.size >= _RT_MAX_SIZE or backward and c.g.size >= _RT_MAX_SIZE:
+        return "indexes with 32-bit offsets"
+    if backward and (c.geo.k != (1, 1) or c.geo.s != (1, 1)):
+        return "its backward needs kernel_size 1 and stride 1"
+    if not backward and (c.ext_y > region[1] or c.ext_x > region[2]):
+        return "the window is larger than its region"
+    return None
+
+
+def _forward_rt(c):
+    geo, (ldp, ry, rx) = c.geo, _rt_region(c.geo)
     G = _rt_group(geo.p[1])
     ngroups = -(-geo.p[1] // G)
-    tyo = (ry - ext_y) // geo.s[0] + 1
-    txo = (rx - ext_x) // geo.s[1] + 1
+    tyo = (ry - c.ext_y) // geo.s[0] + 1
+    txo = (rx - c.ext_x) // geo.s[1] + 1
     tiles_x = -(-geo.oW // txo)
     tiles = -(-geo.oH // tyo) * tiles_x
     grid = (tiles, min(geo.p[0] * ngroups, _MAX_GRID_YZ), min(geo.N, _MAX_GRID_YZ))
     _core.run("correlation", f"sample_forward_rt{G}",
-              (In(a, (a.size,)), In(b, (b.size,)), Out(out, out4), geo.C, geo.H, geo.W) + geo.params()
-              + (ldp, G, ngroups, tyo, txo, tiles_x, float(scale)),
-              like=a, grid=grid, block=(32, _RT_NW), stream=stream)
-    return True
+              (In(c.a, (c.a.size,)), In(c.b, (c.b.size,)), Out(c.out, c.out4), geo.C, geo.H, geo.W) + geo.params()
+              + (ldp, G, ngroups, tyo, txo, tiles_x, float(c.scale)),
+              like=c.a, grid=grid, block=(32, _RT_NW), stream=c.stream)
 
 
-def _backward_rt(g, a, b, gin1, gin2, geo, scale, stream):
-    region = _rt_region(geo)
-    if (region is None or a.dtype not in _SHORT or geo.k != (1, 1) or geo.s != (1, 1)
-            or a.size >= _RT_MAX_SIZE or g.size >= _RT_MAX_SIZE):
-        return False
-    ldp, ry, rx = region
+def _backward_rt(c):
+    geo, (ldp, ry, rx) = c.geo, _rt_region(c.geo)
     G = _rt_group(geo.p[1])
     ngroups = -(-geo.p[1] // G)
     tiles_x = -(-geo.W // rx)
     tiles = -(-geo.H // ry) * tiles_x
     grid = (tiles, min(-(-geo.C // _RT_CB), _MAX_GRID_YZ), min(2 * geo.N, _MAX_GRID_YZ))
-    D = geo.p[0] * geo.p[1]
-    flat = (a.size,)
+    flat = (c.a.size,)
     _core.run("correlation", f"sample_backward_rt{G}",
-              (In(g, (g.size,)), In(a, flat), In(b, flat), Out(gin1, flat), Out(gin2, flat),
-               geo.N, D, geo.oH, geo.oW, geo.C, geo.H, geo.W, geo.pad[0], geo.pad[1], geo.p[0], geo.p[1],
-               geo.dp[0], geo.dp[1], ldp, ngroups, tiles_x, float(scale)),
-              like=a, grid=grid, block=(32, _RT_NW), stream=stream)
-    return True
+              (In(c.g, (c.g.size,)), In(c.a, flat), In(c.b, flat), Out(c.gin1, flat), Out(c.gin2, flat),
+               geo.N, geo.p[0] * geo.p[1], geo.oH, geo.oW, geo.C, geo.H, geo.W, geo.pad[0], geo.pad[1], geo.p[0],
+               geo.p[1], geo.dp[0], geo.dp[1], ldp, ngroups, tiles_x, float(c.scale)),
+              like=c.a, grid=grid, block=(32, _RT_NW), stream=c.stream)
 
 
-def _forward(a, b, geo, out, scale, stream):
-    D = geo.p[0] * geo.p[1]
-    out_arr = out
-    if out_arr.size == 0:
-        return
-    out4 = (geo.N, D, geo.oH, geo.oW)
-    ext_y = (geo.k[0] - 1) * geo.dil[0] + 1
-    ext_x = (geo.k[1] - 1) * geo.dil[1] + 1
-    if a.is_cuda and _forward_rt(a, b, geo, out_arr, out4, scale, stream, ext_y, ext_x):
-        return
-    if a.is_cuda and (ext_y > _TY or ext_x > _TX):
-        n = out_arr.size
-        _core.run("correlation", "sample_forward_direct",
-                  (In(a), In(b), Out(out_arr, out4)) + geo.params() + (float(scale), 0.0),
-                  like=a, grid=lambda: (_core.blocks_for(n, _DIRECT_THREADS),), block=(_DIRECT_THREADS,),
-                  stream=stream)
-        return
-    tyo = (_TY - ext_y) // geo.s[0] + 1 if ext_y <= _TY else 1
-    txo = (_TX - ext_x) // geo.s[1] + 1 if ext_x <= _TX else 1
+def _tiled_can_run(c):
+    if c.a.is_cuda and (c.ext_y > _TY or c.ext_x > _TX):
+        return f"the window ({c.ext_y}×{c.ext_x}) must fit its {_TY}×{_TX} tile"
+    return None
+
+
+def _forward_tiled(c):
+    geo = c.geo
+    tyo = (_TY - c.ext_y) // geo.s[0] + 1 if c.ext_y <= _TY else 1
+    txo = (_TX - c.ext_x) // geo.s[1] + 1 if c.ext_x <= _TX else 1
     tiles_y, tiles_x = -(-geo.oH // tyo), -(-geo.oW // txo)
     gsz = _group(geo.p[1], geo.dp[1], _FWD_W2)
     ngroups = -(-geo.p[1] // gsz)
     grid = (tiles_y * tiles_x, min(geo.p[0] * ngroups, _MAX_GRID_YZ), min(geo.N, _MAX_GRID_YZ))
-    _core.run("correlation", "sample_forward" + _suffix(a.dtype),
-              (In(a), In(b), Out(out_arr, out4)) + geo.params() + (gsz, ngroups, tyo, txo, tiles_x, float(scale)),
-              like=a, grid=grid, block=(_TX, _TY), stream=stream)
+    _core.run("correlation", "sample_forward" + _suffix(c.a.dtype),
+              (In(c.a), In(c.b), Out(c.out, c.out4)) + geo.params() + (gsz, ngroups, tyo, txo, tiles_x,
+                                                                      float(c.scale)),
+              like=c.a, grid=grid, block=(_TX, _TY), stream=c.stream)
+
+
+def _forward_direct(c):
+    n = c.out.size
+    _core.run("correlation", "sample_forward_direct",
+              (In(c.a), In(c.b), Out(c.out, c.out4)) + c.geo.params() + (float(c.scale), 0.0),
+              like=c.a, grid=lambda: (_core.blocks_for(n, _DIRECT_THREADS),), block=(_DIRECT_THREADS,),
+              stream=c.stream)
+
+
+def _backward_tiled(c):
+    geo = c.geo
+    gsz = _group(geo.p[1], geo.dp[1], _BWD_W2)
+    ngroups = -(-geo.p[1] // gsz)
+    tiles_x = -(-geo.W // _TX)
+    tiles = -(-geo.H // _TY) * tiles_x
+    grid = (tiles, min(-(-geo.C // _BWD_CB[c.a.dtype]), _MAX_GRID_YZ), min(2 * geo.N, _MAX_GRID_YZ))
+    _core.run("correlation", "sample_backward" + _suffix(c.a.dtype),
+              (In(c.g, c.out4), In(c.a), In(c.b), Out(c.gin1), Out(c.gin2)) + geo.params()
+              + (gsz, ngroups, tiles_x, float(c.scale)),
+              like=c.a, grid=grid, block=(_TX, _TY), stream=c.stream)
+
+
+#: the forward's kernels, fastest first: register-tiled (generated per group width), shared-memory tiles
+#: (also the CPU mirror), one thread per output for windows larger than a tile
+FORWARD_VARIANTS = (Variant("register_tiled", _rt_can_run, _forward_rt),
+                    Variant("tiled", _tiled_can_run, _forward_tiled),
+                    Variant("direct", lambda c: None, _forward_direct))
+#: the backward's: register-tiled, then the general gather (also the CPU mirror); both deterministic
+BACKWARD_VARIANTS = (Variant("register_tiled", lambda c: _rt_can_run(c, backward=True), _backward_rt),
+                     Variant("tiled", lambda c: None, _backward_tiled))
+
+
+def _forward(a, b, geo, out, scale, stream, variant=None):
+    if out.size:
+        _variants.choose("correlation", FORWARD_VARIANTS, _Call(a, b, geo, scale, stream, out=out), variant)
 
 
 def _backward_outputs(out, a):
@@ -195,7 +246,7 @@ def _backward_outputs(out, a):
     return _core.output(out1, a, a.shape), _core.output(out2, a, a.shape)
 
 
-def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
+def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape, variant=None):
     g = _core.floating("grad_out", grad_out)
     _core.same_dtype_and_device(a, g)
     if tuple(g.shape) != tuple(expected_shape):
@@ -205,21 +256,10 @@ def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
     gin1, gin2 = _backward_outputs(out, a)
     if a.size == 0:
         return gin1.obj, gin2.obj
-    D = geo.p[0] * geo.p[1]
-    g4 = (geo.N, D, geo.oH, geo.oW)
-    gsz = _group(geo.p[1], geo.dp[1], _BWD_W2)
-    ngroups = -(-geo.p[1] // gsz)
-    tiles_x = -(-geo.W // _TX)
-    tiles = -(-geo.H // _TY) * tiles_x
-    cb = _BWD_CB[a.dtype]
-    grid = (tiles, min(-(-geo.C // cb), _MAX_GRID_YZ), min(2 * geo.N, _MAX_GRID_YZ))
     if g.size == 0:        # nothing flows back (cannot happen with validated sizes; kept for safety)
         raise ValueError("grad_out must not be empty")
-    if a.is_cuda and _backward_rt(g, a, b, gin1, gin2, geo, scale, stream):
-        return gin1.obj, gin2.obj
-    _core.run("correlation", "sample_backward" + _suffix(a.dtype),
-              (In(g, g4), In(a), In(b), Out(gin1), Out(gin2)) + geo.params() + (gsz, ngroups, tiles_x, float(scale)),
-              like=a, grid=grid, block=(_TX, _TY), stream=stream)
+    _variants.choose("correlation_backward", BACKWARD_VARIANTS,
+                     _Call(a, b, geo, scale, stream, g=g, gin1=gin1, gin2=gin2), variant)
     return gin1.obj, gin2.obj
 
 
@@ -229,7 +269,7 @@ def _backward(grad_out, a, b, geo, out, scale, stream, expected_shape):
 
 @_ops.guards_out
 def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1,
-                               dilation_patch=1, out=None, stream=None):
+                               dilation_patch=1, out=None, stream=None, variant=None):
     """FlowNetC correlation as raw sums (docs/ops.md): (N, C, H, W) × 2 -> (N, pH, pW, oH, oW).
 
     With u = h·sH − padH, v = w·sW − padW and the patch shift
@@ -244,19 +284,21 @@ def spatial_correlation_sample(input1, input2, *, kernel_size=1, patch_size=1, s
     dilation_patch must be >= 1, padding >= 0.  For even patch sizes the shift above (the original's
     CPU code and backward) is the definition.  FlowNetC: kernel_size=1, patch_size=21,
     dilation_patch=2.  16-bit inputs accumulate in float32, float64 in float64; output dtype = input
-    dtype.  ``out`` (an (N, pH, pW, oH, oW) array to write into) and ``stream`` are optional.
+    dtype.  ``out`` (an (N, pH, pW, oH, oW) array to write into) and ``stream`` are optional;
+    ``variant`` forces one of `FORWARD_VARIANTS` (`BACKWARD_VARIANTS` for the backward).
     """
     a, b = _inputs(input1, input2)
     geo = _sampler_geometry(a.shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch,
                             "spatial_correlation_sample")
     res = _core.output(out, a, (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW))
-    _forward(a, b, geo, res, 1.0, stream)
+    _forward(a, b, geo, res, 1.0, stream, variant)
     return res.obj
 
 
 @_ops.guards_out
 def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size=1, patch_size=1, stride=1,
-                                        padding=0, dilation=1, dilation_patch=1, out=None, stream=None):
+                                        padding=0, dilation=1, dilation_patch=1, out=None, stream=None,
+                                        variant=None):
     """Gradients of `spatial_correlation_sample`: ``(grad_input1, grad_input2)``, the exact adjoint.
 
     grad_out: (N, pH, pW, oH, oW), any strides.  Computed as deterministic gathers (no atomics).
@@ -265,7 +307,7 @@ def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size
     a, b = _inputs(input1, input2)
     geo = _sampler_geometry(a.shape, kernel_size, patch_size, stride, padding, dilation, dilation_patch,
                             "spatial_correlation_sample_backward")
-    return _backward(grad_out, a, b, geo, out, 1.0, stream, (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW))
+    return _backward(grad_out, a, b, geo, out, 1.0, stream, (geo.N, geo.p[0], geo.p[1], geo.oH, geo.oW), variant)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +316,7 @@ def spatial_correlation_sample_backward(grad_out, input1, input2, *, kernel_size
 
 @_ops.guards_out
 def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1, out=None,
-                stream=None):
+                stream=None, variant=None):
     """The FlowNet/Caffe correlation layer (docs/ops.md, correlation): (N, C, H, W) × 2 -> (N, D², Ho, Wo).
 
     kr = (k−1)//2, R = max_displacement // stride2, D = 2R+1, both inputs zero-padded by pad_size
@@ -291,13 +333,13 @@ def correlation(input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0
     geo = _correlation_geometry(a.shape, pad_size, kernel_size, max_displacement, stride1, stride2)
     D = geo.p[0]
     res = _core.output(out, a, (geo.N, D * D, geo.oH, geo.oW))
-    _forward(a, b, geo, res, 1.0 / (geo.k[0] * geo.k[1] * max(geo.C, 1)), stream)
+    _forward(a, b, geo, res, 1.0 / (geo.k[0] * geo.k[1] * max(geo.C, 1)), stream, variant)
     return res.obj
 
 
 @_ops.guards_out
 def correlation_backward(grad_out, input1, input2, *, pad_size=0, kernel_size=1, max_displacement=0, stride1=1,
-                         stride2=1, out=None, stream=None):
+                         stride2=1, out=None, stream=None, variant=None):
     """Gradients of `correlation`: ``(grad_input1, grad_input2)``, the exact adjoint for every stride.
 
     grad_out: (N, D², Ho, Wo), any strides.  ``out`` may be a pair of arrays to write into.
@@ -306,7 +348,7 @@ def correlation_backward(grad_out, input1, input2, *, pad_size=0, kernel_size=1,
     geo = _correlation_geometry(a.shape, pad_size, kernel_size, max_displacement, stride1, stride2)
     D = geo.p[0]
     return _backward(grad_out, a, b, geo, out, 1.0 / (geo.k[0] * geo.k[1] * max(geo.C, 1)), stream,
-                     (geo.N, D * D, geo.oH, geo.oW))
+                     (geo.N, D * D, geo.oH, geo.oW), variant)
 
 
 # ---------------------------------------------------------------------------------------------
