@@ -12,16 +12,17 @@ Decisions where the spec is silent:
 """
 import functools
 
+from gpuops import _constants as K
 from gpuops import _core, _ops, _variants, reference
 from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
 from gpuops._variants import Variant
 from gpuops._dtypes import STORAGE
 
-_THREADS = 256
-_TW = 32               # gpuops.cuda.conv.TW
-_TH = 32               # gpuops.cuda.conv.TH (DW_TILED)
-_SHARED = 48 * 1024    # gpuops.cuda.conv.SHARED_BYTES: dynamic shared memory without opt-in
+_THREADS = K.CONV_THREADS
+_TW = K.CONV_TILE_W
+_TH = K.CONV_TILE_H
+_SHARED = K.SHARED_BYTES
 _WGRAD_BLOCKS = 4096   # stage-1 blocks aimed at by the weight-gradient reduction
 
 
@@ -81,10 +82,10 @@ def _depthwise_geometry(x_shape, weight_shape, bias_shape, stride, padding, dila
     return (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw)
 
 
-_FAST_SIZES = (3, 5, 7)   # gpuops.cuda.conv.FAST_SIZES
-_FAST_STRIDES = (1, 2)    # gpuops.cuda.conv.FAST_STRIDES
-_NY = 8                   # gpuops.cuda.conv.NY: output rows per thread of the fast kernels
-_FAST_THREADS = 256
+_FAST_SIZES = K.CONV_FAST_SIZES
+_FAST_STRIDES = K.CONV_FAST_STRIDES
+_NY = K.CONV_NY
+_FAST_THREADS = K.CONV_FAST_THREADS
 
 
 def _fast_key(arr, kh, kw, sh, sw, dh, dw):
@@ -389,7 +390,7 @@ def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
     # enough blocks to fill the GPU, but each thread should sum several items before the reduction
     groups = max(1, min(N, _ceil(_WGRAD_BLOCKS // 2, Cm), (N * per_image) // (4 * threads)))
     partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
-    for part in range(1 if kh <= 3 else 2):     # gpuops.cuda.conv.wgrad_parts: bands of tap rows
+    for part in range(K.CONV_WGRAD_PARTS[kh]):
         _core.run("conv", f"dw_wgrad_fast_{key[0]}_{key[1]}_{part}",
                   (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho,
                    Wo, -ph, -pw, strips, N, groups, with_bias),

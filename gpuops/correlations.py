@@ -8,29 +8,29 @@ dilation_patch=stride2, scaled by 1/(k²·C).
 """
 import math
 
+from gpuops import _constants as K
 from gpuops import _core, _ops, _variants, reference
 from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
 from gpuops._variants import Variant
 
-# launch geometry of gpuops.cuda.correlation (kept here so importing this module does not import numba)
-_TX, _TY = 32, 8
-_G = 21
-_FWD_W2 = 96
-_BWD_W2 = 80
-_BWD_CB = {"float16": 16, "bfloat16": 16, "float32": 16, "float64": 4}
-_MAX_GRID_YZ = 65535
+# launch geometry shared with gpuops.cuda.correlation (gpuops._constants: one definition, numba-free)
+_TX, _TY = K.CORR_TX, K.CORR_TY
+_G = K.CORR_G
+_FWD_W2 = K.CORR_FWD_W2
+_BWD_W2 = K.CORR_BWD_W2
+_BWD_CB = {"float16": K.CORR_BWD_CB, "bfloat16": K.CORR_BWD_CB, "float32": K.CORR_BWD_CB, "float64": K.CORR_BWD_CB64}
+_MAX_GRID_YZ = K.MAX_GRID_YZ
 _DIRECT_THREADS = 256
-# register-tiled fast paths (gpuops.cuda.correlation RT kernels): 8 warps, a region of 16 rows (before the
-# x-phase split), groups of 21 or 9 patch columns (mirrors RT_NW, RT_ROWS, RT_CB, RT_GROUPS there)
-_RT_GROUPS = (21, 9)
-_RT_NW = 8
-_RT_ROWS = 16
-_RT_CB = 12
-_RT_LDP = {1: 0, 2: 1, 4: 2}
+# register-tiled fast paths (gpuops.cuda.correlation RT kernels)
+_RT_GROUPS = K.CORR_RT_GROUPS
+_RT_NW = K.CORR_RT_NW
+_RT_ROWS = K.CORR_RT_ROWS
+_RT_CB = K.CORR_RT_CB
+_RT_LDP = {d: d.bit_length() - 1 for d in K.CORR_RT_DILATIONS}
 _RT_MIN_PW = 5
 #: the RT kernels index their inputs (and grad_out) with 32-bit offsets
-_RT_MAX_SIZE = 2 ** 31
+_RT_MAX_SIZE = K.CORR_RT_MAX_ELEMENTS
 _SHORT = ("float16", "bfloat16", "float32")
 
 

@@ -7,14 +7,15 @@ complex64/complex128 arrays, a (M, K) and x (K,)/(M,) — an explicit exception 
 only" rule.  Complex arrays are viewed as real pairs here (zero-copy) and share the pair kernels;
 results keep the caller's layout and dtype.  16-bit real pairs compute in float32.
 """
+from gpuops import _constants as K
 from gpuops import _core, _ops, reference
 from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
 from gpuops._dtypes import STORAGE
 
-_THREADS = 256           # = gpuops.cuda.diag.THREADS
-_UNROLL = 4              # = gpuops.cuda.diag.UNROLL
-_SUM_COLUMNS = 32        # = gpuops.cuda.diag.SUM_COLUMNS
+_THREADS = K.DIAG_THREADS
+_UNROLL = K.DIAG_UNROLL
+_SUM_COLUMNS = K.DIAG_SUM_COLUMNS
 _TARGET_BLOCKS = 4096    # with sums: ~8 waves of 4 blocks per SM on a 132-SM H100/H200
 _SUM_TC = 32             # columns per block with sums, side right
 _SUM_TC_LEFT = 128       # columns per block with sums, side left

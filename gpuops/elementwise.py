@@ -4,14 +4,15 @@ Contract: docs/ops.md (gsmelu, ncrelu).  Kernels: gpuops/cuda/elementwise.py; CP
 """
 import struct
 
+from gpuops import _constants as K
 from gpuops import _core, _ops, reference
 from gpuops._ops import OpSpec, Param
 
-_THREADS = 256
-_ITEMS = 8          # elements per thread (gpuops.cuda.elementwise.ITEMS, FORWARD_ITEMS)
-_FORWARD_ITEMS = 4
-_WORDS = 4          # 64-bit words per thread (gpuops.cuda.elementwise.WORDS)
-_MAX_GRID_Y = 65535
+_THREADS = K.ELEMENTWISE_THREADS
+_ITEMS = K.ELEMENTWISE_ITEMS
+_FORWARD_ITEMS = K.ELEMENTWISE_FORWARD_ITEMS
+_WORDS = K.ELEMENTWISE_WORDS
+_MAX_GRID_Y = K.MAX_GRID_YZ
 
 
 def _gsmelu_params(slope, neg_slope, alpha, beta, delta_t):
