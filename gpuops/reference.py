@@ -216,3 +216,86 @@ def correlation_backward(grad_out, input1, input2, pad_size=0, kernel_size=1, ma
     D = p["patch_size"]
     g = g.reshape(g.shape[0], D, D, *g.shape[2:]) * scale
     return spatial_correlation_sample_backward(g, input1, input2, **p)
+
+
+def _involution_taps(x, weight, stride, padding, dilation):
+    """x zero-padded, the weight per channel (N, C, kh, kw, Ho, Wo), and the taps into the padded x."""
+    x, weight = np.asarray(x, np.float64), np.asarray(weight, np.float64)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    C = x.shape[1]
+    _, G, kh, kw, Ho, Wo = weight.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    per_channel = weight[:, np.arange(C) // (C // G)]
+    return xp, per_channel, list(_taps(kh, kw, dh, dw, sh, sw, Ho, Wo)), (ph, pw)
+
+
+def involution(x, weight, stride=1, padding=0, dilation=1):
+    xp, wc, taps, _ = _involution_taps(x, weight, stride, padding, dilation)
+    out = np.zeros(xp.shape[:2] + wc.shape[-2:])
+    for i, j, rows, cols in taps:
+        out += wc[:, :, i, j] * xp[:, :, rows, cols]
+    return out
+
+
+def involution_backward(grad_out, x, weight, stride=1, padding=0, dilation=1):
+    xp, wc, taps, (ph, pw) = _involution_taps(x, weight, stride, padding, dilation)
+    g = np.asarray(grad_out, np.float64)
+    N, C, H, W = np.shape(x)
+    G = np.shape(weight)[1]
+    gxp, gwc = np.zeros_like(xp), np.zeros_like(wc)
+    for i, j, rows, cols in taps:
+        gxp[:, :, rows, cols] += wc[:, :, i, j] * g
+        gwc[:, :, i, j] = g * xp[:, :, rows, cols]
+    grad_w = gwc.reshape(N, G, C // G, *gwc.shape[2:]).sum(2)
+    return gxp[:, :, ph:ph + H, pw:pw + W], grad_w
+
+
+def _filter_parts(x, weight):
+    x, weight = np.asarray(x, np.float64), np.asarray(weight, np.float64)
+    K = int(round(np.sqrt(weight.shape[1])))
+    return x, weight, K, K // 2
+
+
+def weighted_filter(x, weight, bias=None, splat=False):
+    x, w, K, r = _filter_parts(x, weight)
+    N, C, H, W = x.shape
+    if splat:                  # every pixel adds w·x onto its K×K neighbourhood (a padded canvas, then cropped)
+        canvas = np.zeros((N, C, H + 2 * r, W + 2 * r))
+        for t in range(K * K):
+            fy, fx = divmod(t, K)
+            canvas[:, :, fy:fy + H, fx:fx + W] += w[:, None, t] * x
+        out = canvas[:, :, r:r + H, r:r + W]
+    else:
+        xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))
+        out = np.zeros_like(x)
+        for t in range(K * K):
+            fy, fx = divmod(t, K)
+            out += w[:, None, t] * xp[:, :, fy:fy + H, fx:fx + W]
+    if bias is not None:
+        out = out + np.asarray(bias, np.float64)[None, :, None, None]
+    return out
+
+
+def weighted_filter_backward(grad_out, x, weight, bias=None, splat=False):
+    x, w, K, r = _filter_parts(x, weight)
+    g = np.asarray(grad_out, np.float64)
+    N, C, H, W = x.shape
+    grad_w = np.zeros_like(w)
+    if splat:                  # out = crop(Σ_t shift_t(w_t·x)): each tap reads grad_out shifted back
+        gp = np.pad(g, ((0, 0), (0, 0), (r, r), (r, r)))
+        grad_x = np.zeros_like(x)
+        for t in range(K * K):
+            fy, fx = divmod(t, K)
+            window = gp[:, :, fy:fy + H, fx:fx + W]
+            grad_x += w[:, None, t] * window
+            grad_w[:, t] = (window * x).sum(1)
+    else:
+        xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))
+        gxp = np.zeros_like(xp)
+        for t in range(K * K):
+            fy, fx = divmod(t, K)
+            gxp[:, :, fy:fy + H, fx:fx + W] += w[:, None, t] * g
+            grad_w[:, t] = (g * xp[:, :, fy:fy + H, fx:fx + W]).sum(1)
+        grad_x = gxp[:, :, r:r + H, r:r + W]
+    grad_b = None if bias is None else g.sum((0, 2, 3))
+    return grad_x, grad_w, grad_b
