@@ -11,8 +11,6 @@ import numpy as np
 from gpuops._toolchain import CPU_JIT, njit, prange
 from gpuops.cpu._loops import axpy, span
 
-_WRAP = dict(cache=True, nogil=True)     # thin entry points over a parallel body
-
 
 @njit(cache=True)
 def _stride1_plane(acc, src, src_off, w, w_off, Hs, Ws, Hd, Wd, kh, kw, offy, offx, dh, dw, flip):
@@ -78,18 +76,9 @@ def _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws
         dst[out_off:out_off + Hd * Wd] = acc
 
 
-@njit(**_WRAP)
-def dw_tiled(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-             kh, kw, sh, sw, offy, offx, dh, dw, flip):
-    _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-             kh, kw, sh, sw, offy, offx, dh, dw, flip)
-
-
-@njit(**_WRAP)
-def dw_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-              kh, kw, sh, sw, offy, offx, dh, dw, flip):
-    _dw_corr(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
-             kh, kw, sh, sw, offy, offx, dh, dw, flip)
+# Entry points are parallel functions or plain Python, never njit wrappers: an njit function calling a
+# parallel one segfaults when loaded from the disk cache in a fresh process (numba#8578).
+dw_tiled = dw_direct = _dw_corr
 
 
 @njit(**CPU_JIT)
@@ -149,13 +138,11 @@ def _dw_wgrad(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
         partial[base:base + slots] = sums
 
 
-@njit(**_WRAP)
 def dw_wgrad_tiled(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
                    th, tiles_x, tiles_y, groups, tpt, with_bias):
     _dw_wgrad(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias)
 
 
-@njit(**_WRAP)
 def dw_wgrad_direct(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, tpt, with_bias):
     _dw_wgrad(x, g, partial, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias)
 

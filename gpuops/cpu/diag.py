@@ -71,21 +71,26 @@ def _scale_real(a, x, out, b, partial, M, K, right, seg_len, want_sum):
                     partial[seg * M + i] = acc
 
 
-@njit(**CPU_JIT)
+# Entry points dispatch in Python: a parallel function called from another njit function segfaults once
+# loaded from the disk cache in a fresh process (numba#8578), so no parallel function calls another.
 def scale(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
-    _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, False)
+    _scale(a, x, out, b, partial, M, K, P, right, conj, seg_len, False)
 
 
-@njit(**CPU_JIT)
 def scale_sum(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len):
-    _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, True)
+    _scale(a, x, out, b, partial, M, K, P, right, conj, seg_len, True)
 
 
-@njit(**CPU_JIT)
-def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, seg_len, want_sum):
+def _scale(a, x, out, b, partial, M, K, P, right, conj, seg_len, want_sum):
     if P == 1:
         _scale_real(a, x, out, b, partial, M, K, right, seg_len, want_sum)
-        return
+    else:
+        _scale_pairs(a, x, out, b, partial, M, K, P, right, conj, seg_len, want_sum)
+
+
+@njit(**CPU_JIT)
+def _scale_pairs(a, x, out, b, partial, M, K, P, right, conj, seg_len, want_sum):
+    """P = 2 (complex as (re, im) pairs)."""
     if right:
         segments = max(1, (M + seg_len - 1) // seg_len)
         for seg in prange(segments):
