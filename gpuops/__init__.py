@@ -11,6 +11,7 @@ from gpuops.correlations import (correlation, correlation_backward, spatial_corr
                                 spatial_correlation_sample_backward)
 from gpuops.diag import cdgmm, cdgmm_backward, dgmm, dgmm_backward
 from gpuops.elementwise import gsmelu, gsmelu_backward, ncrelu, ncrelu_backward
+from gpuops.raft import corr_lookup, corr_lookup_backward, patch_correlate, patch_correlate_backward
 from gpuops.perpixel import involution, involution_backward, weighted_filter, weighted_filter_backward
 
 __version__ = "0.1.0"
@@ -19,4 +20,5 @@ __all__ = ["gsmelu", "gsmelu_backward", "ncrelu", "ncrelu_backward", "spatial_co
            "spatial_correlation_sample_backward", "correlation", "correlation_backward", "conv2d_depthwise",
            "conv2d_depthwise_backward", "im2col", "im2col_backward", "col2im", "col2im_backward", "dgmm",
            "dgmm_backward", "cdgmm", "cdgmm_backward", "involution", "involution_backward",
-           "weighted_filter", "weighted_filter_backward"]
+           "weighted_filter", "weighted_filter_backward", "patch_correlate", "patch_correlate_backward",
+           "corr_lookup", "corr_lookup_backward"]

@@ -299,3 +299,130 @@ def weighted_filter_backward(grad_out, x, weight, bias=None, splat=False):
         grad_x = gxp[:, :, r:r + H, r:r + W]
     grad_b = None if bias is None else g.sum((0, 2, 3))
     return grad_x, grad_w, grad_b
+
+
+# ---------------------------------------------------------------------------------------------
+# RAFT lookups (docs/ops.md §9, §10)
+
+
+def _raft_corners(coords_xy, H, W):
+    """Bilinear corners of (x, y) = coords_xy[..., 0], [..., 1] on an H×W map: (valid, x0, y0, fx, fy);
+    a non-finite coordinate (or beyond ±2**40) makes the query invalid (samples zeros)."""
+    x, y = coords_xy[..., 0], coords_xy[..., 1]
+    with np.errstate(invalid="ignore"):
+        valid = (np.abs(x) <= 2.0 ** 40) & (np.abs(y) <= 2.0 ** 40)
+    x, y = np.where(valid, x, 0.0), np.where(valid, y, 0.0)
+    x0, y0 = np.floor(x), np.floor(y)
+    return valid, x0.astype(np.int64), y0.astype(np.int64), x - x0, y - y0
+
+
+def _raft_gather(img, yy, xx):
+    """img (C, H, W) at integer positions (any shape), 0 outside: (C, *shape), and the in-bounds mask."""
+    C, H, W = img.shape
+    inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    return np.where(inside, img[:, np.clip(yy, 0, max(H - 1, 0)), np.clip(xx, 0, max(W - 1, 0))], 0.0) \
+        if H and W else np.zeros((C,) + yy.shape), inside
+
+
+def _raft_offsets(radius):
+    L = 2 * radius + 1
+    for k in range(L * L):
+        yield k, k // L - radius, k % L - radius          # channel k = (dx + r)·L + (dy + r)
+
+
+def patch_correlate(base, input, coords, radius=4, l1=False):
+    base, inp, coords = (np.asarray(a, np.float64) for a in (base, input, coords))
+    N, C, Hg, Wg = base.shape
+    L = 2 * radius + 1
+    out = np.zeros((N, L * L, Hg, Wg))
+    for n in range(N):
+        valid, x0, y0, fx, fy = _raft_corners(coords[n], *inp.shape[2:])
+        for k, dx, dy in _raft_offsets(radius):
+            v00, _ = _raft_gather(inp[n], y0 + dy, x0 + dx)
+            v01, _ = _raft_gather(inp[n], y0 + dy, x0 + dx + 1)
+            v10, _ = _raft_gather(inp[n], y0 + dy + 1, x0 + dx)
+            v11, _ = _raft_gather(inp[n], y0 + dy + 1, x0 + dx + 1)
+            s = (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11)
+            s = np.where(valid, s, 0.0)
+            if l1:
+                out[n, k] = np.abs(base[n] - s).sum(0) / C
+            else:
+                out[n, k] = (base[n] * s).sum(0) / np.sqrt(C)
+    return out
+
+
+def patch_correlate_backward(grad_out, base, input, coords, radius=4, l1=False):
+    base, inp, coords, g = (np.asarray(a, np.float64) for a in (base, input, coords, grad_out))
+    N, C, Hg, Wg = base.shape
+    H2, W2 = inp.shape[2:]
+    scale = 1.0 / C if l1 else 1.0 / np.sqrt(C)
+    g_base, g_inp, g_coords = np.zeros_like(base), np.zeros_like(inp), np.zeros_like(coords)
+    channel = np.arange(C)[:, None, None]
+    for n in range(N):
+        valid, x0, y0, fx, fy = _raft_corners(coords[n], H2, W2)
+        for k, dx, dy in _raft_offsets(radius):
+            corners = {}
+            for a in (0, 1):
+                for b in (0, 1):
+                    yy, xx = y0 + dy + a, x0 + dx + b
+                    v, inside = _raft_gather(inp[n], yy, xx)
+                    corners[a, b] = (np.where(valid, v, 0.0), yy, xx, inside & valid)
+            wts = {(0, 0): (1 - fy) * (1 - fx), (0, 1): (1 - fy) * fx, (1, 0): fy * (1 - fx), (1, 1): fy * fx}
+            s = sum(wts[ab] * corners[ab][0] for ab in wts)
+            G = scale * g[n, k]
+            if l1:
+                sgn = np.sign(base[n] - s)
+                g_base[n] += G * sgn
+                ds = -G * sgn
+            else:
+                g_base[n] += G * s
+                ds = G * base[n]
+            for ab, (v, yy, xx, inside) in corners.items():
+                mask = np.broadcast_to(inside, ds.shape)
+                contrib = ds * wts[ab]
+                np.add.at(g_inp[n], (np.broadcast_to(channel, ds.shape)[mask], np.broadcast_to(yy, ds.shape)[mask],
+                                     np.broadcast_to(xx, ds.shape)[mask]), contrib[mask])
+            v00, v01, v10, v11 = (corners[ab][0] for ab in ((0, 0), (0, 1), (1, 0), (1, 1)))
+            g_coords[n, ..., 0] += np.where(valid, (ds * ((1 - fy) * (v01 - v00) + fy * (v11 - v10))).sum(0), 0.0)
+            g_coords[n, ..., 1] += np.where(valid, (ds * ((1 - fx) * (v10 - v00) + fx * (v11 - v01))).sum(0), 0.0)
+    return g_base, g_inp, g_coords
+
+
+def _avg_pool2x2(a):
+    H, W = a.shape[-2] // 2, a.shape[-1] // 2
+    a = a[..., :2 * H, :2 * W]
+    return (a[..., 0::2, 0::2] + a[..., 0::2, 1::2] + a[..., 1::2, 0::2] + a[..., 1::2, 1::2]) / 4
+
+
+def _avg_pool2x2_adjoint(g, shape):
+    out = np.zeros(shape)
+    H, W = g.shape[-2:]
+    out[..., :2 * H, :2 * W] = np.repeat(np.repeat(g, 2, -2), 2, -1) / 4
+    return out
+
+
+def corr_lookup(fmap1, fmap2, coords, radius=4, num_levels=4):
+    fmap1, level, coords = (np.asarray(a, np.float64) for a in (fmap1, fmap2, coords))
+    nhwc = coords.transpose(0, 2, 3, 1)
+    outs = []
+    for i in range(num_levels):
+        outs.append(patch_correlate(fmap1, level, nhwc / 2 ** i, radius))
+        level = _avg_pool2x2(level)
+    return np.concatenate(outs, axis=1)
+
+
+def corr_lookup_backward(grad_out, fmap1, fmap2, coords, radius=4, num_levels=4):
+    fmap1, fmap2, coords, g = (np.asarray(a, np.float64) for a in (fmap1, fmap2, coords, grad_out))
+    nhwc = coords.transpose(0, 2, 3, 1)
+    LL = (2 * radius + 1) ** 2
+    levels = [fmap2]
+    for _ in range(1, num_levels):
+        levels.append(_avg_pool2x2(levels[-1]))
+    g1, gc = np.zeros_like(fmap1), np.zeros_like(nhwc)
+    g_level = np.zeros_like(levels[-1])
+    for i in reversed(range(num_levels)):
+        gb, gl, gci = patch_correlate_backward(g[:, i * LL:(i + 1) * LL], fmap1, levels[i], nhwc / 2 ** i, radius)
+        g1 += gb
+        gc += gci / 2 ** i
+        g_level = gl + (_avg_pool2x2_adjoint(g_level, gl.shape) if i < num_levels - 1 else 0.0)
+    return g1, g_level, gc.transpose(0, 3, 1, 2)

@@ -1,0 +1,569 @@
+"""CUDA kernels of the RAFT family: patch_correlate and corr_lookup (spec/ops.md §9, §10).
+
+One set of kernels serves both ops.  A *lookup* correlates the query features ``base`` (N, C, H1, W1)
+with a sampled map on ``levels`` levels: level 0 is ``fmap2`` (N, C, H2, W2) itself, level i > 0 is
+fmap2 average-pooled 2×2 i times, of size (H2 >> i, W2 >> i), kept in a compute-dtype *pyramid*
+buffer (levels 1.. one after another, `level_offset`).  patch_correlate is one level.  With
+(x, y) = coords[n, h, w] / 2**level, x0 = floor(x), fx = x − x0 (y alike), L = 2r + 1::
+
+    s_c(dx, dy) = bilinear sample of the level map at (x + dx, y + dy), each corner 0 outside
+    out[n, level·L² + (dx+r)·L + (dy+r), h, w] = scale · Σ_c base_c · s_c        (l1 = 0)
+                                               = scale · Σ_c |base_c − s_c|      (l1 = 1)
+
+Coordinates are read through element strides (csn, csh, csw, csxy) so both layouts, (N, H, W, 2)
+and RAFT's (N, 2, H, W), need no copy.  A coordinate that is not finite or beyond ±2**40 makes the
+query *invalid*: every sample is 0 and it gets no coordinate gradient.
+
+Kernels (all arrays flat, offsets 64-bit, grid-stride loops):
+
+* `LOOKUP_FORWARD`: one thread per output element, a loop over channels.
+* `POOL_FEATURES`, `POOL_LEVEL`: the pyramid, level by level (mean of 2×2, floor).
+* `LOOKUP_GRAD_BASE`: one thread per base element; a gather over levels and offsets.
+* `LOOKUP_GRAD_COORDS_PARTIAL` (one thread per output element: Σ_c of the coordinate derivative)
+  then `LOOKUP_GRAD_COORDS_SUM` (one thread per query: the sum over levels and offsets in order).
+* The gradient of the sampled map is a scatter at data-dependent positions.  It is computed as a
+  deterministic gather after bucketing the queries by cell (x0, y0) with integer atomics only:
+  `BUCKET_CLEAR`, `BUCKET_COUNT` (integer atomic counts per cell), `BUCKET_SCAN` (block per image:
+  exclusive prefix sums, counts reset to 0), `BUCKET_PLACE` (integer atomic cursors: each query
+  lands in its cell's range, in arbitrary order), `BUCKET_SORT` (each cell's queries sorted by index:
+  the order is now fixed), then `LOOKUP_GRAD_MAP` / `LOOKUP_GRAD_MAP_POOLED`: one thread per element
+  of the level map, which visits the (L+1)² cells whose footprint can reach its pixel, their queries
+  in index order, and sums the at most 4 bilinear terms of each.  A level's gradient adds the pooling
+  adjoint of the coarser level's (``prev``, the coarsest level first), so level 0 ends as grad_fmap2.
+  The bucket data are int32 in float32 scratch (viewed, never read as floats).
+
+A cell (cy, cx) = (y0 + r + 1, x0 + r + 1) in [0, Hl + 2r] × [0, Wl + 2r]: the queries whose footprint
+(rows y0 − r … y0 + r + 1) intersects the level map; others touch no pixel and are not bucketed.
+
+Scalars ``half`` (0.5) and ``scale`` are in the compute type and every other constant is derived from
+them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 as float64).
+"""
+import numpy as np
+
+from gpuops._dtypes import STORAGE
+from gpuops._launch import Kernel, array_type, compute_type
+from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
+from gpuops.cuda._memory import load, store
+
+THREADS = 256
+SCAN_THREADS = 256
+#: coordinates beyond this magnitude (and NaN, ±Inf) make a query invalid: nothing to sample
+COORD_LIMIT = 2.0 ** 40
+
+_INLINE = {} if SIMULATOR else {"forceinline": True}
+
+
+def floor_same_type(v):
+    """floor(v) in v's own float type (math.floor gives an int64 in numba)."""
+    return np.floor(v)
+
+
+@overload(floor_same_type, target="cuda")
+def _floor_cuda(v):
+    if v == nt.float32:
+        return lambda v: libdevice.floorf(v)
+    return lambda v: libdevice.floor(v)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _thread_range():
+    start = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    return start, nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+
+
+@cuda.jit(device=True, **_INLINE)
+def level_offset(N, C, H2, W2, level):
+    """Start of pooled level ``level`` (>= 1) in the pyramid buffer."""
+    off = nt.int64(0)
+    for j in range(1, level):
+        off += N * C * (H2 >> j) * (W2 >> j)
+    return off
+
+
+@cuda.jit(device=True, **_INLINE)
+def position(coords, off, csxy, level, half):
+    """(valid, x0, y0, fx, fy) of the query whose x coordinate is at ``off``, on ``level``."""
+    x = load(coords, off)
+    y = load(coords, off + csxy)
+    for _ in range(level):
+        x = x * half
+        y = y * half
+    valid = abs(x) <= COORD_LIMIT and abs(y) <= COORD_LIMIT
+    if not valid:
+        x = half - half
+        y = x
+    xf = floor_same_type(x)
+    yf = floor_same_type(y)
+    return valid, nt.int64(xf), nt.int64(yf), x - xf, y - yf
+
+
+@cuda.jit(device=True, **_INLINE)
+def _pixel(src, off, Hl, Wl, y, x, zero):
+    if 0 <= y < Hl and 0 <= x < Wl:
+        return load(src, off + y * Wl + x)
+    return zero
+
+
+@cuda.jit(device=True, **_INLINE)
+def _corners(src, off, Hl, Wl, y, x, zero):
+    """The 4 corners (v00, v01, v10, v11) = rows y, y+1 × columns x, x+1 (0 outside)."""
+    return (_pixel(src, off, Hl, Wl, y, x, zero), _pixel(src, off, Hl, Wl, y, x + 1, zero),
+            _pixel(src, off, Hl, Wl, y + 1, x, zero), _pixel(src, off, Hl, Wl, y + 1, x + 1, zero))
+
+
+@cuda.jit(device=True, **_INLINE)
+def _bilinear(v00, v01, v10, v11, fx, fy, one):
+    return (one - fy) * ((one - fx) * v00 + fx * v01) + fy * ((one - fx) * v10 + fx * v11)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _sample(src, off, Hl, Wl, y, x, fx, fy, one, zero):
+    v00, v01, v10, v11 = _corners(src, off, Hl, Wl, y, x, zero)
+    return _bilinear(v00, v01, v10, v11, fx, fy, one)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _signed(v, d, zero):
+    """v · sign(d), sign(0) = 0, NaN for NaN d."""
+    if d > 0:
+        return v
+    if d < 0:
+        return -v
+    if d == 0:
+        return zero
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+
+def _lookup_forward(base, fmap2, pyr, coords, out, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy,
+                    l1, scale, half):
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    plane1 = H1 * W1
+    start, step = _thread_range()
+    for i in range(start, out.size, step):
+        w = i % W1
+        t = i // W1
+        h = t % H1
+        t = t // H1
+        ch = t % (levels * LL)
+        n = t // (levels * LL)
+        level = ch // LL
+        k = ch - level * LL
+        dx = k // L - radius
+        dy = k - (k // L) * L - radius
+        valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
+        Hl = H2 >> level
+        Wl = W2 >> level
+        moff = n * C * Hl * Wl
+        if level > 0:
+            moff += level_offset(N, C, H2, W2, level)
+        boff = n * C * plane1 + h * W1 + w
+        acc = zero
+        for c in range(C):
+            b = load(base, boff + c * plane1)
+            s = zero
+            if valid:
+                if level == 0:
+                    s = _sample(fmap2, moff + c * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx, fx, fy, one, zero)
+                else:
+                    s = _sample(pyr, moff + c * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx, fx, fy, one, zero)
+            if l1:
+                acc += abs(b - s)
+            else:
+                acc += b * s
+        store(out, i, acc * scale)
+
+
+def _zero_fill(out, half):
+    """out = 0 (gradients of empty sums)."""
+    zero = half - half
+    start, step = _thread_range()
+    for i in range(start, out.size, step):
+        store(out, i, zero)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pooled pyramid
+
+
+def _pool_features(src, pyr, NC, Hs, Ws, dst_off, half):
+    """pyr[dst_off + (p, y, x)] = mean of src[p, 2y:2y+2, 2x:2x+2] (level 1 from fmap2)."""
+    quarter = half * half
+    Hd = Hs >> 1
+    Wd = Ws >> 1
+    start, step = _thread_range()
+    for i in range(start, NC * Hd * Wd, step):
+        x = i % Wd
+        t = i // Wd
+        y = t % Hd
+        p = t // Hd
+        s = p * Hs * Ws + 2 * y * Ws + 2 * x
+        pyr[dst_off + i] = (load(src, s) + load(src, s + 1) + load(src, s + Ws) + load(src, s + Ws + 1)) * quarter
+
+
+def _pool_level(pyr, NC, Hs, Ws, src_off, dst_off, half):
+    """The next pooled level from the previous one, both inside the pyramid buffer."""
+    quarter = half * half
+    Hd = Hs >> 1
+    Wd = Ws >> 1
+    start, step = _thread_range()
+    for i in range(start, NC * Hd * Wd, step):
+        x = i % Wd
+        t = i // Wd
+        y = t % Hd
+        p = t // Hd
+        s = src_off + p * Hs * Ws + 2 * y * Ws + 2 * x
+        pyr[dst_off + i] = (pyr[s] + pyr[s + 1] + pyr[s + Ws] + pyr[s + Ws + 1]) * quarter
+
+
+# ---------------------------------------------------------------------------------------------
+# backward: base and coordinates
+
+
+def _lookup_grad_base(grad, base, fmap2, pyr, coords, grad_base, N, C, H1, W1, H2, W2, levels, radius,
+                      csn, csh, csw, csxy, l1, scale, half):
+    """grad_base[n, c, h, w] = scale · Σ_level Σ_k grad[n, level·L² + k, h, w] · (s_c or sign(base_c − s_c))."""
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    plane1 = H1 * W1
+    start, step = _thread_range()
+    for i in range(start, grad_base.size, step):
+        w = i % W1
+        t = i // W1
+        h = t % H1
+        t = t // H1
+        c = t % C
+        n = t // C
+        b = load(base, i)
+        acc = zero
+        for level in range(levels):
+            valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
+            Hl = H2 >> level
+            Wl = W2 >> level
+            moff = (n * C + c) * Hl * Wl
+            if level > 0:
+                moff += level_offset(N, C, H2, W2, level)
+            goff = (n * levels + level) * LL * plane1 + h * W1 + w
+            for k in range(LL):
+                dx = k // L - radius
+                dy = k - (k // L) * L - radius
+                g = load(grad, goff + k * plane1)
+                s = zero
+                if valid:
+                    if level == 0:
+                        s = _sample(fmap2, moff, Hl, Wl, y0 + dy, x0 + dx, fx, fy, one, zero)
+                    else:
+                        s = _sample(pyr, moff, Hl, Wl, y0 + dy, x0 + dx, fx, fy, one, zero)
+                if l1:
+                    acc += _signed(g, b - s, zero)
+                else:
+                    acc += g * s
+        store(grad_base, i, acc * scale)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _coord_terms(src, moff, Hl, Wl, y, x, fx, fy, b, G, l1, one, zero):
+    """(∂/∂x, ∂/∂y) of G·b·s (dot) or G·|b − s| (l1) for one channel's sample at corner (y, x)."""
+    v00, v01, v10, v11 = _corners(src, moff, Hl, Wl, y, x, zero)
+    if l1:
+        coef = -_signed(G, b - _bilinear(v00, v01, v10, v11, fx, fy, one), zero)
+    else:
+        coef = G * b
+    return (coef * ((one - fy) * (v01 - v00) + fy * (v11 - v10)),
+            coef * ((one - fx) * (v10 - v00) + fx * (v11 - v01)))
+
+
+def _lookup_grad_coords_partial(grad, base, fmap2, pyr, coords, work, part_off, N, C, H1, W1, H2, W2, levels,
+                                radius, csn, csh, csw, csxy, l1, scale, half):
+    """work[part_off + 2·i + (0, 1)] = the x and y coordinate gradient of output element i (Σ over c)."""
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    plane1 = H1 * W1
+    start, step = _thread_range()
+    for i in range(start, grad.size, step):
+        w = i % W1
+        t = i // W1
+        h = t % H1
+        t = t // H1
+        ch = t % (levels * LL)
+        n = t // (levels * LL)
+        level = ch // LL
+        k = ch - level * LL
+        dx = k // L - radius
+        dy = k - (k // L) * L - radius
+        valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
+        gx = zero
+        gy = zero
+        if valid:
+            Hl = H2 >> level
+            Wl = W2 >> level
+            moff = n * C * Hl * Wl
+            if level > 0:
+                moff += level_offset(N, C, H2, W2, level)
+            G = load(grad, i) * scale
+            boff = n * C * plane1 + h * W1 + w
+            for c in range(C):
+                b = load(base, boff + c * plane1)
+                if level == 0:
+                    tx, ty = _coord_terms(fmap2, moff + c * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx, fx, fy, b, G, l1,
+                                          one, zero)
+                else:
+                    tx, ty = _coord_terms(pyr, moff + c * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx, fx, fy, b, G, l1,
+                                          one, zero)
+                gx += tx
+                gy += ty
+            for _ in range(level):        # d(x / 2**level) / dx
+                gx = gx * half
+                gy = gy * half
+        work[part_off + 2 * i] = gx
+        work[part_off + 2 * i + 1] = gy
+
+
+def _lookup_grad_coords_sum(work, part_off, grad_coords, N, H1, W1, channels, csn, csh, csw, csxy, half):
+    """grad_coords[n, h, w] = Σ over the output channels, in order, of the partial gradients."""
+    zero = half - half
+    plane1 = H1 * W1
+    start, step = _thread_range()
+    for q in range(start, N * plane1, step):
+        n = q // plane1
+        p = q - n * plane1
+        h = p // W1
+        w = p - h * W1
+        gx = zero
+        gy = zero
+        for ch in range(channels):
+            e = part_off + 2 * ((n * channels + ch) * plane1 + p)
+            gx += work[e]
+            gy += work[e + 1]
+        off = n * csn + h * csh + w * csw
+        store(grad_coords, off, gx)
+        store(grad_coords, off + csxy, gy)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward: the sampled map, bucketed queries
+
+
+@cuda.jit(device=True, **_INLINE)
+def _cell(coords, n, q, W1, csn, csh, csw, csxy, level, radius, CH, CW, half):
+    """Cell index (cy·CW + cx) of query q of image n on ``level``, or -1 when it touches no pixel."""
+    h = q // W1
+    w = q - h * W1
+    valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
+    cy = y0 + radius + 1
+    cx = x0 + radius + 1
+    if valid and 0 <= cy < CH and 0 <= cx < CW:
+        return cy * CW + cx
+    return nt.int64(-1)
+
+
+def _bucket_clear(ints, start_at, count):
+    cells = ints.view(np.int32)
+    start, step = _thread_range()
+    for i in range(start, count, step):
+        cells[start_at + i] = 0
+
+
+def _bucket_count(coords, ints, counts_off, N, H1, W1, csn, csh, csw, csxy, level, radius, CH, CW, half):
+    counts = ints.view(np.int32)
+    Q = H1 * W1
+    start, step = _thread_range()
+    for i in range(start, N * Q, step):
+        n = i // Q
+        cell = _cell(coords, n, i - n * Q, W1, csn, csh, csw, csxy, level, radius, CH, CW, half)
+        if cell >= 0:
+            cuda.atomic.add(counts, counts_off + n * CH * CW + cell, 1)
+
+
+def _bucket_scan(ints, counts_off, starts_off, N, ncell):
+    """Per image (one block each): starts = exclusive prefix sums of counts; counts reset to 0."""
+    vals = ints.view(np.int32)
+    sums = cuda.shared.array(SCAN_THREADS, nt.int64)
+    tid = cuda.threadIdx.x
+    chunk = (ncell + SCAN_THREADS - 1) // SCAN_THREADS
+    lo = min(ncell, tid * chunk)
+    hi = min(ncell, lo + chunk)
+    for n in range(cuda.blockIdx.x, N, cuda.gridDim.x):
+        c_base = counts_off + n * ncell
+        total = nt.int64(0)
+        for j in range(lo, hi):
+            total += vals[c_base + j]
+        sums[tid] = total
+        cuda.syncthreads()
+        if tid == 0:
+            running = nt.int64(0)
+            for j in range(SCAN_THREADS):
+                value = sums[j]
+                sums[j] = running
+                running += value
+        cuda.syncthreads()
+        running = sums[tid]
+        s_base = starts_off + n * ncell
+        for j in range(lo, hi):
+            value = vals[c_base + j]
+            vals[s_base + j] = running
+            vals[c_base + j] = 0
+            running += value
+        cuda.syncthreads()
+
+
+def _bucket_place(coords, ints, counts_off, starts_off, items_off, N, H1, W1, csn, csh, csw, csxy, level, radius,
+                  CH, CW, half):
+    vals = ints.view(np.int32)
+    Q = H1 * W1
+    ncell = CH * CW
+    start, step = _thread_range()
+    for i in range(start, N * Q, step):
+        n = i // Q
+        q = i - n * Q
+        cell = _cell(coords, n, q, W1, csn, csh, csw, csxy, level, radius, CH, CW, half)
+        if cell >= 0:
+            slot = cuda.atomic.add(vals, counts_off + n * ncell + cell, 1)
+            vals[items_off + n * Q + vals[starts_off + n * ncell + cell] + slot] = q
+
+
+def _bucket_sort(ints, counts_off, starts_off, items_off, N, Q, ncell):
+    """Each cell's queries in index order (insertion sort; cells hold few queries)."""
+    vals = ints.view(np.int32)
+    start, step = _thread_range()
+    for i in range(start, N * ncell, step):
+        n = i // ncell
+        first = items_off + n * Q + vals[starts_off + i]
+        count = vals[counts_off + i]
+        for j in range(1, count):
+            item = vals[first + j]
+            k = j - 1
+            while k >= 0 and vals[first + k] > item:
+                vals[first + k + 1] = vals[first + k]
+                k -= 1
+            vals[first + k + 1] = item
+
+
+@cuda.jit(device=True, **_INLINE)
+def _grad_map_body(grad, base, coords, src, src_off, prev, prev_off, has_prev, ints, counts_off, starts_off,
+                   items_off, out, out_off, N, C, H1, W1, Hl, Wl, levels, level, radius, csn, csh, csw, csxy, l1,
+                   scale, half):
+    """out[out_off + (n, c, y, x)] = the gradient w.r.t. the level map at (y, x), plus the pooling adjoint
+    of ``prev`` (the coarser level's gradient, (Hl >> 1) × (Wl >> 1)) when ``has_prev``."""
+    vals = ints.view(np.int32)
+    one = half + half
+    zero = half - half
+    quarter = half * half
+    L = 2 * radius + 1
+    LL = L * L
+    Q = H1 * W1
+    CW = Wl + 2 * radius + 1
+    ncell = (Hl + 2 * radius + 1) * CW
+    Hp = Hl >> 1
+    Wp = Wl >> 1
+    start, step = _thread_range()
+    for i in range(start, N * C * Hl * Wl, step):
+        x = i % Wl
+        t = i // Wl
+        y = t % Hl
+        t = t // Hl
+        c = t % C
+        n = t // C
+        acc = zero
+        for cy in range(y, y + 2 * radius + 2):
+            for cx in range(x, x + 2 * radius + 2):
+                cell = n * ncell + cy * CW + cx
+                first = items_off + n * Q + vals[starts_off + cell]
+                for j in range(first, first + vals[counts_off + cell]):
+                    q = nt.int64(vals[j])
+                    qh = q // W1
+                    qw = q - qh * W1
+                    valid, x0, y0, fx, fy = position(coords, n * csn + qh * csh + qw * csw, csxy, level, half)
+                    b = load(base, (n * C + c) * Q + q)
+                    for a in range(2):                 # the pixel as corner row a of offset dy
+                        dy = y - y0 - a
+                        if -radius <= dy <= radius:
+                            wy = fy if a else one - fy
+                            for e in range(2):         # and as corner column e of offset dx
+                                dx = x - x0 - e
+                                if -radius <= dx <= radius:
+                                    wx = fx if e else one - fx
+                                    G = load(grad, ((n * levels + level) * LL + (dx + radius) * L + dy + radius) * Q
+                                             + q)
+                                    if l1:
+                                        s = _sample(src, src_off + (n * C + c) * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx,
+                                                    fx, fy, one, zero)
+                                        coef = -_signed(G, b - s, zero)
+                                    else:
+                                        coef = G * b
+                                    acc += coef * (wy * wx)
+        acc = acc * scale
+        if has_prev and y < 2 * Hp and x < 2 * Wp:
+            acc += prev[prev_off + ((n * C + c) * Hp + (y >> 1)) * Wp + (x >> 1)] * quarter
+        store(out, out_off + i, acc)
+
+
+def _lookup_grad_map(grad, base, coords, fmap2, work, prev_off, has_prev, ints, counts_off, starts_off, items_off,
+                     grad_map, N, C, H1, W1, Hl, Wl, levels, level, radius, csn, csh, csw, csxy, l1, scale, half):
+    """Level 0: reads fmap2 (L1 samples), writes grad_map in the storage dtype."""
+    _grad_map_body(grad, base, coords, fmap2, 0, work, prev_off, has_prev, ints, counts_off, starts_off, items_off,
+                   grad_map, 0, N, C, H1, W1, Hl, Wl, levels, level, radius, csn, csh, csw, csxy, l1, scale, half)
+
+
+def _lookup_grad_map_pooled(grad, base, coords, pyr_work, src_off, prev_off, has_prev, ints, counts_off, starts_off,
+                            items_off, out_off, N, C, H1, W1, Hl, Wl, levels, level, radius, csn, csh, csw, csxy, l1,
+                            scale, half):
+    """Levels > 0: reads the pyramid, writes the level's gradient into the compute-dtype work buffer."""
+    _grad_map_body(grad, base, coords, pyr_work, src_off, pyr_work, prev_off, has_prev, ints, counts_off, starts_off,
+                   items_off, pyr_work, out_off, N, C, H1, W1, Hl, Wl, levels, level, radius, csn, csh, csw, csxy,
+                   l1, scale, half)
+
+
+# ---------------------------------------------------------------------------------------------
+# signatures: storage arrays (a), compute-dtype work arrays (w), int32-in-float32 bucket arrays (b)
+
+_I = nt.int64
+
+
+def _a(d):
+    return array_type(d, 1)
+
+
+def _w(d):
+    return array_type(STORAGE[d][2], 1)
+
+
+def _b(d):
+    return array_type("float32", 1)
+
+
+def _f(d):
+    return compute_type(d)
+
+
+LOOKUP_FORWARD = Kernel(_lookup_forward, lambda d: (_a(d), _a(d), _w(d), _a(d), _a(d)) + (_I,) * 13
+                        + (_f(d), _f(d)))
+ZERO_FILL = Kernel(_zero_fill, lambda d: (_a(d), _f(d)))
+POOL_FEATURES = Kernel(_pool_features, lambda d: (_a(d), _w(d)) + (_I,) * 4 + (_f(d),))
+POOL_LEVEL = Kernel(_pool_level, lambda d: (_w(d),) + (_I,) * 5 + (_f(d),))
+LOOKUP_GRAD_BASE = Kernel(_lookup_grad_base, lambda d: (_a(d), _a(d), _a(d), _w(d), _a(d), _a(d)) + (_I,) * 13
+                          + (_f(d), _f(d)))
+LOOKUP_GRAD_COORDS_PARTIAL = Kernel(_lookup_grad_coords_partial,
+                                    lambda d: (_a(d), _a(d), _a(d), _w(d), _a(d), _w(d)) + (_I,) * 14
+                                    + (_f(d), _f(d)))
+LOOKUP_GRAD_COORDS_SUM = Kernel(_lookup_grad_coords_sum, lambda d: (_w(d), _I, _a(d)) + (_I,) * 8 + (_f(d),))
+BUCKET_CLEAR = Kernel(_bucket_clear, lambda d: (_b(d), _I, _I))
+BUCKET_COUNT = Kernel(_bucket_count, lambda d: (_a(d), _b(d)) + (_I,) * 12 + (_f(d),))
+BUCKET_SCAN = Kernel(_bucket_scan, lambda d: (_b(d),) + (_I,) * 4)
+BUCKET_PLACE = Kernel(_bucket_place, lambda d: (_a(d), _b(d)) + (_I,) * 14 + (_f(d),))
+BUCKET_SORT = Kernel(_bucket_sort, lambda d: (_b(d),) + (_I,) * 6)
+LOOKUP_GRAD_MAP = Kernel(_lookup_grad_map, lambda d: (_a(d), _a(d), _a(d), _a(d), _w(d), _I, _I, _b(d), _I, _I, _I,
+                                                       _a(d)) + (_I,) * 14 + (_f(d), _f(d)))
+LOOKUP_GRAD_MAP_POOLED = Kernel(_lookup_grad_map_pooled,
+                                lambda d: (_a(d), _a(d), _a(d), _w(d), _I, _I, _I, _b(d), _I, _I, _I, _I)
+                                + (_I,) * 14 + (_f(d), _f(d)))
