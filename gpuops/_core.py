@@ -674,14 +674,14 @@ _FAMILIES: dict = {}
 _CUDA_KERNELS: dict = {}
 
 
-def family_modules(family: str):
-    """(cuda module, cpu module) of a family, imported on first use (this imports numba)."""
-    mods = _FAMILIES.get(family)
-    if mods is None:
+def family_module(side: str, family: str):
+    """``gpuops.<side>.<family>`` (side "cuda" or "cpu"), imported on first use: the CPU path never
+    imports the kernel modules (nor numba.cuda)."""
+    mod = _FAMILIES.get((side, family))
+    if mod is None:
         import importlib
-        mods = _FAMILIES[family] = (importlib.import_module(f"gpuops.cuda.{family}"),
-                                    importlib.import_module(f"gpuops.cpu.{family}"))
-    return mods
+        mod = _FAMILIES[(side, family)] = importlib.import_module(f"gpuops.{side}.{family}")
+    return mod
 
 
 def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, shmem=0):
@@ -714,7 +714,7 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
         compiled.launch(like.dtype, grid() if callable(grid) else grid, block, handle, like.device,
                         *[kernel_arg(a.arr, a.shape) if isinstance(a, In) else a for a in args], shmem=shmem)
         return
-    cpu_mod = family_modules(family)[1]
+    cpu_mod = family_module("cpu", family)
     compute = np.dtype(CPU_COMPUTE[like.dtype]).type
     arrays_in = [a.arr for a in args if isinstance(a, In) and not isinstance(a, Out)]
     arrays_out = [a.arr for a in args if isinstance(a, Out)]
@@ -734,7 +734,7 @@ def run(family: str, kernel: str, args, *, like: Arr, grid, block, stream=None, 
 
 
 def _cuda_kernel(family, kernel):
-    compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_modules(family)[0], kernel.upper())
+    compiled = _CUDA_KERNELS[(family, kernel)] = getattr(family_module("cuda", family), kernel.upper())
     return compiled
 
 

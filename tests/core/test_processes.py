@@ -227,8 +227,6 @@ def test_toolchain_imports_numba_cuda_lazily(child):
     child("toolchain")
 
 
-@pytest.mark.xfail(strict=True, reason="gpuops/_core.py family_modules() imports gpuops.cuda.<family> (and so "
-                   "numba.cuda) for a CPU call too; remove this mark once it imports the CPU module alone")
 def test_cpu_path_does_not_import_numba_cuda(child):
     """Issue #14.3: a CPU-only call of every op imports no numba.cuda, which it does not use."""
     child("no-cuda")
