@@ -69,13 +69,18 @@ class OpSpec:
 
     name:       the public name (``gpuops.<name>``, ``gpuops.torch.<name>``, ``gpuops.jax.<name>``,
                 ``torch.ops.gpuops.<name>``).
-    forward:    the core function ``forward(*arrays, *, **params, out=None, stream=None)``.
+    forward:    the core function ``forward(*arrays, *, **params, out=None, stream=None)``; with
+                ``multi_output`` it returns a tuple of arrays (and takes a tuple ``out``).
     backward:   the core gradient ``backward(grad_out, *arrays, **params, out=, stream=)``: one gradient
                 array for a one-array op, else a tuple with one entry per declared array (None for an
-                absent optional array); ``out`` likewise.  None when ``adjoint`` says it instead.
-    arrays:     names of the array arguments, in order; a trailing ``?`` marks an optional one (None).
+                absent optional array, a tuple for a sequence argument); ``out`` likewise; ``grad_out``
+                is a tuple with ``multi_output``.  None when ``adjoint`` says it instead.
+    arrays:     names of the array arguments, in order; a trailing ``?`` marks an optional one (None), a
+                trailing ``*`` a sequence of arrays (one argument: a tuple or list, e.g. a pyramid).
+    multi_output: the op returns a tuple of arrays (its count may depend on the parameters).
     params:     the static parameters.
-    shapes:     ``shapes(*arrays, **params) -> output shape``: validates every argument with the core's
+    shapes:     ``shapes(*arrays, **params) -> output shape`` (a list of shapes with ``multi_output``;
+                a sequence argument arrives as a tuple): validates every argument with the core's
                 messages and needs nothing but ``.shape``/``.dtype``: it receives `gpuops._core.Arr`
                 objects, real ones from the core and shape-only ones (`gpuops._core.meta`) from torch
                 fakes and JAX tracing, so all three raise the same errors.
@@ -107,10 +112,16 @@ class OpSpec:
     reference: Callable | None = None
     reference_backward: Callable | None = None
     check_params: Callable | None = None
+    multi_output: bool = False
 
     @functools.cached_property
     def array_names(self) -> tuple:
-        return tuple(a.rstrip("?") for a in self.arrays)
+        return tuple(a.rstrip("?*") for a in self.arrays)
+
+    @functools.cached_property
+    def sequence(self) -> tuple:
+        """Per array argument: True for a sequence of arrays."""
+        return tuple(a.endswith("*") for a in self.arrays)
 
     @functools.cached_property
     def optional(self) -> tuple:
@@ -180,13 +191,16 @@ class OpSpec:
             self.check_params(**params)
         return params
 
-    def output_shape(self, arrays, params) -> tuple:
-        """`shapes` of validated arguments, refusing outputs no allocator could hold."""
-        shape = tuple(int(s) for s in self.shapes(*arrays, **params))
-        if math.prod(shape) > MAX_OUTPUT_ELEMENTS:
-            raise ValueError(f"{self.name}: the output would have shape {list(shape)}, "
-                             f"{math.prod(shape):.3g} elements; check the parameters")
-        return shape
+    def output_shape(self, arrays, params):
+        """`shapes` of validated arguments (a list of shapes with ``multi_output``), refusing outputs no
+        allocator could hold."""
+        result = self.shapes(*arrays, **params)
+        shapes = [tuple(int(s) for s in shape) for shape in (result if self.multi_output else (result,))]
+        for shape in shapes:
+            if math.prod(shape) > MAX_OUTPUT_ELEMENTS:
+                raise ValueError(f"{self.name}: the output would have shape {list(shape)}, "
+                                 f"{math.prod(shape):.3g} elements; check the parameters")
+        return shapes if self.multi_output else shapes[0]
 
 
 def guards_out(fn):
@@ -231,6 +245,9 @@ def declare(spec: OpSpec) -> OpSpec:
         raise ValueError(f"op {spec.name!r} needs exactly one of backward and adjoint")
     if spec.vmap not in ("elementwise", "fold", "sequential"):
         raise ValueError(f"op {spec.name!r}: vmap must be 'elementwise', 'fold' or 'sequential'")
+    if (spec.multi_output or any(spec.sequence)) and (spec.vmap != "sequential" or spec.adjoint is not None):
+        raise ValueError(f"op {spec.name!r}: sequence arguments and several outputs need vmap='sequential' and "
+                         f"a backward")
     REGISTRY[spec.name] = spec
     return spec
 

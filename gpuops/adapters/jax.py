@@ -108,29 +108,35 @@ def _like(x, shape=None):
 
 def _custom_vjp(spec, ranks):
     """The custom_vjp function ``f(params, *arrays)`` of ``spec`` (``params``: a hashable tuple of
-    (name, value) pairs, already checked).  ``ranks`` (one per array, then the output) folds vmapped
-    axes into every array's leading axis for ops declared ``vmap="fold"``."""
+    (name, value) pairs, already checked; a sequence argument is a tuple of arrays).  ``ranks`` (one per
+    array, then the output) folds vmapped axes into every array's leading axis for ops declared
+    ``vmap="fold"``.  The callbacks see flat buffer lists: sequence arguments and several outputs are
+    flattened around them and regrouped inside."""
+    multi = spec.multi_output
 
     def fold(buffer, i):
         return buffer if spec.vmap != "fold" else _folded(buffer, ranks[i])
 
     @functools.lru_cache(maxsize=None)
-    def forward_callback(params):
+    def forward_callback(params, lengths):
         kwargs = dict(params)
 
-        def body(stream, out, *arrays):
-            spec.forward(*(fold(a, i) for i, a in enumerate(arrays)), out=fold(out, -1), stream=stream, **kwargs)
+        def body(stream, out, *buffers):
+            arrays = [fold(a, i) for i, a in enumerate(_regroup(buffers, lengths))]
+            spec.forward(*arrays, out=tuple(out) if multi else fold(out, -1), stream=stream, **kwargs)
         return _replaying(body)
 
     @functools.lru_cache(maxsize=None)
-    def backward_callback(params):
+    def backward_callback(params, lengths, n_grads):
         kwargs = dict(params)
         declared = len(spec.arrays)
 
-        def body(stream, outs, grad, *arrays):
-            outs = tuple(fold(o, i) for i, o in enumerate(outs)) + (None,) * (declared - len(arrays))
-            spec.backward(fold(grad, -1), *(fold(a, i) for i, a in enumerate(arrays)),
-                          out=outs if declared > 1 else outs[0], stream=stream, **kwargs)
+        def body(stream, outs, *buffers):
+            grads, arrays = buffers[:n_grads], buffers[n_grads:]
+            arrays = [fold(a, i) for i, a in enumerate(_regroup(arrays, lengths))]
+            outs = [fold(o, i) for i, o in enumerate(_regroup(outs, lengths))] + [None] * (declared - len(lengths))
+            spec.backward(tuple(grads) if multi else fold(grads[0], -1), *arrays,
+                          out=tuple(outs) if declared > 1 else outs[0], stream=stream, **kwargs)
         return _replaying(body)
 
     vmap_method = "sequential" if spec.vmap == "sequential" else "broadcast_all"
@@ -138,7 +144,9 @@ def _custom_vjp(spec, ranks):
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
     def op(params, *arrays):
         shape = spec.output_shape(_metas(spec, arrays), dict(params))
-        return _call(forward_callback(params), _like(arrays[0], shape), *arrays, vmap_method=vmap_method)
+        flat, lengths = _flatten(arrays)
+        result = tuple(_like(flat[0], s) for s in shape) if multi else _like(flat[0], shape)
+        return _call(forward_callback(params, lengths), result, *flat, vmap_method=vmap_method)
 
     def op_fwd(params, *arrays):
         return op(params, *arrays), arrays
@@ -147,21 +155,67 @@ def _custom_vjp(spec, ranks):
         if spec.adjoint is not None:
             other, params_of = spec.adjoint
             return (_FUNCTIONS[other](grad, **params_of(arrays, dict(params))),)
-        return _call(backward_callback(params), tuple(_like(a) for a in arrays), grad, *arrays,
-                     vmap_method=vmap_method)
+        grads = tuple(grad) if multi else (grad,)
+        flat, lengths = _flatten(arrays)
+        out = _call(backward_callback(params, lengths, len(grads)), tuple(_like(a) for a in flat), *grads, *flat,
+                    vmap_method=vmap_method)
+        return tuple(tuple(g) if isinstance(g, list) else g for g in _regroup(out, lengths))
 
     op.defvjp(op_fwd, op_bwd)
     return op
 
 
+def _flatten(arrays):
+    """The buffers of ``arrays`` in order, and per argument its length (None for a single array)."""
+    flat, lengths = [], []
+    for a in arrays:
+        if isinstance(a, (tuple, list)):
+            flat.extend(a)
+            lengths.append(len(a))
+        else:
+            flat.append(a)
+            lengths.append(None)
+    return flat, tuple(lengths)
+
+
+def _regroup(buffers, lengths):
+    """`_flatten`'s inverse: a list with one buffer, or a list of buffers, per argument."""
+    grouped, i = [], 0
+    for length in lengths:
+        if length is None:
+            grouped.append(buffers[i])
+            i += 1
+        else:
+            grouped.append(list(buffers[i:i + length]))
+            i += length
+    return grouped
+
+
+def _meta(name, a):
+    return _core.meta(name, a.shape, jax.numpy.dtype(a.dtype))
+
+
 def _metas(spec, arrays):
-    return [_core.meta(name, a.shape, jax.numpy.dtype(a.dtype)) for name, a in zip(spec.array_names, arrays)]
+    return [tuple(_meta(f"{name}[{i}]", e) for i, e in enumerate(a)) if seq else _meta(name, a)
+            for name, seq, a in zip(spec.array_names, spec.sequence, arrays)]
 
 
 def _as_array(name, value):
     if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "shape") and hasattr(value, "dtype"):
         return value if isinstance(value, jax.Array) or hasattr(value, "aval") else jax.numpy.asarray(value)
     raise TypeError(f"{name} must be an array (a JAX or numpy array), got {type(value).__name__}")
+
+
+def _as_arrays(spec, arrays):
+    converted = []
+    for name, seq, a in zip(spec.array_names, spec.sequence, arrays):
+        if seq:
+            if not isinstance(a, (tuple, list)):
+                raise TypeError(f"{name} must be a sequence of arrays, got {type(a).__name__}")
+            converted.append(tuple(_as_array(f"{name}[{i}]", e) for i, e in enumerate(a)))
+        else:
+            converted.append(_as_array(name, a))
+    return tuple(converted)
 
 
 def _function(spec):
@@ -171,9 +225,9 @@ def _function(spec):
 
     def call(*args, **kwargs):
         arrays, params = spec.bind(args, kwargs)
-        arrays = tuple(_as_array(name, a) for name, a in zip(spec.array_names, arrays))
+        arrays = _as_arrays(spec, arrays)
         shape = spec.output_shape(_metas(spec, arrays), params)          # the core's checks, at trace time
-        ranks = tuple(a.ndim for a in arrays) + (len(shape),)
+        ranks = None if spec.vmap != "fold" else tuple(a.ndim for a in arrays) + (len(shape),)
         op = ops.get(ranks)
         if op is None:
             op = ops[ranks] = _custom_vjp(spec, ranks)
@@ -185,8 +239,18 @@ def _function(spec):
     return call
 
 
-_FUNCTIONS = {name: _function(spec) for name, spec in _ops.ops().items()}
-globals().update(_FUNCTIONS)
+_FUNCTIONS: dict = {}
+
+
+def register(spec):
+    """Make a declared op (`gpuops._ops.OpSpec`) a JAX function and return it (``gpuops.jax.<name>``): done
+    at import for every op of gpuops; ops declared later (outside gpuops) register themselves through it."""
+    _FUNCTIONS[spec.name] = globals()[spec.name] = _function(spec)
+    return _FUNCTIONS[spec.name]
+
+
+for _spec in _ops.ops().values():
+    register(_spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,4 +273,4 @@ def _as_pairs(z):
     return jax.numpy.stack([jax.numpy.real(z), jax.numpy.imag(z)], axis=-1)
 
 
-__all__ = [*_FUNCTIONS]
+__all__ = [*_FUNCTIONS, "register"]

@@ -36,17 +36,29 @@ def _direct(arrays) -> bool:
         return False
     grad = _grad_enabled()
     for t in arrays:
-        if t is not None and (type(t) not in _PLAIN or grad and t.requires_grad):
+        if t is None:
+            continue
+        if type(t) in (list, tuple):            # a sequence argument
+            if not _direct(t):
+                return False
+        elif type(t) not in _PLAIN or grad and t.requires_grad:
             return False
     return True
 
 
+def _meta(name, t):
+    return _core.meta(name, t.shape, t.dtype)
+
+
 def _metas(spec, tensors):
-    return [None if t is None else _core.meta(name, t.shape, t.dtype) for name, t in zip(spec.array_names, tensors)]
+    """Shape-only `gpuops._core.Arr` of each array argument (a tuple of them for a sequence argument)."""
+    return [None if t is None else tuple(_meta(f"{name}[{i}]", e) for i, e in enumerate(t)) if seq else _meta(name, t)
+            for name, seq, t in zip(spec.array_names, spec.sequence, tensors)]
 
 
 def _schema_args(spec) -> str:
-    arrays = [f"Tensor{'?' if optional else ''} {name}" for name, optional in zip(spec.array_names, spec.optional)]
+    arrays = [f"Tensor{'[]' if seq else '?' if optional else ''} {name}"
+              for name, optional, seq in zip(spec.array_names, spec.optional, spec.sequence)]
     return ", ".join(arrays + [f"{p.torch_type} {p.name}" for p in spec.params])
 
 
@@ -63,6 +75,16 @@ def _no_context(ctx, inputs, output):
     pass
 
 
+def _any_tensor(arrays):
+    for a in arrays:
+        if isinstance(a, (list, tuple)):
+            if a:
+                return a[0]
+        elif a is not None:
+            return a
+    raise ValueError("an op needs at least one array argument")
+
+
 class _Op:
     """The registered operators of one declaration."""
 
@@ -71,31 +93,45 @@ class _Op:
         self.n_arrays, self.param_names = n, tuple(p.name for p in spec.params)
 
         def impl(*args):
-            return spec.forward(*args[:n], **dict(zip(self.param_names, args[n:])))
+            out = spec.forward(*args[:n], **dict(zip(self.param_names, args[n:])))
+            return list(out) if spec.multi_output else out
 
         def fake(*args):
             shape = spec.output_shape(_metas(spec, args[:n]), dict(zip(self.param_names, args[n:])))
-            return args[0].new_empty(shape)
+            like = _any_tensor(args[:n])
+            return [like.new_empty(s) for s in shape] if spec.multi_output else like.new_empty(shape)
 
-        self.forward = _define(f"{spec.name}({_schema_args(spec)}) -> Tensor", impl, fake)
+        returns = "Tensor[]" if spec.multi_output else "Tensor"
+        self.forward = _define(f"{spec.name}({_schema_args(spec)}) -> {returns}", impl, fake)
         self.backward = None if spec.backward is None else self._define_backward()
         torch.library.register_autograd(f"gpuops::{spec.name}", self._grad, setup_context=self._setup, lib=_LIB)
 
     def _define_backward(self):
         spec, n, name = self.spec, self.n_arrays, f"{self.spec.name}_backward"
 
-        def impl(grad_out, *args):
-            grads = spec.backward(grad_out, *args[:n], **dict(zip(self.param_names, args[n:])))
-            grads = grads if n > 1 else (grads,)
+        def placeholder(like):
             # an absent optional array has no gradient; the schema returns an empty tensor in its place
-            return tuple(grad_out.new_empty((0,)) if g is None else g for g in grads) if n > 1 else grads[0]
+            return like.new_empty((0,))
 
-        def fake(grad_out, *args):
-            grads = tuple(grad_out.new_empty((0,)) if a is None else a.new_empty(a.shape) for a in args[:n])
+        def impl(grad_out, *args):
+            grads = spec.backward(tuple(grad_out) if spec.multi_output else grad_out, *args[:n],
+                                  **dict(zip(self.param_names, args[n:])))
+            grads = grads if n > 1 else (grads,)
+            like = _any_tensor(args[:n])
+            grads = tuple(list(g) if seq else placeholder(like) if g is None else g
+                          for g, seq in zip(grads, spec.sequence))
             return grads if n > 1 else grads[0]
 
-        returns = "Tensor" if n == 1 else "(" + ", ".join(["Tensor"] * n) + ")"
-        op = _define(f"{name}(Tensor grad_out, {_schema_args(spec)}) -> {returns}", impl, fake)
+        def fake(grad_out, *args):
+            like = _any_tensor(args[:n])
+            grads = tuple([e.new_empty(e.shape) for e in a] if seq else placeholder(like) if a is None
+                          else a.new_empty(a.shape) for a, seq in zip(args[:n], spec.sequence))
+            return grads if n > 1 else grads[0]
+
+        kinds = ["Tensor[]" if seq else "Tensor" for seq in spec.sequence]
+        returns = kinds[0] if n == 1 else "(" + ", ".join(kinds) + ")"
+        grad_type = "Tensor[]" if spec.multi_output else "Tensor"
+        op = _define(f"{name}({grad_type} grad_out, {_schema_args(spec)}) -> {returns}", impl, fake)
 
         def no_double_backward(ctx, *grads):
             raise RuntimeError(f"gpuops.torch.{spec.name}: double backward (the gradient of its gradient, e.g. "
@@ -111,27 +147,42 @@ class _Op:
         arrays = inputs[:n]
         ctx.params = inputs[n:]
         ctx.absent = tuple(a is None for a in arrays)
-        if self.backward is not None:
-            ctx.save_for_backward(*arrays)
-        else:
+        if self.spec.multi_output:
+            ctx.outputs = [(o.shape, o.dtype, o.device) for o in output]
+        if self.backward is None:
             ctx.metas = _metas(self.spec, arrays)
+            return
+        # save_for_backward takes tensors, not lists: sequence arguments are saved flat with their lengths
+        ctx.lengths = [len(a) if seq else None for a, seq in zip(arrays, self.spec.sequence)]
+        ctx.save_for_backward(*(t for a, seq in zip(arrays, self.spec.sequence) for t in (a if seq else (a,))))
+
+    def _saved_arrays(self, ctx):
+        saved, arrays = iter(ctx.saved_tensors), []
+        for length in ctx.lengths:
+            arrays.append(next(saved) if length is None else [next(saved) for _ in range(length)])
+        return arrays
 
     def _grad(self, ctx, grad):
         spec, n = self.spec, self.n_arrays
+        if spec.multi_output:       # outputs that did not reach the loss get no gradient: zeros
+            grad = [torch.zeros(shape, dtype=dtype, device=device) if g is None else g
+                    for g, (shape, dtype, device) in zip(grad, ctx.outputs)]
         if self.backward is None:
             other, params_of = spec.adjoint
             adjoint = _OPS[other]
             params = params_of(ctx.metas, dict(zip(self.param_names, ctx.params)))
             grads = (adjoint.forward(grad, *(params[name] for name in adjoint.param_names)),)
         else:
-            grads = self.backward(grad, *ctx.saved_tensors, *ctx.params)
+            grads = self.backward(grad, *self._saved_arrays(ctx), *ctx.params)
             grads = grads if n > 1 else (grads,)
         return (*(None if absent else g for g, absent in zip(grads, ctx.absent)), *(None,) * len(ctx.params))
 
     def __call__(self, arrays, params):
         """The registered op on bound arguments (`gpuops._ops.OpSpec.bind`)."""
-        arrays = tuple(arrays) + (None,) * (self.n_arrays - len(arrays))
-        return self.forward(*arrays, *(params[name] for name in self.param_names))
+        arrays = tuple(list(a) if seq else a for a, seq in zip(arrays, self.spec.sequence))
+        arrays += (None,) * (self.n_arrays - len(arrays))
+        out = self.forward(*arrays, *(params[name] for name in self.param_names))
+        return tuple(out) if self.spec.multi_output else out
 
 
 def _function(spec, op: _Op):
@@ -153,20 +204,35 @@ def _function(spec, op: _Op):
 def _backward_function(spec, op: _Op):
     def call(grad_out, *args, **kwargs):
         arrays, params = spec.bind(args, kwargs)
-        arrays = tuple(arrays) + (None,) * (op.n_arrays - len(arrays))
-        return op.backward(grad_out, *arrays, *(params[name] for name in op.param_names))
+        arrays = tuple(list(a) if seq else a for a, seq in zip(arrays, spec.sequence))
+        arrays += (None,) * (op.n_arrays - len(arrays))
+        grads = op.backward(list(grad_out) if spec.multi_output else grad_out, *arrays,
+                            *(params[name] for name in op.param_names))
+        if op.n_arrays == 1:
+            return tuple(grads) if spec.sequence[0] else grads
+        return tuple(tuple(g) if seq else None if a is None else g for g, a, seq in zip(grads, arrays, spec.sequence))
 
     call.__name__ = call.__qualname__ = f"{spec.name}_backward"
     call.__doc__ = f"`gpuops.{spec.name}_backward` as a PyTorch op.\n\n" + (spec.backward.__doc__ or "")
     return call
 
 
-_OPS = {name: _Op(spec) for name, spec in _ops.ops().items()}
-_FUNCTIONS = {}
-for _name, _op in _OPS.items():
-    _FUNCTIONS[_name] = globals()[_name] = _function(_op.spec, _op)
-    if _op.backward is not None:
-        _FUNCTIONS[f"{_name}_backward"] = globals()[f"{_name}_backward"] = _backward_function(_op.spec, _op)
+_OPS: dict = {}
+_FUNCTIONS: dict = {}
+
+
+def register(spec):
+    """Register a declared op (`gpuops._ops.OpSpec`) with torch and return ``gpuops.torch.<name>``: done at
+    import for every op of gpuops; ops declared later (outside gpuops) register themselves through it."""
+    op = _OPS[spec.name] = _Op(spec)
+    _FUNCTIONS[spec.name] = globals()[spec.name] = _function(spec, op)
+    if op.backward is not None:
+        _FUNCTIONS[f"{spec.name}_backward"] = globals()[f"{spec.name}_backward"] = _backward_function(spec, op)
+    return _FUNCTIONS[spec.name]
+
+
+for _spec in _ops.ops().values():
+    register(_spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,4 +329,4 @@ class Conv2dDepthwise(nn.Module):
                 f"dilation={self.dilation}, bias={self.bias is not None}, depth_multiplier={self.depth_multiplier}")
 
 
-__all__ = [*_FUNCTIONS, "GSmeLU", "NCReLU", "SpatialCorrelationSampler", "Correlation", "Conv2dDepthwise"]
+__all__ = [*_FUNCTIONS, "register", "GSmeLU", "NCReLU", "SpatialCorrelationSampler", "Correlation", "Conv2dDepthwise"]
