@@ -1,9 +1,14 @@
-"""Drop-in for johannesschaeufele/pytorch-cuda-ops (``op.gsmelu``): ``gsmelu`` and ``GSmeLU``.
+"""Drop-in for johannesschaeufele/pytorch-cuda-ops (``op.gsmelu``, ``op.involution``): ``gsmelu``, ``GSmeLU``
+and ``involution``.
 
-Same positional signature and values as the original; unlike it, this also runs on CPU, takes
-non-contiguous tensors, computes 16-bit inputs in float32 and never recompiles per parameter value.
+Same positional signatures and values as the originals; unlike them, these also run on CPU, take
+non-contiguous tensors (gradients included), compute 16-bit inputs in float32, never recompile per
+parameter value, and raise `ValueError` where the original would read out of bounds.
 """
+import numbers
+
 import torch
+import torch.nn.functional as F
 
 from gpuops.adapters import torch as _ops
 
@@ -25,3 +30,48 @@ class GSmeLU(torch.nn.Module):
 
     def forward(self, input):
         return gsmelu(input, self.slope, self.negative_slope, self.alpha, self.beta, self.delta_t)
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def involution(input: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride_x: int, stride_y: int,
+               channels: int, groups: int = 1) -> torch.Tensor:
+    """The original ``involution(input, weight, kernel_size, stride_x, stride_y, channels, groups=1)``.
+
+    input (N, C, H, W), C = ``channels``, **already padded** by the caller (no padding here); weight
+    (N, E·K², Ho, Wo) with E = ceil(C / groups): ``groups`` is the number of consecutive channels sharing one
+    kernel (it need not divide C; the last set serves fewer channels).  (Ho, Wo) come from the weight::
+
+        out[n, c, h, w] = Σ_{i,j<K} weight[n, (c // groups)·K² + i·K + j, h, w] · input[n, c, stride_y·h + i, stride_x·w + j]
+
+    Computed by `gpuops.torch.involution` (the official 6-D convention, the same memory) on the rows and
+    columns the windows read, with zero channels appended when ``groups`` does not divide C.
+    """
+    K = _positive("kernel_size", kernel_size)
+    sx, sy = _positive("stride_x", stride_x), _positive("stride_y", stride_y)
+    C, per_kernel = _positive("channels", channels), _positive("groups", groups)
+    if per_kernel > C:
+        raise ValueError(f"groups (channels per kernel) must be <= channels = {C}, got {per_kernel}")
+    if input.dim() != 4 or input.shape[1] != C:
+        raise ValueError(f"input must be (N, channels = {C}, H, W), got shape {list(input.shape)}")
+    E = -(-C // per_kernel)
+    N, _, H, W = input.shape
+    if weight.dim() != 4 or weight.shape[0] != N or weight.shape[1] != E * K * K:
+        raise ValueError(f"weight must be (N = {N}, ceil(channels / groups)·kernel_size² = {E * K * K}, Ho, Wo), "
+                         f"got shape {list(weight.shape)}")
+    Ho, Wo = weight.shape[2:]
+    rows, cols = sy * (Ho - 1) + K, sx * (Wo - 1) + K
+    if Ho < 1 or Wo < 1 or rows > H or cols > W:
+        raise ValueError(f"weight's output grid {Ho}×{Wo} with kernel_size {K} and strides (y {sy}, x {sx}) reads "
+                         f"{rows}×{cols} input pixels, but input (pre-padded) is {H}×{W}")
+    x = input[:, :, :rows, :cols]          # exactly the pixels the windows read: the op's output size is (Ho, Wo)
+    if C % per_kernel:
+        x = F.pad(x, (0, 0, 0, 0, 0, E * per_kernel - C))    # zero channels complete the last kernel's set
+    out = _ops.involution(x, weight.reshape(N, E, K, K, Ho, Wo), stride=(sy, sx))
+    return out[:, :C] if C % per_kernel else out
