@@ -533,7 +533,8 @@ def _abi_problems(ctx, fields=None) -> list:
             positions = [model.get_field_position(f) for f in fields]
         except (AttributeError, KeyError, ValueError) as err:
             actual = getattr(model, "_fields", None)
-            problems.append(f"array fields: expected {fields}, numba-cuda has {actual} ({type(err).__name__}: {err})")
+            problems.append(f"array fields: expected {fields}, numba-cuda has {actual} "
+                            f"({type(err).__name__}: {err})")
             break
         if count != len(fields) or positions != list(range(len(fields))):
             actual = getattr(model, "_fields", None)
@@ -556,7 +557,8 @@ def _abi_problems(ctx, fields=None) -> list:
         value_bytes = struct.calcsize("<" + code.rstrip("0123456789x"))
         sizes = [ctx.get_abi_sizeof(p) for p in params]
         if sizes != [value_bytes]:
-            problems.append(f"a {ty} argument: expected one parameter of {value_bytes} bytes, numba-cuda passes {sizes}")
+            problems.append(f"a {ty} argument: expected one parameter of {value_bytes} bytes, "
+                            f"numba-cuda passes {sizes}")
     return problems
 
 

@@ -61,6 +61,8 @@ def file_name(name: str, source: str) -> str:
 def user_cache_dir() -> pathlib.Path:
     """The per-user cache directory of gpuops (the platform's convention, as platformdirs has it)."""
     home = pathlib.Path.home()
+    if not home.is_absolute():                   # no HOME, no password entry: there is no per-user directory
+        raise OSError(f"no home directory to put a cache in (got {str(home)!r})")
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
         return pathlib.Path(base) / "gpuops" / "Cache"

@@ -25,8 +25,8 @@ Depthwise convolution (spec/ops.md §4), block = ``THREADS`` threads viewed as 3
 im2col is a gather over the columns; col2im is the exact adjoint computed as a gather over the
 image (each pixel sums the column entries that came from it).
 """
-from gpuops._constants import (CONV_FAST_SIZES, CONV_FAST_STRIDES, CONV_NY, CONV_THREADS, CONV_TILE_H, CONV_TILE_W,
-                               SHARED_BYTES)
+from gpuops._constants import CONV_FAST_SIZES, CONV_FAST_STRIDES, CONV_NY, CONV_THREADS, CONV_TILE_H, CONV_TILE_W
+from gpuops._constants import SHARED_BYTES  # noqa: F401  (the budget gpuops.conv plans DW_TILED launches with)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda import _conv_source, _generate
@@ -39,7 +39,6 @@ TROWS = 8            # thread rows of a block
 ROWS = 4             # outputs per thread in DW_TILED (8 rows apart)
 TH = TROWS * ROWS    # tile height of DW_TILED
 assert TH == CONV_TILE_H and TW == 32 and THREADS == TROWS * TW
-# SHARED_BYTES (imported): the dynamic shared memory the family module plans DW_TILED launches with
 
 
 # ---------------------------------------------------------------------------------------------

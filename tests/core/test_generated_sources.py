@@ -40,7 +40,8 @@ def test_generated_texts_are_pinned():
 
 def _top_level(text):
     tree = ast.parse(text)
-    imports = [ast.get_source_segment(text, node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    imports = [ast.get_source_segment(text, node) for node in tree.body
+               if isinstance(node, (ast.Import, ast.ImportFrom))]
     functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
     return imports, functions
 
