@@ -11,7 +11,8 @@ def _element(a, x, out, b, e, n, P, conj, want_sum):
     """out[e] = a[e] · x̃[n]; returns a[e] · conj(b[e]) (zero unless want_sum)."""
     if P == 1:
         out[e] = a[e] * x[n]
-        return (a[e] * b[e] if want_sum else a[e] * 0), a[e] * 0
+        zero = a.dtype.type(0)
+        return (a[e] * b[e] if want_sum else zero), zero
     xr, xm = x[2 * n], x[2 * n + 1]
     if conj:
         xm = -xm
@@ -19,7 +20,7 @@ def _element(a, x, out, b, e, n, P, conj, want_sum):
     out[2 * e] = ar * xr - ai * xm
     out[2 * e + 1] = ar * xm + ai * xr
     if not want_sum:
-        return ar * 0, ar * 0
+        return a.dtype.type(0), a.dtype.type(0)
     br, bi = b[2 * e], b[2 * e + 1]
     return ar * br + ai * bi, ai * br - ar * bi
 
@@ -42,7 +43,7 @@ def _scale_row(out, a, s, b, want_sum):
     """1-D views: out = a · s; returns Σ a · b (want_sum; else 0)."""
     for j in range(out.size):
         out[j] = a[j] * s
-    acc = s * 0
+    acc = a.dtype.type(0)       # not s * 0: NaN for a non-finite s, which the sum does not use
     if want_sum:
         for j in range(out.size):
             acc += a[j] * b[j]

@@ -26,6 +26,11 @@ def load(a, i):
     return v
 
 
+def zero(a):
+    """0 in ``a``'s compute type (a start for sums: ``a[i] * 0`` would be NaN for a non-finite a[i])."""
+    return np.float64(0) if a.dtype == np.float64 else np.float32(0)
+
+
 def store(a, i, v):
     if a.dtype == np.uint16:
         a[i] = _round_bf16_bits(np.array(v, dtype=np.float32).view(np.uint32)[()])
@@ -54,6 +59,13 @@ def _load_cuda(a, i):
     def impl(a, i):
         return a[i]
     return impl
+
+
+@overload(zero, target="cuda")
+def _zero_cuda(a):
+    if a.dtype == nt.float64:
+        return lambda a: nt.float64(0)
+    return lambda a: nt.float32(0)
 
 
 @intrinsic

@@ -26,7 +26,7 @@ import numpy as np
 from gpuops._constants import DIAG_SUM_COLUMNS, DIAG_THREADS, DIAG_UNROLL
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
-from gpuops.cuda._memory import load, store
+from gpuops.cuda._memory import load, store, zero
 
 THREADS = DIAG_THREADS
 UNROLL = DIAG_UNROLL   # elements per thread and loop step (written out in _scale)
@@ -126,7 +126,7 @@ def _scale_tile(a, x, out, b, partial, M, K, P, right, conj, tc, seg_len, want_s
     tid = cuda.threadIdx.x
     seg = nt.int64(cuda.blockIdx.y)
     n, first, end, step, active = _walk(right, tc, seg, seg_len, M, K)
-    xr = load(x, 0) * 0
+    xr = zero(x)
     xm = xr
     re = xr
     im = xr
@@ -183,7 +183,7 @@ def _scale_word(values_a, values_out, i, xr, xm, P):
 def _x_value(x, e, P, conj):
     """x̃ = x[e] (+ i·x[e + 1] when P is 2, conjugated when conj) in the compute type."""
     xr = load(x, e)
-    xm = xr * 0
+    xm = zero(x)
     if P == 2:
         xm = load(x, e + 1)
         if conj:
@@ -390,7 +390,7 @@ def _sum_segments(partial, gx, segments):
     tid = cuda.threadIdx.x
     g = tid // SUM_COLUMNS
     i = nt.int64(cuda.blockIdx.x) * SUM_COLUMNS + (tid & (SUM_COLUMNS - 1))
-    total = partial[0] * 0
+    total = zero(partial)
     if i < n:
         s = nt.int64(g)
         while s < segments:

@@ -172,12 +172,8 @@ ROWS = [
 ]
 
 #: (row, input) -> why gpuops gets it wrong today; strict, so a fix turns the case into a failure to remove here
-KNOWN_BUGS = {
-    # documented in docs/ops.md ("Known deviation")
-    ("dgmm_backward-left", "x"): "grad_x does not use x, but the CPU row sum starts from x[i]·0 (gpuops/cpu/diag.py "
-                                 "_scale_row), so a non-finite x[i] makes grad_x[i] NaN (CUDA starts every sum "
-                                 "from x[0]·0: all of grad_x)",
-}
+#: (dgmm_backward's grad_x started its sums from x[i]·0, NaN for a non-finite x: fixed with typed zeros)
+KNOWN_BUGS: dict = {}
 
 CASES = [pytest.param(*row.values, name, id=f"{row.id}-{name}",
                       marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[row.id, name])]
