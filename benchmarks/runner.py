@@ -27,7 +27,7 @@ import numpy as np
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 WORKLOADS = []
-FAMILIES = ["benchmarks.elementwise", "benchmarks.conv", "benchmarks.correlation"]
+FAMILIES = ["benchmarks.elementwise", "benchmarks.conv", "benchmarks.correlation", "benchmarks.perpixel"]
 
 
 def workload(op, name, dtype, kind="device"):
