@@ -39,7 +39,7 @@ from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
 
 _THREADS = 256          # gpuops.cuda.raft.THREADS
-_SCAN_THREADS = 256     # gpuops.cuda.raft.SCAN_THREADS (BUCKET_SCAN's block)
+_SCAN_THREADS = 256     # gpuops.cuda.raft.SCAN_THREADS (BUCKET_SCAN's largest block)
 
 
 class _Lookup:
@@ -89,18 +89,21 @@ def _flat(arr):
     return (arr.size,)
 
 
-def _grid(n):
-    return lambda: (_core.blocks_for(n, _THREADS),)
-
-
 def _compute(arr):
     return STORAGE[arr.dtype][2]
 
 
-def _run(kernel, args, n, like, stream, block=_THREADS, grid=None):
+def _threads(n):
+    """Threads per block: 256, or fewer whole warps for small launches."""
+    return min(_THREADS, -(-n // 32) * 32)
+
+
+def _run(kernel, args, n, like, stream, block=None, grid=None):
     """Launch ``kernel`` over ``n`` items (nothing to do for none)."""
     if n:
-        _core.run("raft", kernel, args, like=like, grid=grid or _grid(n), block=(block,), stream=stream)
+        block = block or _threads(n)
+        grid = grid or (lambda: (_core.blocks_for(n, block),))
+        _core.run("raft", kernel, args, like=like, grid=grid, block=(block,), stream=stream)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def _map_gradient(geo, g, base, fmap2, coords, work, grad_map, stream):
         _run("bucket_count", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, N, geo.H1, geo.W1)
              + position + where, N * Q, base, stream)
         _run("bucket_scan", (Out(ints, flat_ints), counts_off, starts_off, N, ncell), N, base, stream,
-             block=_SCAN_THREADS, grid=(min(N, 2**31 - 1),))
+             block=min(_SCAN_THREADS, _threads(ncell)), grid=(min(N, 2**31 - 1),))
         _run("bucket_place", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, starts_off, items_off, N,
                               geo.H1, geo.W1) + position + where, N * Q, base, stream)
         _run("bucket_sort", (Out(ints, flat_ints), counts_off, starts_off, items_off, N, Q, ncell), N * ncell, base,

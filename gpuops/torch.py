@@ -4,3 +4,6 @@ from gpuops.adapters.torch import __all__  # noqa: F401
 from gpuops.adapters.torch_perpixel import Involution, WeightedFilter  # noqa: E402,F401
 
 __all__ = [*__all__, "Involution", "WeightedFilter"]
+from gpuops.adapters.torch_raft import CorrBlock  # noqa: E402,F401
+
+__all__ = [*__all__, "CorrBlock"]

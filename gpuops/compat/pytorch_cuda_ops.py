@@ -1,5 +1,5 @@
-"""Drop-in for johannesschaeufele/pytorch-cuda-ops (``op.gsmelu``, ``op.involution``): ``gsmelu``, ``GSmeLU``
-and ``involution``.
+"""Drop-in for johannesschaeufele/pytorch-cuda-ops (``op.gsmelu``, ``op.involution``, ``op.patch_correlate``):
+``gsmelu``, ``GSmeLU``, ``involution`` and ``patch_correlate``.
 
 Same positional signatures and values as the originals; unlike them, these also run on CPU, take
 non-contiguous tensors (gradients included), compute 16-bit inputs in float32, never recompile per
@@ -75,3 +75,22 @@ def involution(input: torch.Tensor, weight: torch.Tensor, kernel_size: int, stri
         x = F.pad(x, (0, 0, 0, 0, 0, E * per_kernel - C))    # zero channels complete the last kernel's set
     out = _ops.involution(x, weight.reshape(N, E, K, K, Ho, Wo), stride=(sy, sx))
     return out[:, :C] if C % per_kernel else out
+
+
+def patch_correlate(base: torch.Tensor, input: torch.Tensor, coords: torch.Tensor, r: int = 4,
+                    l1: bool = False) -> torch.Tensor:
+    """The original ``patch_correlate(base, input, coords, r=4, l1=False)``: `gpuops.torch.patch_correlate`
+    with coords (N, Hg, Wg, 2) channels-last ([..., 0] = x), output (N, (2r+1)², Hg, Wg), x-offset-major.
+
+    Dot mode divides by √C as the original does; L1 mode multiplies by C, as the original does
+    (``C · Σ_c |base_c − s_c|``; the op's own L1 is the mean, 1/C · Σ_c).  Departures: ``r = 0`` gives the
+    correct (N, 1, Hg, Wg) result (the original returned uninitialised memory of base's shape), ``r < 0``
+    raises; coords are cast to base's dtype (the op takes one dtype); no channels_last warning.
+    """
+    if isinstance(coords, torch.Tensor) and isinstance(base, torch.Tensor) and coords.dtype != base.dtype:
+        coords = coords.to(base.dtype)
+    out = _ops.patch_correlate(base, input, coords, radius=r, l1=l1)
+    if l1:
+        C = base.shape[1]
+        out = out * float(C * C)
+    return out

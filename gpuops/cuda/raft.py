@@ -390,7 +390,8 @@ def _bucket_scan(ints, counts_off, starts_off, N, ncell):
     vals = ints.view(np.int32)
     sums = cuda.shared.array(SCAN_THREADS, nt.int64)
     tid = cuda.threadIdx.x
-    chunk = (ncell + SCAN_THREADS - 1) // SCAN_THREADS
+    nthreads = cuda.blockDim.x                # <= SCAN_THREADS
+    chunk = (ncell + nthreads - 1) // nthreads
     lo = min(ncell, tid * chunk)
     hi = min(ncell, lo + chunk)
     for n in range(cuda.blockIdx.x, N, cuda.gridDim.x):
@@ -402,7 +403,7 @@ def _bucket_scan(ints, counts_off, starts_off, N, ncell):
         cuda.syncthreads()
         if tid == 0:
             running = nt.int64(0)
-            for j in range(SCAN_THREADS):
+            for j in range(nthreads):
                 value = sums[j]
                 sums[j] = running
                 running += value
