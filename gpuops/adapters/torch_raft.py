@@ -48,8 +48,9 @@ class CorrBlock(nn.Module):
             fmap2 = fmap2.float()
         # the op's own checks and messages, on shapes (coords as a call will pass them)
         coords_shape = (fmap1.shape[0], 2, *fmap1.shape[2:]) if fmap1.dim() == 4 else (2,)
-        raft._lookup_inputs(_core.meta("fmap1", fmap1.shape, fmap1.dtype), _core.meta("fmap2", fmap2.shape, fmap2.dtype),
-                            _core.meta("coords", coords_shape, fmap1.dtype), radius, num_levels)
+        metas = (_core.meta("fmap1", fmap1.shape, fmap1.dtype), _core.meta("fmap2", fmap2.shape, fmap2.dtype),
+                 _core.meta("coords", coords_shape, fmap1.dtype))
+        raft._lookup_inputs(*metas, radius, num_levels)
         self.fmap1, self.fmap2 = fmap1, fmap2
         self.num_levels, self.radius, self.alternate = int(num_levels), int(radius), alternate
 
