@@ -27,7 +27,8 @@ import numpy as np
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 WORKLOADS = []
-FAMILIES = ["benchmarks.elementwise", "benchmarks.conv", "benchmarks.correlation", "benchmarks.perpixel"]
+FAMILIES = ["benchmarks.elementwise", "benchmarks.conv", "benchmarks.correlation", "benchmarks.perpixel",
+            "benchmarks.raft"]
 
 
 def workload(op, name, dtype, kind="device"):

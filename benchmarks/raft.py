@@ -1,0 +1,128 @@
+"""Workloads of the RAFT family: ``corr_lookup`` (RAFT's correlation lookup without the all-pairs volume)
+against RAFT's CorrBlock written in pure torch (all-pairs volume by matmul, F.avg_pool2d pyramid,
+F.grid_sample lookups), forward and backward, and the peak memory of each (the runner's last column).
+
+RAFT shapes: 1/8-resolution features of a 440×1024 frame (55×128, C 256, batch 1 and 4) and of a
+1080p frame (135×240, batch 1: the volume alone is 4.2 GB in float32), 4 levels, radius 4.  The peer
+builds its volume and pyramid inside the timed call, as corr_lookup does (RAFT builds them once per
+frame pair and looks up ~12 times: the "lookup only" rows time the peer's lookup with the pyramid
+prebuilt).  Importing this module needs neither torch nor a GPU.
+"""
+import math
+
+from benchmarks.runner import workload
+
+_TOL = {"float32": 1e-4, "bfloat16": 3e-2}
+LEVELS, RADIUS = 4, 4
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
+
+
+def _pyramid(fmap1, fmap2):
+    import torch.nn.functional as F
+    N, C, H, W = fmap1.shape
+    corr = (fmap1.reshape(N, C, H * W).transpose(1, 2) @ fmap2.reshape(N, C, H * W)) / math.sqrt(C)
+    corr = corr.reshape(N * H * W, 1, H, W)
+    levels = [corr]
+    for _ in range(LEVELS - 1):
+        levels.append(F.avg_pool2d(levels[-1], 2, stride=2))
+    return levels
+
+
+def _lookup(levels, coords):
+    import torch
+    import torch.nn.functional as F
+    N, _, H, W = coords.shape
+    r = RADIUS
+    d = torch.linspace(-r, r, 2 * r + 1, device=coords.device, dtype=coords.dtype)
+    delta = torch.stack(torch.meshgrid(d, d, indexing="ij"), -1).view(1, 2 * r + 1, 2 * r + 1, 2)
+    centroid = coords.permute(0, 2, 3, 1).reshape(N * H * W, 1, 1, 2)
+    out = []
+    for i, corr in enumerate(levels):
+        lvl = centroid / 2 ** i + delta
+        Hl, Wl = corr.shape[-2:]
+        grid = torch.cat([2 * lvl[..., :1] / (Wl - 1) - 1, 2 * lvl[..., 1:] / (Hl - 1) - 1], -1)
+        out.append(F.grid_sample(corr, grid, align_corners=True).view(N, H, W, -1))
+    return torch.cat(out, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def torch_corr_block(fmap1, fmap2, coords):
+    """RAFT's CorrBlock(fmap1, fmap2, 4, 4)(coords) in pure torch (without its final .float())."""
+    return _lookup(_pyramid(fmap1, fmap2), coords)
+
+
+def _inputs(N, C, H, W, dtype):
+    import torch
+    dt = getattr(torch, dtype)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    fmap1 = torch.randn(N, C, H, W, device="cuda", generator=g).to(dt)
+    fmap2 = torch.randn(N, C, H, W, device="cuda", generator=g).to(dt)
+    grid = torch.stack(torch.meshgrid(torch.arange(H, device="cuda"), torch.arange(W, device="cuda"),
+                                      indexing="ij")[::-1]).float()
+    flow = torch.randn(N, 2, H, W, device="cuda", generator=g) * 4      # a few pixels of motion
+    return fmap1, fmap2, (grid[None] + flow).to(dt)
+
+
+def _case(N, C, H, W, dtype, mode):
+    import torch
+
+    import gpuops
+    fmap1, fmap2, coords = _inputs(N, C, H, W, dtype)
+    channels = LEVELS * (2 * RADIUS + 1) ** 2
+    item = fmap1.element_size()
+    out_bytes = N * channels * H * W * item
+    if mode == "fwd":
+        def ours():
+            return gpuops.corr_lookup(fmap1, fmap2, coords, radius=RADIUS, num_levels=LEVELS)
+
+        def peer():
+            return torch_corr_block(fmap1, fmap2, coords)
+
+        def check():
+            ref = torch_corr_block(fmap1.double(), fmap2.double(), coords.double())
+            return _rel(ours(), ref) < _TOL[dtype]
+        nbytes = 2 * fmap1.numel() * item + coords.numel() * item + out_bytes
+        return dict(gpuops=ours, peer=peer, peer_name="torch CorrBlock (matmul volume, pyramid, grid_sample)",
+                    check=check, bytes=nbytes)
+    if mode == "lookup":
+        levels = _pyramid(fmap1, fmap2)
+
+        def ours():
+            return gpuops.corr_lookup(fmap1, fmap2, coords, radius=RADIUS, num_levels=LEVELS)
+
+        def peer():
+            return _lookup(levels, coords)
+
+        def check():
+            return _rel(ours(), peer()) < _TOL[dtype]
+        return dict(gpuops=ours, peer=peer, peer_name="torch CorrBlock lookup only (pyramid prebuilt)", check=check,
+                    bytes=2 * fmap1.numel() * item + out_bytes)
+    g = torch.randn(N, channels, H, W, device="cuda").to(fmap1.dtype)
+    f1, f2, c = (t.detach().requires_grad_() for t in (fmap1, fmap2, coords))
+    out = torch_corr_block(f1, f2, c)
+
+    def ours():
+        return gpuops.corr_lookup_backward(g, fmap1, fmap2, coords, radius=RADIUS, num_levels=LEVELS)
+
+    def peer():
+        return torch.autograd.grad(out, (f1, f2, c), g, retain_graph=True)
+
+    def check():
+        d1, d2, dc = (t.detach().double().requires_grad_() for t in (fmap1, fmap2, coords))
+        refs = torch.autograd.grad(torch_corr_block(d1, d2, dc), (d1, d2, dc), g.double())
+        return all(_rel(o, r) < _TOL[dtype] * 10 for o, r in zip(ours(), refs))
+    nbytes = (4 * fmap1.numel() + 2 * coords.numel()) * item + out_bytes
+    return dict(gpuops=ours, peer=peer, peer_name="torch CorrBlock autograd", check=check, bytes=nbytes)
+
+
+# RAFT at 440×1024 (1/8: 55×128), batch 1 and 4; 1080p (1/8: 135×240), batch 1
+for _n, _h, _w in ((1, 55, 128), (4, 55, 128), (1, 135, 240)):
+    for _mode in ("fwd", "bwd", "lookup"):
+        if _mode == "lookup" and _h > 55:
+            continue
+        workload("corr_lookup", f"RAFT B{_n} C256 {_h}x{_w} L4 r4 {_mode}", "float32")(
+            lambda n=_n, h=_h, w=_w, mode=_mode: _case(n, 256, h, w, "float32", mode))
+workload("corr_lookup", "RAFT B4 C256 55x128 L4 r4 fwd", "bfloat16")(
+    lambda: _case(4, 256, 55, 128, "bfloat16", "fwd"))
