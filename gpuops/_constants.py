@@ -87,3 +87,20 @@ CORR_RT_CB = 12
 CORR_RT_DILATIONS = (1, 2, 4)
 #: the RT kernels index their arrays with 32-bit offsets: every array must have fewer elements
 CORR_RT_MAX_ELEMENTS = 2**31
+
+# ---------------------------------------------------------------------------------------------
+# per-pixel filters (involution, weighted_filter)
+
+#: threads per block of the per-pixel launches (the kernels stride by blockDim; the host plans grids with it)
+PERPIXEL_THREADS = 256
+
+# ---------------------------------------------------------------------------------------------
+# RAFT (patch_correlate, corr_lookup)
+
+#: threads per block of the RAFT launches (the kernels stride by blockDim; the host plans grids with it)
+RAFT_THREADS = 256
+#: largest block of BUCKET_SCAN: its shared array of per-thread sums is sized for it
+RAFT_SCAN_THREADS = 256
+#: a lookup coordinate beyond ±RAFT_COORD_LIMIT (or NaN, ±Inf) makes its query sample zeros: CUDA kernels and
+#: CPU mirror must draw the line at the same place
+RAFT_COORD_LIMIT = 2.0 ** 40

@@ -27,11 +27,12 @@ offset is int64 (tensors may exceed 2**31 elements).  ``cpg`` is the number of c
 (the last group may have fewer when it does not divide C: the seed drop-in's convention), ``G`` the number
 of groups, so ``w`` is (N, G, kh, kw, Ho, Wo).
 """
+from gpuops._constants import PERPIXEL_THREADS
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda._memory import load, store
 
-THREADS = 256
+THREADS = PERPIXEL_THREADS
 
 
 def _pp_gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):

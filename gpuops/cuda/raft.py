@@ -40,15 +40,16 @@ them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 a
 """
 import numpy as np
 
+from gpuops._constants import RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
 from gpuops.cuda._memory import load, store
 
-THREADS = 256
-SCAN_THREADS = 256
+THREADS = RAFT_THREADS
+SCAN_THREADS = RAFT_SCAN_THREADS
 #: coordinates beyond this magnitude (and NaN, ±Inf) make a query invalid: nothing to sample
-COORD_LIMIT = 2.0 ** 40
+COORD_LIMIT = RAFT_COORD_LIMIT
 
 _INLINE = {} if SIMULATOR else {"forceinline": True}
 
