@@ -42,7 +42,8 @@ class Involution(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"x must be (N, {self.channels}, H, W), got shape {list(x.shape)}")
         if x.shape[2] % s or x.shape[3] % s:
-            raise ValueError(f"Involution with stride {s} needs H and W divisible by {s}, got {x.shape[2]}×{x.shape[3]}")
+            raise ValueError(f"Involution with stride {s} needs H and W divisible by {s}, "
+                             f"got {x.shape[2]}×{x.shape[3]}")
         groups = self.channels // self.group_channels
         h = jnp.transpose(x, (0, 2, 3, 1))                     # Flax convolutions are NHWC
         if s > 1:
@@ -51,5 +52,6 @@ class Involution(nn.Module):
         h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(h)
         h = nn.Conv(K * K * groups, (1, 1), name="span")(nn.relu(h))
         N, Ho, Wo, _ = h.shape
-        kernels = jnp.transpose(h, (0, 3, 1, 2)).reshape(N, groups, K, K, Ho, Wo).astype(x.dtype)   # conv params may be wider
+        # the convolutions' parameters may be wider than x: the op needs one dtype
+        kernels = jnp.transpose(h, (0, 3, 1, 2)).reshape(N, groups, K, K, Ho, Wo).astype(x.dtype)
         return involution(x, kernels, stride=s, padding=(K - 1) // 2)

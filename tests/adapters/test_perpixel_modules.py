@@ -118,7 +118,8 @@ def test_seed_involution_drop_in(C, groups, K, sx, sy, H, W):
     x, w = _t(N, C, H, W), _t(N, E * K * K, Ho, Wo, seed=1)
     y = pytorch_cuda_ops.involution(x, w, K, sx, sy, C, groups)
     _same_grads(y, seed_involution(x, w, K, sx, sy, groups), [x, w])
-    pytorch_cuda_ops.involution(x, w, K, sx, sy, C, groups).sum().backward()   # a stride-0 gradient: the original raised
+    # .sum().backward() hands a stride-0 gradient: the original raised "grad_output must be contiguous"
+    pytorch_cuda_ops.involution(x, w, K, sx, sy, C, groups).sum().backward()
     assert x.grad.shape == x.shape
 
 
