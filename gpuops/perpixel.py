@@ -32,12 +32,13 @@ import math
 import numpy as np
 
 from gpuops import _core, _ops, reference
+from gpuops._constants import MAX_GRID_YZ, PERPIXEL_THREADS
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
 
-_THREADS = 256          # gpuops.cuda.perpixel.THREADS
-_MAX_GRID_Y = 65535
+_THREADS = PERPIXEL_THREADS
+_MAX_GRID_Y = MAX_GRID_YZ
 _BIAS_THREADS = 65536   # stage-1 threads aimed at by the bias-gradient sum
 _BIAS_LANES = 256       # segments per channel left for the final (sequential) stage
 
