@@ -88,23 +88,39 @@ def _use_tbb():
     The mirrors run in forked children (multiprocessing, DataLoader workers) and in several threads at
     once (nogil, JAX callbacks).  GNU OpenMP, numba's pick when TBB is not found, aborts forked children
     of a process that used it; workqueue aborts on concurrent calls.  TBB is safe for both.  It is a
-    declared dependency (pyproject.toml), so it is required, not negotiated: without it the first parallel
-    call raises numba's "No threading layer could be loaded ... install tbb".  Where pip has no TBB
-    (e.g. Linux aarch64), install it from conda or the system, or choose a layer explicitly with
-    NUMBA_THREADING_LAYER (an explicit choice is always respected)."""
+    declared dependency (pyproject.toml); where it is missing (pip has no TBB wheel for Linux aarch64, a
+    machine where nothing can be installed) the CPU ops still run on numba's default layer, with a
+    warning that forked children are not safe.  NUMBA_THREADING_LAYER, when set, is always respected."""
     explicit = "NUMBA_THREADING_LAYER" in os.environ
     try:
         layer = numba.threading_layer()     # raises until the first parallel function has run
     except ValueError:
         _preload_pip_tbb()                  # also for an explicit "tbb"
-        if not explicit:
+        if explicit:
+            return
+        if _tbb_loads():
             numba.config.THREADING_LAYER = "tbb"
+        else:
+            # a machine without TBB (an image where nothing can be installed, a platform pip has no wheel
+            # for) still runs the CPU ops, on numba's default layer, and says what it gives up
+            warnings.warn("TBB is not installed (pip install tbb): gpuops' CPU ops run on numba's default "
+                          "threading layer, which is not safe in forked children (multiprocessing with fork, "
+                          "DataLoader workers)", RuntimeWarning, stacklevel=2)
         return
     if layer != "tbb" and not explicit:
         warnings.warn(f"numba's threading layer was already started as {layer!r} before gpuops was "
                       "used: its CPU ops are then not safe in forked children (run gpuops before other "
                       "parallel numba code, or start Python with NUMBA_THREADING_LAYER=tbb)",
                       RuntimeWarning, stacklevel=2)
+
+
+def _tbb_loads() -> bool:
+    """Whether numba's TBB layer can start (numba checks the TBB version when it imports its pool)."""
+    try:
+        importlib.import_module("numba.np.ufunc.tbbpool")
+    except ImportError:
+        return False
+    return True
 
 
 _use_tbb()

@@ -462,8 +462,14 @@ class ByDtype:
     def __init__(self, narrow: Kernel, wide: Kernel):
         self.narrow, self.wide = narrow, wide
 
+    def kernel(self, dtype) -> Kernel:
+        return self.wide if dtype == "float64" else self.narrow
+
     def launch(self, dtype, *args, **kwargs):
-        (self.wide if dtype == "float64" else self.narrow).launch(dtype, *args, **kwargs)
+        self.kernel(dtype).launch(dtype, *args, **kwargs)
+
+    def prepare(self, dtype, *args, **kwargs):
+        return self.kernel(dtype).prepare(dtype, *args, **kwargs)
 
 
 def _flat(d):

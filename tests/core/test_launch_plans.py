@@ -329,3 +329,21 @@ def test_record_replays_run_launches_with_their_scratch_on_its_stream(two_stage)
     assert replay(5, [0x70000, 0x60000]) is True
     assert launched[-2:] == [("stage1", 5, (0x60000, 0x20000, 3, 0.5)), ("stage2", 5, (0x20000, 0x70000, 7))]
     assert replay(6, [0x70000, 0x60000]) is False                             # scratch belongs to stream 5
+
+
+def test_every_kernel_object_can_be_prepared():
+    """`_core.run` prepares every CUDA launch: each kernel object of gpuops.cuda.* that launches must also
+    prepare (a wrapper that only forwards `launch` fails on the GPU alone)."""
+    import importlib
+    import pkgutil
+
+    import gpuops.cuda
+    launchers = []
+    for info in pkgutil.iter_modules(gpuops.cuda.__path__):
+        module = importlib.import_module(f"gpuops.cuda.{info.name}")
+        launchers += [(info.name, name) for name, value in vars(module).items()
+                      if not isinstance(value, type) and callable(getattr(value, "launch", None))]
+    assert launchers
+    missing = [f"{m}.{n}" for m, n in launchers
+               if not callable(getattr(vars(importlib.import_module(f"gpuops.cuda.{m}"))[n], "prepare", None))]
+    assert not missing, missing
