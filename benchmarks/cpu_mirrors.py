@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import gpuops
+from benchmarks.correlation import torch_sample
+from benchmarks.elementwise import torch_gsmelu, torch_ncrelu
 
 
 def _median_ms(fn, repeats=7):
@@ -20,33 +22,21 @@ def _median_ms(fn, repeats=7):
     return statistics.median(times) * 1e3
 
 
-def _gsmelu_expr(x, a=0.1, b=0.1, gp=1.0, gm=0.01):
-    h = torch.where(x <= -a, 0.0, torch.where(x <= b, (x + a) ** 2 / (2 * (a + b)), x + (a - b) / 2))
-    return gm * x + (gp - gm) * h
-
-
-def _corr_expr(a, b, md=4, s2=2):
-    pa, pb = F.pad(a, (md,) * 4), F.pad(b, (md,) * 4)
-    H, W = a.shape[2:]
-    return torch.stack([(a * pb[:, :, md + p:md + p + H, md + o:md + o + W]).sum(1)
-                        for p in range(-md, md + 1, s2) for o in range(-md, md + 1, s2)], 1)
-
-
 def workloads():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1 << 22, generator=g)
     img, w = torch.randn(8, 64, 56, 56, generator=g), torch.randn(64, 1, 3, 3, generator=g)
     f1, f2 = torch.randn(2, 64, 48, 64, generator=g), torch.randn(2, 64, 48, 64, generator=g)
-    sampler = dict(patch_size=5, dilation_patch=2)
+    sampler = dict(kernel_size=1, patch_size=5, padding=0, dilation_patch=2)
     return [
-        ("gsmelu 2^22", lambda: gpuops.gsmelu(x), lambda: _gsmelu_expr(x)),
-        ("ncrelu 8×64×56²", lambda: gpuops.ncrelu(img), lambda: torch.cat([img.clamp(min=0), img.clamp(max=0)], 1)),
+        ("gsmelu 2^22", lambda: gpuops.gsmelu(x), lambda: torch_gsmelu(x)),
+        ("ncrelu 8×64×56²", lambda: gpuops.ncrelu(img), lambda: torch_ncrelu(img)),
         ("conv2d_depthwise 3×3 8×64×56²", lambda: gpuops.conv2d_depthwise(img, w, padding=1),
          lambda: F.conv2d(img, w, padding=1, groups=64)),
         ("im2col 3×3 8×64×56²", lambda: gpuops.im2col(img, 3, padding=1),
          lambda: F.unfold(img, 3, padding=1).view(8, 64, 3, 3, 56, 56)),
         ("spatial_correlation_sample p5 dp2 2×64×48×64", lambda: gpuops.spatial_correlation_sample(f1, f2, **sampler),
-         lambda: _corr_expr(f1, f2).view(2, 5, 5, 48, 64)),
+         lambda: torch_sample(f1, f2, **sampler)),
     ]
 
 

@@ -1,4 +1,7 @@
-"""Workloads of the elementwise family: bandwidth at 2**28 elements and small-call host overhead."""
+"""Workloads of the elementwise family: bandwidth at 2**28 elements and small-call host overhead.
+
+The peers are the expressions a user would otherwise write (torch, jnp); benchmarks.cpu_mirrors and
+benchmarks.profile_jax_callback time the same ones."""
 import numpy as np
 
 from benchmarks.runner import workload
@@ -6,7 +9,7 @@ from benchmarks.runner import workload
 N = 1 << 28
 
 
-def _gsmelu_expr(x, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0):
+def torch_gsmelu(x, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0):
     import torch
     h = torch.where(x <= -alpha, 0.0, torch.where(x <= beta, (x + alpha) ** 2 / (2 * (alpha + beta)),
                                                   x + (alpha - beta) / 2))
@@ -19,6 +22,18 @@ def _gsmelu_slope_expr(g, x, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1):
                                                                * (x + alpha) / (alpha + beta), slope))
 
 
+def torch_ncrelu(x):
+    import torch
+    return torch.cat([x.clamp(min=0), x.clamp(max=0)], 1)
+
+
+def jnp_gsmelu(t, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1):
+    import jax.numpy as jnp
+    h = jnp.where(t <= -alpha, 0.0, jnp.where(t <= beta, (t + alpha) ** 2 / (2 * (alpha + beta)),
+                                              t + (alpha - beta) / 2))
+    return neg_slope * t + (slope - neg_slope) * h
+
+
 def _tol(dtype):
     return {"float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
 
@@ -29,7 +44,7 @@ for _dtype in ("float32", "float16", "bfloat16"):
 
         import gpuops
         x = torch.randn(N, device="cuda", dtype=getattr(torch, dtype))
-        peer = torch.compile(_gsmelu_expr)
+        peer = torch.compile(torch_gsmelu)
 
         def check():
             return torch.allclose(gpuops.gsmelu(x).float(), peer(x).float(), rtol=_tol(dtype), atol=_tol(dtype))
@@ -60,7 +75,7 @@ def _ncrelu():
 
     import gpuops
     x = torch.randn(64, N // 128, 2, device="cuda")
-    peer = torch.compile(lambda t: torch.cat([t.clamp(min=0), t.clamp(max=0)], 1))
+    peer = torch.compile(torch_ncrelu)
     return dict(gpuops=lambda: gpuops.ncrelu(x), peer=lambda: peer(x), peer_name="torch.compile cat/clamp",
                 check=lambda: torch.equal(gpuops.ncrelu(x), peer(x)), bytes=3 * x.numel() * 4)
 
@@ -81,7 +96,7 @@ def _small_torch():
     import gpuops.torch as gt
     x = torch.randn(1024, device="cuda")
     return dict(gpuops=lambda: gt.gsmelu(x), peer=lambda: torch.mul(x, 2.0), peer_name="torch.mul",
-                check=lambda: torch.allclose(gt.gsmelu(x), _gsmelu_expr(x)))
+                check=lambda: torch.allclose(gt.gsmelu(x), torch_gsmelu(x)))
 
 
 @workload("gsmelu", "1024 elements, gpuops.torch fwd+bwd vs torch expr", "float32", kind="host")
@@ -90,7 +105,7 @@ def _small_torch_grad():
 
     import gpuops.torch as gt
     x = torch.randn(1024, device="cuda", requires_grad=True)
-    return dict(gpuops=lambda: gt.gsmelu(x).sum().backward(), peer=lambda: _gsmelu_expr(x).sum().backward(),
+    return dict(gpuops=lambda: gt.gsmelu(x).sum().backward(), peer=lambda: torch_gsmelu(x).sum().backward(),
                 peer_name="torch expr", check=lambda: True)
 
 
@@ -102,12 +117,7 @@ def _small_jax():
     import gpuops.jax as gj
     x = jnp.asarray(np.random.default_rng(0).standard_normal(1024, dtype=np.float32))
     ours = jax.jit(gj.gsmelu)
-
-    def expr(t, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1):
-        h = jnp.where(t <= -alpha, 0.0, jnp.where(t <= beta, (t + alpha) ** 2 / (2 * (alpha + beta)),
-                                                  t + (alpha - beta) / 2))
-        return neg_slope * t + (slope - neg_slope) * h
-    peer = jax.jit(expr)
+    peer = jax.jit(jnp_gsmelu)
     state = {}
 
     def run_ours():

@@ -1,7 +1,8 @@
 """Shared test helpers: the dtype × device × array-kind matrix, conversions and tolerances.
 
 Every op's tests build inputs as float64 numpy arrays, convert them with `to_kind`, run gpuops, and
-compare `to_f64(result)` with a float64 reference written from spec/ops.md.
+compare `to_f64(result)` with `gpuops.reference` (float64).  The torch formulations written independently
+of gpuops.reference that several files check against live here too (one copy each).
 """
 import importlib.util
 
@@ -92,3 +93,31 @@ def gpu_matrix():
 
 def sim_dtypes():
     return pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+
+
+def torch_correlation(in1, in2, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
+    """FlowNet correlation (spec §8) written independently of gpuops.reference: zero-pad both inputs, slice
+    the window taps, mean over k²·C, y-displacement-major channels.  Torch, differentiable."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    N, C, H, W = in1.shape
+    k, md, s1, s2 = kernel_size, max_displacement, stride1, stride2
+    kr, R = (k - 1) // 2, md // s2
+    Ho = math.ceil((H + 2 * pad_size - 2 * (md + kr)) / s1)
+    Wo = math.ceil((W + 2 * pad_size - 2 * (md + kr)) / s1)
+    P1, P2 = F.pad(in1, (pad_size,) * 4), F.pad(in2, (pad_size,) * 4)
+    chans = []
+    for p in range(-R, R + 1):
+        for o in range(-R, R + 1):
+            acc = 0
+            for i in range(k):
+                for j in range(k):
+                    y0, x0 = md + i, md + j
+                    a = P1[:, :, y0:y0 + (Ho - 1) * s1 + 1:s1, x0:x0 + (Wo - 1) * s1 + 1:s1]
+                    y2, x2 = y0 + p * s2, x0 + o * s2
+                    b = P2[:, :, y2:y2 + (Ho - 1) * s1 + 1:s1, x2:x2 + (Wo - 1) * s1 + 1:s1]
+                    acc = acc + (a * b).sum(1)
+            chans.append(acc / (k * k * C))
+    return torch.stack(chans, 1)

@@ -1,15 +1,16 @@
-"""Tier 1: the correlation family (spec/ops.md §7, §8) on the CPU path against independent references
-written here from the spec formulas (torch shift-multiply-sum expressions in float64), the
-correlation ⇔ spatial_correlation_sample identity of §8, float64 gradients against torch.autograd on
-the references, every parameter variant, non-contiguous and 16-bit inputs, and every bad-input rule."""
-import math
-
+"""Tier 1: the correlation family (spec/ops.md §7, §8) on the CPU path against torch formulations written
+independently of gpuops.reference (§7 here as shift-multiply-sum and a box filter, §8 as
+helpers.torch_correlation), against gpuops.reference, the correlation ⇔ spatial_correlation_sample
+identity of §8, float64 gradients against torch.autograd on the torch formulations, every parameter
+variant, non-contiguous and 16-bit inputs, and every bad-input rule."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import gpuops.correlations as gc
+from gpuops import reference as R
+from helpers import torch_correlation
 
 
 def _pair(v):
@@ -40,47 +41,6 @@ def ref_sample(in1, in2, kernel_size=1, patch_size=1, stride=1, padding=0, dilat
     return torch.stack(rows, 1)
 
 
-def ref_sample_loops(in1, in2, k, p, s, pad, dil, dp):
-    """The §7 formula as plain loops (numpy float64), for the tiniest shapes."""
-    N, C, H, W = in1.shape
-    oH = (H + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // s[0] + 1
-    oW = (W + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // s[1] + 1
-    out = np.zeros((N, p[0], p[1], oH, oW))
-    for n, ph, pw, h, w in np.ndindex(N, p[0], p[1], oH, oW):
-        sy, sx = (ph - (p[0] - 1) // 2) * dp[0], (pw - (p[1] - 1) // 2) * dp[1]
-        for i, j in np.ndindex(*k):
-            y, x = h * s[0] - pad[0] + i * dil[0], w * s[1] - pad[1] + j * dil[1]
-            if 0 <= y < H and 0 <= x < W and 0 <= y + sy < H and 0 <= x + sx < W:
-                out[n, ph, pw, h, w] += in1[n, :, y, x] @ in2[n, :, y + sy, x + sx]
-    return out
-
-
-def ref_correlation(in1, in2, pad_size=0, kernel_size=1, max_displacement=0, stride1=1, stride2=1):
-    """spec §8 literally: zero-pad both, slice the window taps, mean over k²·C, y-displacement-major."""
-    N, C, H, W = in1.shape
-    k, md, s1, s2 = kernel_size, max_displacement, stride1, stride2
-    kr, R = (k - 1) // 2, md // s2
-    D = 2 * R + 1
-    Ho = math.ceil((H + 2 * pad_size - 2 * (md + kr)) / s1)
-    Wo = math.ceil((W + 2 * pad_size - 2 * (md + kr)) / s1)
-    P1 = F.pad(in1, (pad_size,) * 4)
-    P2 = F.pad(in2, (pad_size,) * 4)
-    chans = []
-    for p in range(-R, R + 1):
-        for o in range(-R, R + 1):
-            acc = 0
-            for i in range(k):
-                for j in range(k):
-                    y0, x0 = md + i, md + j
-                    a = P1[:, :, y0:y0 + (Ho - 1) * s1 + 1:s1, x0:x0 + (Wo - 1) * s1 + 1:s1]
-                    b = P2[:, :, y0 + p * s2:y0 + p * s2 + (Ho - 1) * s1 + 1:s1,
-                           x0 + o * s2:x0 + o * s2 + (Wo - 1) * s1 + 1:s1]
-                    acc = acc + (a * b).sum(1)
-            chans.append(acc / (k * k * C))
-    assert len(chans) == D * D
-    return torch.stack(chans, 1)
-
-
 def _inputs(shape, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=g, dtype=dtype), torch.randn(shape, generator=g, dtype=dtype))
@@ -109,14 +69,14 @@ def test_sample_forward_matches_reference(params):
     torch.testing.assert_close(got, ref_sample(a, b, **params), rtol=1e-12, atol=1e-12)
 
 
-def test_sample_forward_matches_loops_numpy():
+def test_sample_forward_matches_reference_numpy():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((1, 2, 5, 6)), rng.standard_normal((1, 2, 5, 6))
-    k, p, s, pad, dil, dp = (3, 2), (4, 3), (2, 1), (1, 2), (1, 2), (2, 1)
-    got = gc.spatial_correlation_sample(a, b, kernel_size=k, patch_size=p, stride=s, padding=pad, dilation=dil,
-                                        dilation_patch=dp)
+    p = dict(kernel_size=(3, 2), patch_size=(4, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2),
+             dilation_patch=(2, 1))
+    got = gc.spatial_correlation_sample(a, b, **p)
     assert isinstance(got, np.ndarray) and got.dtype == np.float64
-    np.testing.assert_allclose(got, ref_sample_loops(a, b, k, p, s, pad, dil, dp), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, R.spatial_correlation_sample(a, b, **p), rtol=1e-12, atol=1e-12)
 
 
 def test_sample_even_patch_shift_definition():
@@ -159,7 +119,7 @@ def test_correlation_forward_and_backward(params):
     got = gc.correlation(a, b, **params)
     a.requires_grad_(True)
     b.requires_grad_(True)
-    want = ref_correlation(a, b, **params)
+    want = torch_correlation(a, b, **params)
     torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
     g = torch.randn(want.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     ea, eb = torch.autograd.grad(want, (a, b), g)
@@ -190,8 +150,7 @@ def test_numpy_in_numpy_out_and_out_argument():
     out = np.empty((1, 3, 3, 4, 5), np.float32)
     res = gc.spatial_correlation_sample(a, b, patch_size=3, out=out)
     assert res is out and res.dtype == np.float32
-    want = ref_sample(torch.from_numpy(a).double(), torch.from_numpy(b).double(), patch_size=3).numpy()
-    np.testing.assert_allclose(res, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res, R.spatial_correlation_sample(a, b, patch_size=3), rtol=1e-5, atol=1e-5)
     g = np.ones_like(res)
     outs = (np.empty_like(a), np.empty_like(b))
     ga, gb = gc.spatial_correlation_sample_backward(g, a, b, patch_size=3, out=outs)
@@ -214,7 +173,7 @@ def test_non_contiguous_inputs_and_stride0_grad():
     an = a_nc.numpy()
     assert not an.flags.c_contiguous
     np.testing.assert_allclose(gc.correlation(an, b_nc.numpy(), pad_size=1, max_displacement=1),
-                               ref_correlation(a_nc, b_nc, pad_size=1, max_displacement=1).numpy(), rtol=1e-12)
+                               torch_correlation(a_nc, b_nc, pad_size=1, max_displacement=1).numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -235,7 +194,7 @@ def test_low_precision_torch_cpu(dtype):
     torch.testing.assert_close(gb.double(), eb, rtol=tol, atol=tol * 4)
     c = gc.correlation(a, b, pad_size=2, kernel_size=3, max_displacement=2, stride2=2)
     assert c.dtype == dtype
-    torch.testing.assert_close(c.double(), ref_correlation(a.double(), b.double(), 2, 3, 2, 1, 2), rtol=tol, atol=tol)
+    torch.testing.assert_close(c.double(), torch_correlation(a.double(), b.double(), 2, 3, 2, 1, 2), rtol=tol, atol=tol)
 
 
 def test_empty_channels_and_batch():
