@@ -26,10 +26,7 @@ import numpy as np
 from gpuops._dtypes import CPU_COMPUTE, FLOAT_DTYPES, STORAGE, dtype_name
 
 
-def blocks_for(n: int, threads: int, items_per_thread: int = 1) -> int:
-    """Number of blocks covering ``n`` items; at least one (kernels bounds-check), at most 2**31 - 1."""
-    per_block = threads * items_per_thread
-    return max(1, min((n + per_block - 1) // per_block, 2**31 - 1))
+from gpuops._grid import blocks_for  # noqa: E402,F401  (one definition, shared with the kernels)
 
 CPU = -1
 
@@ -436,6 +433,13 @@ def real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)
+
+
+def flag(name: str, value) -> bool:
+    """A bool parameter (Python or numpy bool; not an int)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 def integer(name: str, value, *, minimum=None) -> int:

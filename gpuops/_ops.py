@@ -32,7 +32,7 @@ MAX_OUTPUT_ELEMENTS = 2 ** 48
 class Param:
     """A static (non-array) parameter.
 
-    kind: "float", "int", "pair" (an int or (h, w)), "pair?" (a pair or None) or "str".
+    kind: "float", "int", "bool", "pair" (an int or (h, w)), "pair?" (a pair or None) or "str".
     ``minimum`` bounds ints and pairs.  `normalize` gives the canonical value (pairs as tuples), with
     the core's own error messages.
     """
@@ -48,6 +48,8 @@ class Param:
             return _core.real(self.name, value)
         if self.kind == "int":
             return _core.integer(self.name, value, minimum=self.minimum)
+        if self.kind == "bool":
+            return _core.flag(self.name, value)
         if self.kind == "pair" or self.kind == "pair?" and value is not None:
             return _core.pair(self.name, value, minimum=self.minimum)
         if self.kind == "pair?":
@@ -60,7 +62,8 @@ class Param:
 
     @property
     def torch_type(self) -> str:
-        return {"float": "float", "int": "int", "pair": "int[2]", "pair?": "int[]?", "str": "str"}[self.kind]
+        return {"float": "float", "int": "int", "bool": "bool", "pair": "int[2]", "pair?": "int[]?",
+                "str": "str"}[self.kind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,23 +117,20 @@ class OpSpec:
     check_params: Callable | None = None
     multi_output: bool = False
 
-    @functools.cached_property
-    def array_names(self) -> tuple:
-        return tuple(a.rstrip("?*") for a in self.arrays)
+    # derived once from ``arrays`` (plain attributes: bind reads them on every call, and torch.compile
+    # cannot trace into functools.cached_property's lock)
+    array_names: tuple = dataclasses.field(init=False, repr=False)     # names without their ? or *
+    optional: tuple = dataclasses.field(init=False, repr=False)        # per argument: may be None
+    sequence: tuple = dataclasses.field(init=False, repr=False)        # per argument: a sequence of arrays
+    required: int = dataclasses.field(init=False, repr=False)          # how many leading arrays must be given
 
-    @functools.cached_property
-    def sequence(self) -> tuple:
-        """Per array argument: True for a sequence of arrays."""
-        return tuple(a.endswith("*") for a in self.arrays)
-
-    @functools.cached_property
-    def optional(self) -> tuple:
-        return tuple(a.endswith("?") for a in self.arrays)
-
-    @functools.cached_property
-    def required(self) -> int:
-        """How many leading arrays must be given."""
-        return sum(1 for o in self.optional if not o)
+    def __post_init__(self):
+        derived = dict(array_names=tuple(a.rstrip("?*") for a in self.arrays),
+                       optional=tuple(a.endswith("?") for a in self.arrays),
+                       sequence=tuple(a.endswith("*") for a in self.arrays))
+        derived["required"] = sum(1 for o in derived["optional"] if not o)
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def defaults(self) -> dict:

@@ -115,7 +115,7 @@ def _fast_plan(like, key, src_size, w_size, bias_size, dst_size, total):
 
 _TILE_MIN_W = 16          # narrower planes keep the flat kernels (a tile would leave most lanes idle)
 _TILE_MAX_W = 64          # widest tile (columns); wider planes are cut into equal tiles
-_TILE_THREADS = 256       # most threads of a tile block
+_TILE_THREADS = K.CONV_FAST_THREADS   # most threads of a tile block (the weight gradient's scratch is sized for it)
 
 
 def tile_shape(K, Hd, Wd):

@@ -6,7 +6,6 @@ Contract: docs/ops.md (spatial_correlation_sample, correlation).  Kernels: gpuop
 padding=pad_size − max_displacement (may be negative: the kernels take signed padding), dilation=1,
 dilation_patch=stride2, scaled by 1/(k²·C).
 """
-import math
 
 from gpuops import _constants as K
 from gpuops import _core, _ops, _variants, reference

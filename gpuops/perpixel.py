@@ -26,10 +26,8 @@ Decisions where the spec is silent:
   is a bool (`TypeError` for anything else).
 * Empty batches give empty outputs and zero weight/bias gradients (no launch but the bias sums).
 """
-import dataclasses
 import math
 
-import numpy as np
 
 from gpuops import _core, _ops, reference
 from gpuops._constants import MAX_GRID_YZ, PERPIXEL_THREADS
@@ -123,12 +121,6 @@ def _check_grad_out(grad_out, x, shape):
     if grad_out.shape != tuple(shape):
         raise ValueError(f"grad_out must have shape {list(shape)} (the forward output), got {list(grad_out.shape)}")
     return grad_out
-
-
-def _check_splat(splat):
-    if not isinstance(splat, (bool, np.bool_)):
-        raise TypeError(f"splat must be a bool, got {type(splat).__name__}")
-    return bool(splat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +240,7 @@ def weighted_filter(x, weight, bias=None, *, splat=False, out=None, stream=None)
     Returns (N, C, H, W) in x's dtype.  Gather is `involution` with G = 1, stride 1, padding r; splat is
     its adjoint in x, computed as a gather (no atomics).
     """
-    splat = _check_splat(splat)
+    splat = _core.flag("splat", splat)
     x, weight, bias, geo = _check_filter(x, weight, bias)
     out = _core.output(out, x, x.shape)
     if out.size:
@@ -266,7 +258,7 @@ def weighted_filter_backward(grad_out, x, weight, bias=None, *, splat=False, out
             grad_w[t,y',x'] = Σ_c grad_out[c, y'+fy−r, x'+fx−r] · x[c,y',x']
     grad_bias[c] = Σ_{n,y,x} grad_out[n,c,y,x].  Every sum has a fixed order (no atomics).
     """
-    splat = _check_splat(splat)
+    splat = _core.flag("splat", splat)
     x, weight, bias, geo = _check_filter(x, weight, bias)
     grad_out = _check_grad_out(grad_out, x, x.shape)
     out_x, out_w, out_b = _core.out_tuple(out, ("grad_x", "grad_weight", "grad_bias"))
@@ -288,18 +280,6 @@ def weighted_filter_backward(grad_out, x, weight, bias=None, *, splat=False, out
 # declarations
 
 
-@dataclasses.dataclass(frozen=True)
-class _Flag(Param):
-    """A bool parameter (``gpuops._ops.Param`` has no bool kind): refuses non-bools, ``bool`` in torch schemas."""
-
-    def normalize(self, value):
-        return _check_splat(value) if self.name == "splat" else bool(value)
-
-    @property
-    def torch_type(self) -> str:
-        return "bool"
-
-
 _WINDOW = (Param("stride", "pair", 1, minimum=1), Param("padding", "pair", 0), Param("dilation", "pair", 1, minimum=1))
 
 
@@ -316,7 +296,7 @@ def _involution_example(rng, batch):
 
 
 def _filter_shapes(x, weight, bias=None, *, splat):
-    _check_splat(splat)
+    _core.flag("splat", splat)
     return _check_filter(x, weight, bias)[0].shape
 
 
@@ -332,6 +312,6 @@ INVOLUTION = _ops.declare(OpSpec(
 
 WEIGHTED_FILTER = _ops.declare(OpSpec(
     name="weighted_filter", forward=weighted_filter, backward=weighted_filter_backward,
-    arrays=("x", "weight", "bias?"), params=(_Flag("splat", "bool", False),), shapes=_filter_shapes,
+    arrays=("x", "weight", "bias?"), params=(Param("splat", "bool", False),), shapes=_filter_shapes,
     example=_filter_example, reference=reference.weighted_filter,
     reference_backward=reference.weighted_filter_backward))

@@ -31,15 +31,15 @@ float atomics anywhere: repeats are bit-identical.
 """
 import math
 
-import numpy as np
 
+from gpuops import _constants as K
 from gpuops import _core, _ops, reference
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
 
-_THREADS = 256          # gpuops.cuda.raft.THREADS
-_SCAN_THREADS = 256     # gpuops.cuda.raft.SCAN_THREADS (BUCKET_SCAN's largest block)
+_THREADS = K.RAFT_THREADS
+_SCAN_THREADS = K.RAFT_SCAN_THREADS
 
 
 class _Lookup:
@@ -77,12 +77,6 @@ class _Lookup:
 
     def scalars(self):
         return (float(self.scale), 0.5)
-
-
-def _flag(name, value):
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 def _flat(arr):
@@ -124,7 +118,7 @@ def _patch_inputs(base, input, coords, radius, l1):
     if C < 1:
         raise ValueError(f"base must have at least one channel, got shape {list(b.shape)}")
     radius = _core.integer("radius", radius, minimum=0)
-    l1 = _flag("l1", l1)
+    l1 = _core.flag("l1", l1)
     scale = 1.0 / C if l1 else 1.0 / math.sqrt(C)
     H2, W2 = i.shape[2:]
     geo = _Lookup(N, C, Hg, Wg, H2, W2, 1, radius, l1, scale, (Hg * Wg * 2, Wg * 2, 2, 1))
@@ -352,18 +346,6 @@ def corr_lookup_backward(grad_out, fmap1, fmap2, coords, *, radius=4, num_levels
 # declarations
 
 
-class _Flag(Param):
-    """A bool parameter.  `gpuops._ops.Param` has no bool kind yet: this one normalises and names the
-    torch schema type itself (``bool``)."""
-
-    def normalize(self, value):
-        return _flag(self.name, value)
-
-    @property
-    def torch_type(self) -> str:
-        return "bool"
-
-
 def _patch_shapes(base, input, coords, *, radius, l1):
     geo = _patch_inputs(base, input, coords, radius, l1)[3]
     return (geo.N, geo.channels, geo.H1, geo.W1)
@@ -394,7 +376,7 @@ def _lookup_example(rng, batch):
 
 PATCH_CORRELATE = _ops.declare(OpSpec(
     name="patch_correlate", forward=patch_correlate, backward=patch_correlate_backward,
-    arrays=("base", "input", "coords"), params=(Param("radius", "int", 4), _Flag("l1", "bool", False)),
+    arrays=("base", "input", "coords"), params=(Param("radius", "int", 4), Param("l1", "bool", False)),
     shapes=_patch_shapes, vmap="fold", example=_patch_example,
     reference=reference.patch_correlate, reference_backward=reference.patch_correlate_backward))
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from gpuops._toolchain import CPU_JIT, njit, prange
 
-COORD_LIMIT = 2.0 ** 40       # gpuops.cuda.raft.COORD_LIMIT
+from gpuops._constants import RAFT_COORD_LIMIT as COORD_LIMIT  # noqa: E402
 
 
 @njit(cache=True, inline="always")
