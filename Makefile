@@ -26,15 +26,16 @@ test: test-core test-sim test-compile test-adapters
 test-core: setup
 	$(PYTEST) tests/core
 
+# the simulator and adapter tiers are many independent tests: one worker per core as well
 test-sim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) tests/sim
+	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) -n auto tests/sim
 
 # compiles are independent and CPU-bound: one worker per core
 test-compile: setup
 	$(PYTEST) -n auto tests/compile
 
 test-adapters: setup
-	$(PYTEST) tests/adapters
+	$(PYTEST) -n auto tests/adapters
 
 # on a GPU machine (never in CI)
 test-gpu:
