@@ -1,7 +1,6 @@
 """Correlation drop-ins reproduce the originals (spatial-correlation-sampler, NVIDIA flownet2's
 correlation_package, limacv's CorrTorch), checked against independent float64 pure-torch references
 written from the originals' semantics; their modules check parameters at construction and script."""
-import math
 import warnings
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
+from helpers import torch_correlation  # noqa: E402
 from gpuops.compat import correlation_torch, flownet2, spatial_correlation_sampler as scs  # noqa: E402
 
 
@@ -42,26 +42,7 @@ def _scs_ref(in1, in2, kernel_size=1, patch_size=1, stride=1, padding=0, dilatio
 
 def _caffe_ref(in1, in2, pad_size, kernel_size, max_displacement, stride1, stride2):
     """originals.md §6: Caffe correlation, y-displacement-major channels, divided by k²·C."""
-    N, C, H, W = in1.shape
-    k, md, s1, s2 = kernel_size, max_displacement, stride1, stride2
-    kr, R = (k - 1) // 2, md // s2
-    D = 2 * R + 1
-    Ho = math.ceil((H + 2 * pad_size - 2 * (md + kr)) / s1)
-    Wo = math.ceil((W + 2 * pad_size - 2 * (md + kr)) / s1)
-    P1, P2 = F.pad(in1, (pad_size,) * 4), F.pad(in2, (pad_size,) * 4)
-    chans = []
-    for p in range(-R, R + 1):
-        for o in range(-R, R + 1):
-            acc = 0
-            for i in range(k):
-                for j in range(k):
-                    y0, x0 = md + i, md + j
-                    A = P1[:, :, y0:y0 + (Ho - 1) * s1 + 1:s1, x0:x0 + (Wo - 1) * s1 + 1:s1]
-                    y2, x2 = y0 + p * s2, x0 + o * s2
-                    B = P2[:, :, y2:y2 + (Ho - 1) * s1 + 1:s1, x2:x2 + (Wo - 1) * s1 + 1:s1]
-                    acc = acc + (A * B).sum(1)
-            chans.append(acc / (k * k * C))
-    return torch.stack(chans, 1)
+    return torch_correlation(in1, in2, pad_size, kernel_size, max_displacement, stride1, stride2)
 
 
 def _corrtorch_ref(in1, in2, md):
