@@ -13,6 +13,10 @@ checked against what IEEE arithmetic gives:
   coefficients;
 * every other output equals the result without the value, bit for bit.  The depthwise ops may instead
   give NaN in an output plane where the value meets the zero padding (documented as either).
+
+The RAFT lookups (patch_correlate, corr_lookup) take the reference's answer for their features (its
+bilinear corners outside the map are zeros, not products) and, for a non-finite coordinate, the answer
+docs/ops.md §9 specifies: the query samples zeros (``far_coordinate``).
 """
 import math
 
@@ -85,6 +89,24 @@ def by_term_signs(ref, padding_may_give_nan=False):
     return expect
 
 
+#: a finite coordinate outside any image (below gpuops' 2**40 limit, so the reference treats it as a query)
+_FAR = 1e9
+
+
+def far_coordinate(ref):
+    """RAFT lookups (docs/ops.md §9, "Non-finite coordinates sample zeros"): NaN or ±Inf in x or y makes
+    all samples of that query 0 — dot output 0, L1 output mean_c |base_c|, coordinate gradient 0 (both
+    components), no gradient to the sampled map.  That is what the reference gives when the coordinate
+    is instead a finite one far outside the image (every corner is zero padding), so the answer is the
+    reference there, finite everywhere, whichever non-finite value is injected."""
+    def expect(arrays, k, pos, value, params):
+        moved = [a.copy() for a in arrays]
+        moved[k][pos] = _FAR
+        want, clean = _parts(ref(*moved, **params)), _parts(ref(*arrays, **params))
+        return [(w, w != c, None) for w, c in zip(want, clean)]
+    return expect
+
+
 def _planes(mask):
     """Every (n, c) plane (the first two axes) that holds a True entry."""
     if mask.ndim < 3:
@@ -122,6 +144,9 @@ _CONV2 = dict(stride=2, padding=(1, 2), dilation=(1, 2))
 _SAMPLER = dict(kernel_size=3, patch_size=(3, 5), stride=1, padding=1, dilation=1, dilation_patch=(1, 2))
 _CORRELATION = dict(pad_size=2, kernel_size=3, max_displacement=2, stride1=1, stride2=2)
 _WINDOW = dict(kernel_size=3, stride=2, padding=1, dilation=1)
+_INVOLUTION = dict(stride=(2, 1), padding=1, dilation=(1, 2))     # x (1, 4, 5, 6), kernel 3×2 → (3, 6)
+_PATCH = dict(radius=1)
+_LOOKUP = dict(radius=1, num_levels=2)
 
 
 def _row(op, arrays, params, expect, label=""):
@@ -169,6 +194,55 @@ ROWS = [
          by_term_signs(reference.correlation)),
     _row("correlation_backward", dict(grad_out=(1, 9, 3, 4), input1=(1, 2, 5, 6), input2=(1, 2, 5, 6)),
          _CORRELATION, by_term_signs(reference.correlation_backward)),
+    # per-pixel kernels: sums of products, padding dropped on the CPU (the reference's padding counts no term)
+    _row("involution", dict(x=(2, 2, 4, 5), weight=(2, 1, 3, 3, 4, 5)), dict(padding=1),
+         by_term_signs(reference.involution), "-stride1"),
+    _row("involution", dict(x=(1, 4, 5, 6), weight=(1, 2, 3, 2, 3, 6)), _INVOLUTION,
+         by_term_signs(reference.involution), "-stride2"),
+    _row("involution_backward", dict(grad_out=(2, 2, 4, 5), x=(2, 2, 4, 5), weight=(2, 1, 3, 3, 4, 5)),
+         dict(padding=1), by_term_signs(reference.involution_backward), "-stride1"),
+    _row("involution_backward", dict(grad_out=(1, 4, 3, 6), x=(1, 4, 5, 6), weight=(1, 2, 3, 2, 3, 6)),
+         _INVOLUTION, by_term_signs(reference.involution_backward), "-stride2"),
+    _row("weighted_filter", dict(x=(1, 2, 4, 5), weight=(1, 9, 4, 5), bias=(2,)), dict(splat=False),
+         by_term_signs(reference.weighted_filter), "-gather"),
+    _row("weighted_filter", dict(x=(1, 2, 4, 5), weight=(1, 9, 4, 5), bias=(2,)), dict(splat=True),
+         by_term_signs(reference.weighted_filter), "-splat"),
+    _row("weighted_filter_backward", dict(grad_out=(1, 2, 4, 5), x=(1, 2, 4, 5), weight=(1, 9, 4, 5), bias=(2,)),
+         dict(splat=False), by_term_signs(reference.weighted_filter_backward), "-gather"),
+    _row("weighted_filter_backward", dict(grad_out=(1, 2, 4, 5), x=(1, 2, 4, 5), weight=(1, 9, 4, 5), bias=(2,)),
+         dict(splat=True), by_term_signs(reference.weighted_filter_backward), "-splat"),
+    # RAFT lookups: the features by the reference's IEEE arithmetic (bilinear corners outside the map are 0
+    # there as in gpuops, inside corners of weight 0 are terms: Inf·0 = NaN), the coordinates by
+    # far_coordinate.  Coordinates come from _inputs: in [-1.5, 1.5], one exact 0 (an integer position), so
+    # windows reach both across the top-left border and into the middle of the map.
+    _row("patch_correlate", dict(base=(1, 2, 3, 3), input=(1, 2, 4, 5), coords=(1, 3, 3, 2)), _PATCH,
+         dict(base=by_reference(reference.patch_correlate), input=by_reference(reference.patch_correlate),
+              coords=far_coordinate(reference.patch_correlate)), "-dot"),
+    _row("patch_correlate", dict(base=(1, 2, 3, 3), input=(1, 2, 4, 5), coords=(1, 3, 3, 2)), dict(_PATCH, l1=True),
+         dict(base=by_reference(reference.patch_correlate), input=by_reference(reference.patch_correlate),
+              coords=far_coordinate(reference.patch_correlate)), "-l1"),
+    _row("patch_correlate_backward",
+         dict(grad_out=(1, 9, 3, 3), base=(1, 2, 3, 3), input=(1, 2, 4, 5), coords=(1, 3, 3, 2)), _PATCH,
+         dict(grad_out=by_reference(reference.patch_correlate_backward),
+              base=by_reference(reference.patch_correlate_backward),
+              input=by_reference(reference.patch_correlate_backward),
+              coords=far_coordinate(reference.patch_correlate_backward)), "-dot"),
+    _row("patch_correlate_backward",
+         dict(grad_out=(1, 9, 3, 3), base=(1, 2, 3, 3), input=(1, 2, 4, 5), coords=(1, 3, 3, 2)),
+         dict(_PATCH, l1=True),
+         dict(grad_out=by_reference(reference.patch_correlate_backward),
+              base=by_reference(reference.patch_correlate_backward),
+              input=by_reference(reference.patch_correlate_backward),
+              coords=far_coordinate(reference.patch_correlate_backward)), "-l1"),
+    _row("corr_lookup", dict(fmap1=(1, 2, 4, 5), fmap2=(1, 2, 4, 5), coords=(1, 2, 4, 5)), _LOOKUP,
+         dict(fmap1=by_reference(reference.corr_lookup), fmap2=by_reference(reference.corr_lookup),
+              coords=far_coordinate(reference.corr_lookup))),
+    _row("corr_lookup_backward",
+         dict(grad_out=(1, 18, 4, 5), fmap1=(1, 2, 4, 5), fmap2=(1, 2, 4, 5), coords=(1, 2, 4, 5)), _LOOKUP,
+         dict(grad_out=by_reference(reference.corr_lookup_backward),
+              fmap1=by_reference(reference.corr_lookup_backward),
+              fmap2=by_reference(reference.corr_lookup_backward),
+              coords=far_coordinate(reference.corr_lookup_backward))),
 ]
 
 #: (row, input) -> why gpuops gets it wrong today; strict, so a fix turns the case into a failure to remove here
@@ -214,6 +288,8 @@ def test_nonfinite_value(op, shapes, params, expect, injected, where, value, dty
     with np.errstate(all="ignore"):
         got = _parts(fn(*dirty, **params))
 
+    if isinstance(expect, dict):        # one expectation per input
+        expect = expect[injected]
     for i, ((want, used, may_nan), g, c) in enumerate(zip(expect(arrays, k, pos, value, params), got, clean)):
         if want is None:
             assert g is None
@@ -233,3 +309,30 @@ def test_nonfinite_value(op, shapes, params, expect, injected, where, value, dty
         finite = used & np.isfinite(want)
         np.testing.assert_allclose(g[finite], want[finite], rtol=_DTYPE_TOL[dtype], atol=_DTYPE_TOL[dtype],
                                    err_msg=where_msg)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "gpuops drops L1-mode gradient terms where base == sample (its _signed(G, 0) is 0 for any G, so a NaN or "
+    "±Inf grad_out gives 0 in grad_base, grad_input and grad_coords); docs/ops.md's non-finite rule makes such "
+    "a term, G·sign(0)/C with coefficient 0, NaN (NaN·0, Inf·0), as the reference gives"))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "+inf", "-inf"])
+def test_l1_gradient_where_base_equals_the_sample(value, dtype):
+    """patch_correlate_backward, l1=True: a non-finite grad_out at a query whose base equals its sample
+    (here both 0: the sample reads a zero patch inside the map).  Ambiguous in docs/ops.md: §9 says
+    `sign(0) = 0` in L1 mode, and "Non-finite values" says a term holding the value whose coefficient is
+    0 is NaN; the term is G·sign(base − s)/C, so this takes the latter (the reference's arithmetic).
+    The table above does not meet the case: its inputs' one exact 0 never lines up with a zero sample at
+    an injected position.  Outputs: grad_base and grad_coords NaN, grad_input NaN at the 4 corners."""
+    base = np.zeros((1, 1, 1, 1))
+    inp = np.ones((1, 1, 3, 3))
+    inp[..., :2, :2] = 0.0
+    coords = np.array([0.25, 0.5]).reshape(1, 1, 1, 2)
+    grad = np.full((1, 1, 1, 1), value)
+    params = dict(radius=0, l1=True)
+    with np.errstate(all="ignore"):
+        want = reference.patch_correlate_backward(grad, base, inp, coords, **params)
+        got = gpuops.patch_correlate_backward(*(a.astype(dtype) for a in (grad, base, inp, coords)), **params)
+    for name, w, g in zip(("grad_base", "grad_input", "grad_coords"), want, got):
+        assert g.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(g.astype(np.float64), w, err_msg=name)

@@ -29,8 +29,9 @@ CHILD = textwrap.dedent('''
     def ops(variant):
         """name -> call, for every function of gpuops.__all__ on tiny float64 inputs.  Variants a and b take
         different CPU kernels (tiled / direct depthwise and weight gradient, left / right dgmm, strides 1,
-        2 and 4, dilations, bias, channel multiplier).  Backward ops get grad_out from the numpy reference,
-        so that each call can be the first parallel code of its process."""
+        2 and 4, dilations, bias, channel multiplier, gather / splat filter, dot / L1 lookup, 2 / 4 levels).
+        Backward ops get grad_out from the numpy reference, so that each call can be the first parallel code
+        of its process."""
         r = np.random.default_rng(ord(variant))
         b = variant == "b"
         x = r.standard_normal((2, 3, 16, 16))
@@ -48,6 +49,15 @@ CHILD = textwrap.dedent('''
         side = "right" if b else "left"
         A, v = r.standard_normal((5, 7)), r.standard_normal(7 if b else 5)
         Z, z = r.standard_normal((5, 7, 2)), r.standard_normal((7 if b else 5, 2))
+        xi = r.standard_normal((2, 4, 9, 8))
+        inv = dict(stride=(2, 1), padding=1, dilation=(1, 2)) if b else dict(padding=1)
+        wi = r.standard_normal((2, 2, 3, 3, 5, 6) if b else (2, 2, 3, 3, 9, 8))
+        kw, kb = r.standard_normal((2, 9, 16, 16)), r.standard_normal(3) if b else None
+        f1, f2 = r.standard_normal((2, 3, 8, 8)), r.standard_normal((2, 3, 8, 8))
+        xy = r.uniform(-3, 10, (2, 8, 8, 2))
+        pc = dict(radius=2, l1=b)
+        lk = dict(radius=1, num_levels=4 if b else 2)
+        f2c, xyc = f2[..., :5, :7], xy.transpose(0, 3, 1, 2)
         return {
             "gsmelu": lambda: gpuops.gsmelu(x, **el),
             "gsmelu_backward": lambda: gpuops.gsmelu_backward(x[::-1], x, **el),
@@ -70,6 +80,18 @@ CHILD = textwrap.dedent('''
             "dgmm_backward": lambda: gpuops.dgmm_backward(A[::-1], A, v, side=side),
             "cdgmm": lambda: gpuops.cdgmm(Z, z, side=side),
             "cdgmm_backward": lambda: gpuops.cdgmm_backward(Z[::-1], Z, z, side=side),
+            "involution": lambda: gpuops.involution(xi, wi, **inv),
+            "involution_backward": lambda: gpuops.involution_backward(
+                np.cos(ref.involution(xi, wi, **inv)), xi, wi, **inv),
+            "weighted_filter": lambda: gpuops.weighted_filter(x, kw, kb, splat=b),
+            "weighted_filter_backward": lambda: gpuops.weighted_filter_backward(
+                np.cos(ref.weighted_filter(x, kw, kb, splat=b)), x, kw, kb, splat=b),
+            "patch_correlate": lambda: gpuops.patch_correlate(f1, f2c, xy, **pc),
+            "patch_correlate_backward": lambda: gpuops.patch_correlate_backward(
+                np.cos(ref.patch_correlate(f1, f2c, xy, **pc)), f1, f2c, xy, **pc),
+            "corr_lookup": lambda: gpuops.corr_lookup(f1, f2, xyc, **lk),
+            "corr_lookup_backward": lambda: gpuops.corr_lookup_backward(
+                np.cos(ref.corr_lookup(f1, f2, xyc, **lk)), f1, f2, xyc, **lk),
         }
 
 
