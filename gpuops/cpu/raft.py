@@ -66,7 +66,7 @@ def _signed(v, d, zero):
     if d < 0:
         return -v
     if d == 0:
-        return zero
+        return v * zero         # IEEE: a NaN or Inf gradient times sign(0) = 0 is NaN, not dropped
     return d
 
 

@@ -311,10 +311,6 @@ def test_nonfinite_value(op, shapes, params, expect, injected, where, value, dty
                                    err_msg=where_msg)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "gpuops drops L1-mode gradient terms where base == sample (its _signed(G, 0) is 0 for any G, so a NaN or "
-    "±Inf grad_out gives 0 in grad_base, grad_input and grad_coords); docs/ops.md's non-finite rule makes such "
-    "a term, G·sign(0)/C with coefficient 0, NaN (NaN·0, Inf·0), as the reference gives"))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "+inf", "-inf"])
 def test_l1_gradient_where_base_equals_the_sample(value, dtype):
