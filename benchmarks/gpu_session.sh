@@ -15,11 +15,12 @@ for step in "$@"; do
   case $step in
     tests) python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
     sanitize)
-      # every declared op, forward and backward, float32 and bfloat16, on tiny shapes (the battery's examples)
+      # every declared op, forward and backward, on the battery's small examples, and every kernel variant
+      # forced (tests/gpu/test_gpu_variants.py); driver API return codes are not memory errors
       for tool in memcheck racecheck initcheck; do
-        compute-sanitizer --tool $tool --target-processes all --print-limit 50 \
-          python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_battery.py \
-          -k "cuda_matches_reference and (float32 or bfloat16)" >"$OUT/sanitizer-$tool.log" 2>&1
+        compute-sanitizer --tool $tool --report-api-errors no --print-limit 100 \
+          python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_gpu_battery.py tests/gpu/test_gpu_variants.py \
+          -k "cuda_matches_reference and float32 or variants" >"$OUT/sanitizer-$tool.log" 2>&1
         echo "compute-sanitizer $tool: rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/sanitizer-$tool.log" | tail -3
       done ;;
     demo) python3 -m gpuops 2>&1 | tee "$OUT/demo.log" | tail -5 ;;

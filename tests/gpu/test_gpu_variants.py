@@ -1,0 +1,50 @@
+"""Every kernel variant, forced with ``variant=``, on CUDA against the CPU mirror: the cases that make a
+compute-sanitizer run (benchmarks/gpu_session.sh sanitize) launch every variant, not only the ones the
+battery's small examples pick."""
+import numpy as np
+import pytest
+
+import gpuops.conv as cv
+import gpuops.correlations as gc
+from gpuops._variants import names
+from helpers import assert_close, rounded, to_kind
+
+torch = pytest.importorskip("torch")
+
+
+def _u(shape, seed):
+    return np.random.default_rng(seed).uniform(-1, 1, shape)
+
+
+@pytest.mark.parametrize("variant", names(cv.CORRELATE_VARIANTS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_variants(variant, dtype):
+    x, w, b = _u((2, 3, 19, 17), 0), _u((3, 1, 3, 3), 1), _u((3,), 2)
+    cuda = [to_kind(a, "torch", dtype, "cuda") for a in (x, w, b)]
+    seen = [rounded(a, dtype) for a in (x, w, b)]
+    y = cv.conv2d_depthwise(*cuda, padding=1, variant=variant)
+    assert_close(y, cv.conv2d_depthwise(*seen, padding=1), dtype, scale=4)
+    g = _u(tuple(y.shape), 3)
+    got = cv.conv2d_depthwise_backward(to_kind(g, "torch", dtype, "cuda"), *cuda, padding=1, variant=variant)
+    want = cv.conv2d_depthwise_backward(rounded(g, dtype), *seen, padding=1)
+    for a, e in zip(got, want):
+        assert_close(a, e, dtype, scale=16)
+
+
+@pytest.mark.parametrize("direction,variants", [("forward", gc.FORWARD_VARIANTS), ("backward", gc.BACKWARD_VARIANTS)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_correlation_variants(direction, variants, dtype):
+    params = dict(kernel_size=1, patch_size=9, dilation_patch=2)
+    a, b = _u((2, 4, 12, 40), 0), _u((2, 4, 12, 40), 1)
+    cuda = [to_kind(t, "torch", dtype, "cuda") for t in (a, b)]
+    seen = [rounded(t, dtype) for t in (a, b)]
+    want = gc.spatial_correlation_sample(*seen, **params)
+    g = _u(want.shape, 2)
+    for variant in names(variants):
+        if direction == "forward":
+            assert_close(gc.spatial_correlation_sample(*cuda, **params, variant=variant), want, dtype, scale=4)
+            continue
+        got = gc.spatial_correlation_sample_backward(to_kind(g, "torch", dtype, "cuda"), *cuda, **params,
+                                                     variant=variant)
+        for t, e in zip(got, gc.spatial_correlation_sample_backward(rounded(g, dtype), *seen, **params)):
+            assert_close(t, e, dtype, scale=16)
