@@ -27,6 +27,11 @@ class Variant:
 
 def choose(op: str, variants: tuple, call, forced=None) -> Variant:
     """Run ``call`` with the first of ``variants`` that can run it (or the ``forced`` one); returns it."""
+    if forced is None and not LOG:      # the common case, on the small-call host path: nothing to keep
+        for chosen in variants:
+            if chosen.can_run(call) is None:
+                chosen.run(call)
+                return chosen
     if forced is not None:
         chosen = next((v for v in variants if v.name == forced), None)
         if chosen is None:

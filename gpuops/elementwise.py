@@ -2,11 +2,13 @@
 
 Contract: docs/ops.md (gsmelu, ncrelu).  Kernels: gpuops/cuda/elementwise.py; CPU mirrors: gpuops/cpu/elementwise.py.
 """
+import functools
 import struct
 
 from gpuops import _constants as K
-from gpuops import _core, _ops, reference
+from gpuops import _core, _ops, _variants, reference
 from gpuops._ops import OpSpec, Param
+from gpuops._variants import Variant
 
 _THREADS = K.ELEMENTWISE_THREADS
 _ITEMS = K.ELEMENTWISE_ITEMS
@@ -65,15 +67,36 @@ def _flat_plan(x, kernel, items, words, n, arrays):
     return kernel, ((n,),) * arrays, (grid,), (_THREADS,)
 
 
-def _run_flat(kernel, items, arrays, scalars, stream):
-    x = arrays[0]
-    words = x.device >= 0 and _core.word_aligned(*arrays)
-    _core.launch("elementwise", _flat_plan, (kernel, items, words, x.size, len(arrays)), arrays, scalars,
-                 like=x, stream=stream)
+def _words_can_run(call):
+    arrays = call[2]
+    if arrays[0].device < 0:
+        return "needs CUDA arrays"
+    return None if _core.word_aligned(*arrays) else "needs every array 8-byte aligned and whole 64-bit words"
+
+
+def _launch_flat(call, words):
+    kernel, items, arrays, scalars, stream = call
+    _core.launch("elementwise", _flat_plan, (kernel, items, words, arrays[0].size, len(arrays)), arrays, scalars,
+                 like=arrays[0], stream=stream)
+
+
+#: gsmelu's kernels: 64-bit word loads of packed values, or one element at a time (also the CPU mirror)
+FLAT_VARIANTS = (Variant("words", _words_can_run, functools.partial(_launch_flat, words=True)),
+                 Variant("elements", lambda call: None, functools.partial(_launch_flat, words=False)))
+
+
+def _run_flat(kernel, items, arrays, scalars, stream, variant):
+    call = (kernel, items, arrays, scalars, stream)
+    if variant is None and not _variants.LOG:
+        # the small-call host path (≈13 µs a call): the variants' own rule without the dispatch around it
+        _launch_flat(call, _words_can_run(call) is None)
+        return
+    _variants.choose(kernel, FLAT_VARIANTS, call, variant)
 
 
 @_ops.guards_out
-def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None):
+def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None, stream=None,
+           variant=None):
     """Generalized smooth ReLU, elementwise.
 
     x: any shape, float16/bfloat16/float32/float64 (CPU: float32/float64; 16-bit is upcast).
@@ -83,7 +106,7 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
         y    = g₋·x + Δt + (g₊ - g₋)·h(x)
 
     C¹ everywhere; requires α + β > 0.  ``out`` (an array to write into) and ``stream`` (CUDA stream;
-    default: the caller's current one) are optional.
+    default: the caller's current one) are optional; ``variant`` forces one of `FLAT_VARIANTS`.
 
     >>> import numpy as np, gpuops
     >>> gpuops.gsmelu(np.array([-1.0, 0.0, 1.0]), neg_slope=0.0)
@@ -93,13 +116,13 @@ def gsmelu(x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, ou
     scalars = _scalars(_forward_scalars, slope, neg_slope, alpha, beta, delta_t)
     out = _core.output(out, x, x.shape)
     if x.size:
-        _run_flat("gsmelu_forward", _FORWARD_ITEMS, (x, out), scalars, stream)
+        _run_flat("gsmelu_forward", _FORWARD_ITEMS, (x, out), scalars, stream, variant)
     return out.obj
 
 
 @_ops.guards_out
 def gsmelu_backward(grad_out, x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0.1, delta_t=0.0, out=None,
-                    stream=None):
+                    stream=None, variant=None):
     """Gradient of `gsmelu` w.r.t. x: ``grad_out · y'(x)``.
 
     grad_out, x: same shape and dtype (grad_out may have any strides, stride 0 included).
@@ -113,7 +136,7 @@ def gsmelu_backward(grad_out, x, *, slope=1.0, neg_slope=0.01, alpha=0.1, beta=0
     scalars = _scalars(_backward_scalars, slope, neg_slope, alpha, beta, delta_t)
     out = _core.output(out, x, x.shape)
     if x.size:
-        _run_flat("gsmelu_backward", _ITEMS, (grad_out, x, out), scalars, stream)
+        _run_flat("gsmelu_backward", _ITEMS, (grad_out, x, out), scalars, stream, variant)
     return out.obj
 
 

@@ -82,3 +82,18 @@ def test_strided_copy_kernel():
     dst = np.zeros((1, 1) + view.shape, np.float32)
     _copy.COPY.launch("float32", (2,), (32,), 0, 0, FakeCUDAArray(padded), dst)
     np.testing.assert_array_equal(dst[0, 0], view)
+
+
+@pytest.mark.parametrize("variant", ["words", "elements"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gsmelu_every_variant_forced(variant, dtype):
+    """Both kernels of gsmelu (gpuops.elementwise.FLAT_VARIANTS), forced with ``variant=`` on a size both
+    can run (whole 64-bit words), against the CPU mirror."""
+    import gpuops.elementwise as ew
+    assert variant in [v.name for v in ew.FLAT_VARIANTS]
+    x, g = _x(SIZE - 1), _x(SIZE - 1, 1)
+    xd, gd = to_kind(x, "simulated", dtype), to_kind(g, "simulated", dtype)
+    cpu_x, cpu_g = rounded(x, dtype), rounded(g, dtype)
+    assert_close(gpuops.gsmelu(xd, **PARAMS, variant=variant), gpuops.gsmelu(cpu_x, **PARAMS), dtype)
+    assert_close(gpuops.gsmelu_backward(gd, xd, **PARAMS, variant=variant),
+                 gpuops.gsmelu_backward(cpu_g, cpu_x, **PARAMS), dtype)
