@@ -8,9 +8,10 @@ only" rule.  Complex arrays are viewed as real pairs here (zero-copy) and share 
 results keep the caller's layout and dtype.  16-bit real pairs compute in float32.
 """
 from gpuops import _constants as K
-from gpuops import _core, _ops, reference
+from gpuops import _core, _ops, _variants, reference
 from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
+from gpuops._variants import Variant
 from gpuops._dtypes import STORAGE
 
 _THREADS = K.DIAG_THREADS
@@ -78,19 +79,48 @@ def _layout(M, K, right, on_gpu, want_sum, unroll=_UNROLL, steps=1):
     return tc, tiles, max(1, -(-reduced // seg_len)), seg_len
 
 
-def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None):
+class _Scale:
+    """One scale call (see `_scale`), as the variants see it."""
+
+    __slots__ = ("a", "x", "out", "M", "K", "P", "right", "conj", "stream", "b", "gx")
+
+    def __init__(self, a, x, out, M, K, P, right, conj, stream, b, gx):
+        self.a, self.x, self.out, self.M, self.K, self.P = a, x, out, M, K, P
+        self.right, self.conj, self.stream, self.b, self.gx = right, conj, stream, b, gx
+
+
+def _words_can_run(c):
+    """64-bit word loads need a word to hold whole elements of one row (and more than one scalar), and
+    every pointer aligned."""
+    itemsize = STORAGE[c.a.dtype][1]
+    if not c.a.is_cuda:
+        return "needs CUDA arrays"
+    if itemsize == 8 or c.P * itemsize > 8:
+        return "needs 16/32-bit scalars, whole elements per 64-bit word"
+    if c.K * c.P * itemsize % 8:
+        return "needs rows of whole 64-bit words"
+    return None if _core.word_aligned(c.a, c.out, c.b) else "needs 8-byte aligned arrays"
+
+
+#: the scale kernels: 64-bit word loads of packed values, or one element at a time (also the CPU mirror)
+SCALE_VARIANTS = (Variant("words", _words_can_run, lambda c: _scale_launch(c, True)),
+                  Variant("elements", lambda c: None, lambda c: _scale_launch(c, False)))
+
+
+def _scale(a, x, out, M, K, P, right, conj, stream, b=None, gx=None, variant=None):
     """out = a · x̃ (conj: x̃ conjugated); with ``b`` and ``gx`` also gx = Σ a · conj(b) over the rows
     (right) or along each row (left), in one pass over a and b; deterministic."""
-    want_sum = int(gx is not None and gx.size > 0)
-    if not out.size and not want_sum:
+    if not out.size and not (gx is not None and gx.size > 0):
         return
-    b = a if b is None else b
-    # 64-bit word loads when a word holds whole elements of one row (and more than one scalar), and
-    # every pointer is aligned
-    itemsize = STORAGE[a.dtype][1]
-    row_bytes = K * P * itemsize
-    words = (a.is_cuda and itemsize < 8 and P * itemsize <= 8 and row_bytes % 8 == 0
-             and _core.word_aligned(a, out, b))
+    _variants.choose("dgmm" if P == 1 else "cdgmm", SCALE_VARIANTS,
+                     _Scale(a, x, out, M, K, P, right, conj, stream, a if b is None else b, gx), variant)
+
+
+def _scale_launch(c, words):
+    a, x, out, M, K, P, right, conj, stream, b, gx = (c.a, c.x, c.out, c.M, c.K, c.P, c.right, c.conj, c.stream,
+                                                      c.b, c.gx)
+    want_sum = int(gx is not None and gx.size > 0)
+    row_bytes = K * P * STORAGE[a.dtype][1]
     columns = row_bytes // 8 if words else K
     # the word forward walks down the rows on both sides (it reduces nothing)
     walk_right = right or (words and not want_sum)
@@ -131,10 +161,11 @@ def _check_dgmm(a, x, side):
 
 
 @_ops.guards_out
-def dgmm(a, x, *, side="auto", out=None, stream=None):
+def dgmm(a, x, *, side="auto", out=None, stream=None, variant=None):
     """Multiply by a diagonal matrix: ``a @ diag(x)`` (side "right", len(x) == K) or ``diag(x) @ a``
     (side "left", len(x) == M).  "auto": right if len(x) == K, else left if len(x) == M (a square
-    ``a`` scales columns, as PyINN did).  a: (M, K); x: 1-D; returns (M, K).
+    ``a`` scales columns, as PyINN did).  a: (M, K); x: 1-D; returns (M, K).  ``variant`` forces one of
+    `SCALE_VARIANTS` (the backwards and cdgmm take it too).
 
     >>> import numpy as np, gpuops
     >>> gpuops.dgmm(np.ones((2, 3)), np.array([1.0, 2.0, 3.0]))
@@ -143,12 +174,12 @@ def dgmm(a, x, *, side="auto", out=None, stream=None):
     """
     a, x, M, K, right = _check_dgmm(a, x, side)
     out = _core.output(out, a, a.shape)
-    _scale(a, x, out, M, K, 1, right, 0, stream)
+    _scale(a, x, out, M, K, 1, right, 0, stream, variant=variant)
     return out.obj
 
 
 @_ops.guards_out
-def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
+def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None, variant=None):
     """Gradients of `dgmm`: ``(grad_a, grad_x)``; grad_a = dgmm(grad_out, x), grad_x = Σ grad_out · a over
     the rows (side right) or along each row (side left).  Deterministic."""
     a, x, M, K, right = _check_dgmm(a, x, side)
@@ -158,7 +189,7 @@ def dgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     out_a, out_x = _core.out_tuple(out, ("grad_a", "grad_x"))
     grad_a = _core.output(out_a, a, a.shape)
     grad_x = _core.output(out_x, a, x.shape)
-    _scale(grad_out, x, grad_a, M, K, 1, right, 0, stream, b=a, gx=grad_x)
+    _scale(grad_out, x, grad_a, M, K, 1, right, 0, stream, b=a, gx=grad_x, variant=variant)
     return grad_a.obj, grad_x.obj
 
 
@@ -215,7 +246,7 @@ def _alloc(like, shape, out, is_complex):
 
 
 @_ops.guards_out
-def cdgmm(a, x, *, side="auto", out=None, stream=None):
+def cdgmm(a, x, *, side="auto", out=None, stream=None, variant=None):
     """Complex diagonal multiply, plain complex product (no conjugation): ``out[i, j] = a[i, j]·x[j]``
     (side right) or ``a[i, j]·x[i]`` (side left), side chosen as in `dgmm`.
 
@@ -226,12 +257,12 @@ def cdgmm(a, x, *, side="auto", out=None, stream=None):
     out, out_p = _alloc(a, a.shape, out, is_complex)
     if is_complex:
         a, x = _pairs(a), _pairs(x)
-    _scale(a, x, out_p, M, K, 2, right, 0, stream)
+    _scale(a, x, out_p, M, K, 2, right, 0, stream, variant=variant)
     return out.obj
 
 
 @_ops.guards_out
-def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
+def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None, variant=None):
     """Gradients of `cdgmm`: ``(grad_a, grad_x)`` with ``grad_a = grad_out · conj(x)`` and
     ``grad_x = Σ grad_out · conj(a)`` over the other axis (PyTorch's convention for complex
     gradients).  Deterministic; grad_out in a's layout and dtype."""
@@ -245,7 +276,7 @@ def cdgmm_backward(grad_out, a, x, *, side="auto", out=None, stream=None):
     grad_x, grad_x_p = _alloc(a, x.shape, out_x, is_complex)
     if is_complex:
         a, x, g = _pairs(a), _pairs(x), _pairs(g)
-    _scale(g, x, grad_a_p, M, K, 2, right, 1, stream, b=a, gx=grad_x_p)
+    _scale(g, x, grad_a_p, M, K, 2, right, 1, stream, b=a, gx=grad_x_p, variant=variant)
     return grad_a.obj, grad_x.obj
 
 

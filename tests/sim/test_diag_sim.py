@@ -93,3 +93,18 @@ def test_sum_segments_matches_mirror_and_numpy(segments):
     mirror(partial, want, segments)
     np.testing.assert_array_equal(gx.copy_to_host(), want)          # the same order, bit for bit
     np.testing.assert_allclose(want, partial.reshape(segments, n).sum(0, dtype=np.float64), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["words", "elements"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_every_scale_variant_forced(variant, side):
+    """Both scale kernels (gpuops.diag.SCALE_VARIANTS), forced with ``variant=``, forward and backward, on
+    rows of whole 64-bit words (float32, K = 6), against the CPU mirror."""
+    assert variant in [v.name for v in dg.SCALE_VARIANTS]
+    a, g = RNG.standard_normal((5, 6)).astype(np.float32), RNG.standard_normal((5, 6)).astype(np.float32)
+    x = RNG.standard_normal(6 if side == "right" else 5).astype(np.float32)
+    _close(dg.dgmm(cuda.to_device(a), cuda.to_device(x), side=side, variant=variant), dg.dgmm(a, x, side=side),
+           1e-5)
+    got = dg.dgmm_backward(cuda.to_device(g), cuda.to_device(a), cuda.to_device(x), side=side, variant=variant)
+    for o, w in zip(got, dg.dgmm_backward(g, a, x, side=side)):
+        _close(o, w, 1e-5)
