@@ -279,12 +279,14 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
 
 @_ops.guards_out
 def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, padding=0, dilation=1, out=None,
-                              stream=None, variant=None):
+                              stream=None, variant=None, weight_variant=None):
     """Gradients of `conv2d_depthwise`: ``(grad_x, grad_weight, grad_bias)`` (grad_bias None without bias).
     ``out``: optional arrays to write them into, one per gradient (None for grad_bias without bias).
 
     grad_out: (N, C·m, Ho, Wo), any strides.  grad_x is the transposed convolution (a gather, tiled
     for stride 1); grad_weight and grad_bias are deterministic two-stage reductions (no atomics).
+    ``variant`` forces one of `CORRELATE_VARIANTS` for the stride-1 input gradient, ``weight_variant``
+    one of `WEIGHT_GRAD_VARIANTS`.
     """
     x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
@@ -306,103 +308,149 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
     elif grad_x.size:
         _strided_grad_x(grad_out, weight, grad_x, dims, stream)
     # weight (and bias) gradient
-    _weight_grad(x, grad_out, grad_w, grad_b, dims, stream)
+    _variants.choose("conv2d_depthwise_backward (weight)", WEIGHT_GRAD_VARIANTS,
+                     _WeightGrad(x, grad_out, grad_w, grad_b, dims, stream), weight_variant)
     return grad_x.obj, grad_w.obj, None if grad_b is None else grad_b.obj
 
 
-def _weight_grad(x, grad_out, grad_w, grad_b, dims, stream):
-    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
-    key = _fast_key(x, kh, kw, sh, sw, dh, dw)
-    if key is not None and N and Cm * N < 2**31 and N * C < 2**31 and N * _ceil(Ho, _wgrad_ny(kh)) * Wo < 2**31:
-        _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream)
-        return
-    KK = kh * kw
-    with_bias = 0 if grad_b is None else 1
-    slots = KK + with_bias
-    tpt = max(1, _THREADS // slots)
-    item = _compute_itemsize(x.dtype)
-    th = None
-    tallest = 1
-    while tallest < min(Ho, 32):
-        tallest *= 2
-    for cand in (32, 16, 8, 4, 2, 1):
-        if cand > tallest:
-            continue
-        PH = (cand - 1) * sh + (kh - 1) * dh + 1
-        PW = (_TW - 1) * sw + (kw - 1) * dw + 1
-        if (cand * _TW + PH * PW + _THREADS) * item <= _SHARED:
-            th, shmem = cand, (cand * _TW + PH * PW + _THREADS) * item
-            break
-    common = (C, Cm // C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
-    if th is not None:
-        tiles_x, tiles_y = _ceil(Wo, _TW), _ceil(Ho, th)
-        items = N * tiles_x * tiles_y
-    else:
-        items = N
-    groups = max(1, min(_ceil(_WGRAD_BLOCKS, Cm), max(items, 1)))
-    partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
-    if N == 0:
-        pass
-    elif th is not None:
-        _core.run("conv", "dw_wgrad_tiled",
-                  (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial)) + common
-                  + (th, tiles_x, tiles_y, groups, tpt, with_bias),
-                  like=x, grid=_grid(Cm * groups), block=(_THREADS,), stream=stream, shmem=shmem)
-    else:
-        _core.run("conv", "dw_wgrad_direct",
-                  (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial)) + common
-                  + (groups, tpt, with_bias),
-                  like=x, grid=_grid(Cm * groups), block=(_THREADS,), stream=stream)
-    if N == 0:
-        _zero_fill(partial)
-    # without a bias the kernel gets a 1-element stand-in: never the same array twice as an output
-    gb = Out(_core.scratch(x, (1,), stream=stream) if grad_b is None else grad_b)
-    _core.run("conv", "dw_wgrad_final",
-              (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),
-              like=x, grid=_grid(_core.blocks_for(Cm * slots, _THREADS)), block=(_THREADS,), stream=stream)
+class _WeightGrad:
+    """One depthwise weight (and bias) gradient call, as its variants see it."""
+
+    __slots__ = ("x", "grad_out", "grad_w", "grad_b", "dims", "stream", "key")
+
+    def __init__(self, x, grad_out, grad_w, grad_b, dims, stream):
+        self.x, self.grad_out, self.grad_w, self.grad_b, self.dims, self.stream = x, grad_out, grad_w, grad_b, dims, stream
+        N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+        self.key = _fast_key(x, kh, kw, sh, sw, dh, dw)
+
+    @property
+    def slots(self):
+        """Sums per output channel: the taps, and the bias."""
+        return self.dims[5] * self.dims[6] + (self.grad_b is not None)
 
 
-def _weight_grad_fast(key, x, grad_out, grad_w, grad_b, dims, stream):
-    """Stage 1 by the generated kernel of ``key`` (block = output channel × group of images), then
-    the fixed-order sum over groups (DW_WGRAD_FINAL)."""
-    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
-    KK = kh * kw
-    with_bias = 0 if grad_b is None else 1
-    slots = KK + with_bias
-    if key[1] == 1 and Wo >= _TILE_MIN_W and H * W < 2**31 and Ho * Wo < 2**31:
-        twc, sb = tile_shape(kh, Ho, Wo)
-        tiles_y, tiles_x = _ceil(Ho, sb * _NY), _ceil(Wo, twc)
-        items = N * tiles_y * tiles_x
-        if items < 2**31:
-            # enough blocks to fill the GPU, each summing a few tiles before its reduction
-            groups = max(1, min(items, _ceil(_WGRAD_BLOCKS // 2, Cm), items // 4))
-            partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
-            _core.run("conv", f"dw_wgrad_tile_{kh}",
-                      (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W,
-                       Ho, Wo, -ph, -pw, N, groups, with_bias, twc, sb, tiles_y, tiles_x),
-                      like=x, grid=(Cm * groups,), block=(_ceil(twc * sb, 32) * 32,), stream=stream,
-                      shmem=_tile_smem(kh, twc, sb))
-            _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream)
-            return
+def _wgrad_fast_can_run(c):
+    N, C, H, W, Cm, kh, kw, Ho, Wo = c.dims[:9]
+    if c.key is None:
+        return "needs a CUDA 16/32-bit array, K = 3/5/7, stride 1 or 2, dilation 1"
+    if not N:
+        return "needs a non-empty batch"
+    if Cm * N >= 2**31 or N * C >= 2**31 or N * _ceil(Ho, _wgrad_ny(kh)) * Wo >= 2**31:
+        return "its indices are 32-bit"
+    return None
+
+
+def _wgrad_tile_can_run(c):
+    why = _wgrad_fast_can_run(c)
+    if why is not None:
+        return why
+    N, C, H, W, Cm, kh, kw, Ho, Wo = c.dims[:9]
+    if c.key[1] != 1:
+        return "needs stride 1"
+    if Wo < _TILE_MIN_W:
+        return f"output width {Wo} < {_TILE_MIN_W} would leave most lanes idle"
+    if H * W >= 2**31 or Ho * Wo >= 2**31:
+        return "its in-plane offsets are 32-bit"
+    twc, sb = tile_shape(kh, Ho, Wo)
+    return "too many tiles" if N * _ceil(Ho, sb * _NY) * _ceil(Wo, twc) >= 2**31 else None
+
+
+def _wgrad_tile_run(c):
+    """Stage 1 by the generated shared-memory tile kernel (block = output channel × group of tiles)."""
+    x, (N, C, H, W, Cm, kh, _, Ho, Wo, _, _, ph, pw, _, _) = c.x, c.dims
+    twc, sb = tile_shape(kh, Ho, Wo)
+    tiles_y, tiles_x = _ceil(Ho, sb * _NY), _ceil(Wo, twc)
+    items = N * tiles_y * tiles_x
+    # enough blocks to fill the GPU, each summing a few tiles before its reduction
+    groups = max(1, min(items, _ceil(_WGRAD_BLOCKS // 2, Cm), items // 4))
+    partial = _core.scratch(x, (Cm * groups * c.slots,), STORAGE[x.dtype][2], c.stream)
+    _core.run("conv", f"dw_wgrad_tile_{kh}",
+              (In(x, (x.size,)), In(c.grad_out, (c.grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho, Wo,
+               -ph, -pw, N, groups, int(c.grad_b is not None), twc, sb, tiles_y, tiles_x),
+              like=x, grid=(Cm * groups,), block=(_ceil(twc * sb, 32) * 32,), stream=c.stream,
+              shmem=_tile_smem(kh, twc, sb))
+    _wgrad_final(c, partial, groups)
+
+
+def _wgrad_fast_run(c):
+    """Stage 1 by the generated register-blocked kernels of ``key`` (block = output channel × group of
+    images), in bands of tap rows."""
+    x, (N, C, H, W, Cm, kh, _, Ho, Wo, _, _, ph, pw, _, _) = c.x, c.dims
     strips = _ceil(Ho, _wgrad_ny(kh))
     per_image = strips * Wo
     threads = _fast_threads(per_image * N)
     # enough blocks to fill the GPU, but each thread should sum several items before the reduction
     groups = max(1, min(N, _ceil(_WGRAD_BLOCKS // 2, Cm), (N * per_image) // (4 * threads)))
-    partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], stream)
+    partial = _core.scratch(x, (Cm * groups * c.slots,), STORAGE[x.dtype][2], c.stream)
     for part in range(K.CONV_WGRAD_PARTS[kh]):
-        _core.run("conv", f"dw_wgrad_fast_{key[0]}_{key[1]}_{part}",
-                  (In(x, (x.size,)), In(grad_out, (grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho,
-                   Wo, -ph, -pw, strips, N, groups, with_bias),
-                  like=x, grid=(Cm * groups,), block=(threads,), stream=stream)
-    _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream)
+        _core.run("conv", f"dw_wgrad_fast_{c.key[0]}_{c.key[1]}_{part}",
+                  (In(x, (x.size,)), In(c.grad_out, (c.grad_out.size,)), Out(partial), C, Cm, Cm // C, H, W, Ho,
+                   Wo, -ph, -pw, strips, N, groups, int(c.grad_b is not None)),
+                  like=x, grid=(Cm * groups,), block=(threads,), stream=c.stream)
+    _wgrad_final(c, partial, groups)
 
 
-def _wgrad_final(x, partial, grad_w, grad_b, groups, KK, with_bias, Cm, slots, stream):
-    gb = Out(_core.scratch(x, (1,), stream=stream) if grad_b is None else grad_b)
+def _wgrad_tile_height(c):
+    """(rows of output per tile, shared bytes) of DW_WGRAD_TILED, or None when no tile fits in shared memory."""
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = c.dims
+    item = _compute_itemsize(c.x.dtype)
+    tallest = 1
+    while tallest < min(Ho, 32):
+        tallest *= 2
+    for th in (32, 16, 8, 4, 2, 1):
+        if th > tallest:
+            continue
+        PH = (th - 1) * sh + (kh - 1) * dh + 1
+        PW = (_TW - 1) * sw + (kw - 1) * dw + 1
+        shmem = (th * _TW + PH * PW + _THREADS) * item
+        if shmem <= _SHARED:
+            return th, shmem
+    return None
+
+
+def _wgrad_general_run(c, tiled):
+    """Stage 1 by the general kernels: shared-memory tiles (``tiled``) or one thread per tap and image."""
+    x, (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw) = c.x, c.dims
+    slots, with_bias = c.slots, int(c.grad_b is not None)
+    tpt = max(1, _THREADS // slots)
+    common = (C, Cm // C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
+    if tiled:
+        th, shmem = _wgrad_tile_height(c)
+        tiles_x, tiles_y = _ceil(Wo, _TW), _ceil(Ho, th)
+        items = N * tiles_x * tiles_y
+    else:
+        items = N
+    groups = max(1, min(_ceil(_WGRAD_BLOCKS, Cm), max(items, 1)))
+    partial = _core.scratch(x, (Cm * groups * slots,), STORAGE[x.dtype][2], c.stream)
+    args = (In(x, (x.size,)), In(c.grad_out, (c.grad_out.size,)), Out(partial)) + common
+    if N == 0:
+        _zero_fill(partial)
+    elif tiled:
+        _core.run("conv", "dw_wgrad_tiled", args + (th, tiles_x, tiles_y, groups, tpt, with_bias),
+                  like=x, grid=_grid(Cm * groups), block=(_THREADS,), stream=c.stream, shmem=shmem)
+    else:
+        _core.run("conv", "dw_wgrad_direct", args + (groups, tpt, with_bias),
+                  like=x, grid=_grid(Cm * groups), block=(_THREADS,), stream=c.stream)
+    _wgrad_final(c, partial, groups)
+
+
+def _wgrad_final(c, partial, groups):
+    """Stage 2: each tap's (and the bias's) partial sums added in a fixed order (deterministic)."""
+    x, Cm, KK = c.x, c.dims[4], c.dims[5] * c.dims[6]
+    # without a bias the kernel gets a 1-element stand-in: never the same array twice as an output
+    gb = Out(_core.scratch(x, (1,), stream=c.stream) if c.grad_b is None else c.grad_b)
     _core.run("conv", "dw_wgrad_final",
-              (In(partial), Out(grad_w, (grad_w.size,)), gb, groups, KK, with_bias),
-              like=x, grid=_grid(_core.blocks_for(Cm * slots, _THREADS)), block=(_THREADS,), stream=stream)
+              (In(partial), Out(c.grad_w, (c.grad_w.size,)), gb, groups, KK, int(c.grad_b is not None)),
+              like=x, grid=_grid(_core.blocks_for(Cm * c.slots, _THREADS)), block=(_THREADS,), stream=c.stream)
+
+
+#: the weight gradient's first stage, fastest first (each followed by the fixed-order final sum)
+WEIGHT_GRAD_VARIANTS = (
+    Variant("tile", _wgrad_tile_can_run, _wgrad_tile_run),
+    Variant("fast", _wgrad_fast_can_run, _wgrad_fast_run),
+    Variant("tiled", lambda c: None if _wgrad_tile_height(c) else "no tile fits in shared memory",
+            lambda c: _wgrad_general_run(c, True)),
+    Variant("direct", lambda c: None, lambda c: _wgrad_general_run(c, False)))
 
 
 def _zero_fill(arr):

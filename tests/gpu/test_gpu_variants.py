@@ -48,3 +48,14 @@ def test_correlation_variants(direction, variants, dtype):
                                                      variant=variant)
         for t, e in zip(got, gc.spatial_correlation_sample_backward(rounded(g, dtype), *seen, **params)):
             assert_close(t, e, dtype, scale=16)
+
+
+@pytest.mark.parametrize("variant", names(cv.WEIGHT_GRAD_VARIANTS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_weight_gradient_variants(variant, dtype):
+    x, w, b, g = _u((2, 3, 19, 17), 0), _u((3, 1, 3, 3), 1), _u((3,), 2), _u((2, 3, 19, 17), 3)
+    cuda = [to_kind(a, "torch", dtype, "cuda") for a in (g, x, w, b)]
+    got = cv.conv2d_depthwise_backward(*cuda, padding=1, weight_variant=variant)
+    want = cv.conv2d_depthwise_backward(*[rounded(a, dtype) for a in (g, x, w, b)], padding=1)
+    for a, e in zip(got[1:], want[1:]):
+        assert_close(a, e, dtype, scale=64)

@@ -191,3 +191,22 @@ def test_a_forced_variant_that_cannot_run_says_why():
     x, w = _dev(np.ones((1, 1, 5, 5), np.float32)), _dev(np.ones((1, 1, 2, 2), np.float32))
     with pytest.raises(ValueError, match="variant 'tile' cannot run this call: needs .* K = 3/5/7"):
         cv.conv2d_depthwise(x, w, variant="tile")
+
+
+@pytest.mark.parametrize("variant", ["tile", "fast", "tiled", "direct"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_depthwise_every_weight_gradient_variant(variant, bias):
+    """Each weight-gradient variant (gpuops.conv.WEIGHT_GRAD_VARIANTS), forced with ``weight_variant=``, on
+    a call all four can run (K3, stride 1, a plane 17 wide), against the CPU mirror."""
+    assert variant in [v.name for v in cv.WEIGHT_GRAD_VARIANTS]
+    x = RNG.standard_normal((2, 2, 9, 17)).astype(np.float32)
+    w = RNG.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(2).astype(np.float32) if bias else None
+    g = RNG.standard_normal((2, 2, 9, 17)).astype(np.float32)
+    want = cv.conv2d_depthwise_backward(g, x, w, b, padding=1)
+    got = cv.conv2d_depthwise_backward(_dev(g), _dev(x), _dev(w), None if b is None else _dev(b), padding=1,
+                                       weight_variant=variant)
+    for r, o in zip(want[1:], got[1:]):
+        assert (r is None) == (o is None)
+        if r is not None:
+            _close(o, r, 1e-5)
