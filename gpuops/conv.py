@@ -237,13 +237,14 @@ CORRELATE_VARIANTS = (Variant("tile", _tile_can_run, _tile_run), Variant("fast",
                       Variant("tiled", _tiled_can_run, _tiled_run), Variant("direct", lambda c: None, _direct_run))
 
 
-def _strided_grad_x(g, weight, grad_x, dims, stream):
-    """The strided input gradient: a gather per input pixel, with sizes and stride as constants of a
-    generated kernel where one exists."""
+def _strided_grad_x(c, fixed):
+    """The strided input gradient: a gather per input pixel; ``fixed``: the generated kernel with the sizes
+    and stride as constants.  ``c`` = (grad_out, weight, grad_x, dims, stream)."""
+    g, weight, grad_x, dims, stream = c
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
     threads = min(_THREADS, _ceil(W, 32) * 32)
-    key = _fast_key(grad_x, kh, kw, sh, sw, dh, dw)
-    if key is not None:
+    if fixed:
+        key = _fast_key(grad_x, kh, kw, sh, sw, dh, dw)
         kernel, sizes = f"dw_grad_x_fixed_{key[0]}_{key[1]}", (ph, pw)
     else:
         kernel, sizes = "dw_grad_x_strided", (kh, kw, sh, sw, ph, pw, dh, dw)
@@ -251,6 +252,18 @@ def _strided_grad_x(g, weight, grad_x, dims, stream):
                                Cm // C, H, W, Ho, Wo) + sizes + (N * C,),
               like=grad_x, grid=(min(N * C, 2**31 - 1), min(H, 2**16 - 1), min(_ceil(W, threads), 2**16 - 1)),
               block=(threads,), stream=stream)
+
+
+def _fixed_can_run(c):
+    kh, kw, sh, sw, dh, dw = (c[3][i] for i in (5, 6, 9, 10, 13, 14))
+    if _fast_key(c[2], kh, kw, sh, sw, dh, dw) is None:
+        return "needs a CUDA 16/32-bit array, K = 3/5/7, stride 1 or 2, dilation 1"
+    return None
+
+
+#: the input gradient at stride > 1: generated per (K, stride), or the general gather (also the CPU mirror)
+STRIDED_GRAD_X_VARIANTS = (Variant("fixed", _fixed_can_run, lambda c: _strided_grad_x(c, True)),
+                           Variant("strided", lambda c: None, lambda c: _strided_grad_x(c, False)))
 
 
 @_ops.guards_out
@@ -285,8 +298,8 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
 
     grad_out: (N, C·m, Ho, Wo), any strides.  grad_x is the transposed convolution (a gather, tiled
     for stride 1); grad_weight and grad_bias are deterministic two-stage reductions (no atomics).
-    ``variant`` forces one of `CORRELATE_VARIANTS` for the stride-1 input gradient, ``weight_variant``
-    one of `WEIGHT_GRAD_VARIANTS`.
+    ``variant`` forces one of `CORRELATE_VARIANTS` for the stride-1 input gradient (of
+    `STRIDED_GRAD_X_VARIANTS` at larger strides), ``weight_variant`` one of `WEIGHT_GRAD_VARIANTS`.
     """
     x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
@@ -306,7 +319,8 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
             kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw, dh=dh, dw=dw, flip=1,
             stream=stream), variant)
     elif grad_x.size:
-        _strided_grad_x(grad_out, weight, grad_x, dims, stream)
+        _variants.choose("conv2d_depthwise_backward", STRIDED_GRAD_X_VARIANTS,
+                         (grad_out, weight, grad_x, dims, stream), variant)
     # weight (and bias) gradient
     _variants.choose("conv2d_depthwise_backward (weight)", WEIGHT_GRAD_VARIANTS,
                      _WeightGrad(x, grad_out, grad_w, grad_b, dims, stream), weight_variant)

@@ -59,3 +59,11 @@ def test_depthwise_weight_gradient_variants(variant, dtype):
     want = cv.conv2d_depthwise_backward(*[rounded(a, dtype) for a in (g, x, w, b)], padding=1)
     for a, e in zip(got[1:], want[1:]):
         assert_close(a, e, dtype, scale=64)
+
+
+@pytest.mark.parametrize("variant", names(cv.STRIDED_GRAD_X_VARIANTS))
+def test_depthwise_strided_input_gradient_variants(variant):
+    x, w, g = _u((2, 3, 19, 17), 0), _u((3, 1, 3, 3), 1), _u((2, 3, 10, 9), 2)
+    cuda = [to_kind(a, "torch", "float32", "cuda") for a in (g, x, w)]
+    got = cv.conv2d_depthwise_backward(*cuda, stride=2, padding=1, variant=variant)[0]
+    assert_close(got, cv.conv2d_depthwise_backward(g, x, w, stride=2, padding=1)[0], "float32", scale=4)

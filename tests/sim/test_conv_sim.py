@@ -210,3 +210,15 @@ def test_depthwise_every_weight_gradient_variant(variant, bias):
         assert (r is None) == (o is None)
         if r is not None:
             _close(o, r, 1e-5)
+
+
+@pytest.mark.parametrize("variant", ["fixed", "strided"])
+def test_depthwise_every_strided_input_gradient_variant(variant):
+    """Both stride-2 input-gradient kernels (gpuops.conv.STRIDED_GRAD_X_VARIANTS), forced, against the mirror."""
+    assert variant in [v.name for v in cv.STRIDED_GRAD_X_VARIANTS]
+    x = RNG.standard_normal((1, 2, 9, 11)).astype(np.float32)
+    w = RNG.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    g = RNG.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    want = cv.conv2d_depthwise_backward(g, x, w, stride=2, padding=1)[0]
+    got = cv.conv2d_depthwise_backward(_dev(g), _dev(x), _dev(w), stride=2, padding=1, variant=variant)[0]
+    _close(got, want, 1e-5)
