@@ -74,25 +74,29 @@ def _signed(v, d, zero):
 # forward and pyramid
 
 
+@njit(cache=True, inline="always")
+def _lookup_index(i, H1, W1, levels, radius):
+    """(n, level, dx, dy, h, w) of element i of a lookup output (N, levels·L², H1, W1), x-offset-major."""
+    L = 2 * radius + 1
+    LL = L * L
+    w = i % W1
+    t = i // W1
+    h = t % H1
+    t = t // H1
+    ch = t % (levels * LL)
+    level = ch // LL
+    k = ch - level * LL
+    return t // (levels * LL), level, k // L - radius, k - (k // L) * L - radius, h, w
+
+
 @njit(**CPU_JIT)
 def lookup_forward(base, fmap2, pyr, coords, out, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy, l1,
                    scale, half):
     one = half + half
     zero = half - half
-    L = 2 * radius + 1
-    LL = L * L
     plane1 = H1 * W1
     for i in prange(out.size):
-        w = i % W1
-        t = i // W1
-        h = t % H1
-        t = t // H1
-        ch = t % (levels * LL)
-        n = t // (levels * LL)
-        level = ch // LL
-        k = ch - level * LL
-        dx = k // L - radius
-        dy = k - (k // L) * L - radius
+        n, level, dx, dy, h, w = _lookup_index(i, H1, W1, levels, radius)
         valid, x0, y0, fx, fy = _position(coords, n * csn + h * csh + w * csw, csxy, level, half)
         Hl = H2 >> level
         Wl = W2 >> level
@@ -211,20 +215,9 @@ def lookup_grad_coords_partial(grad, base, fmap2, pyr, coords, work, part_off, N
                                csn, csh, csw, csxy, l1, scale, half):
     one = half + half
     zero = half - half
-    L = 2 * radius + 1
-    LL = L * L
     plane1 = H1 * W1
     for i in prange(grad.size):
-        w = i % W1
-        t = i // W1
-        h = t % H1
-        t = t // H1
-        ch = t % (levels * LL)
-        n = t // (levels * LL)
-        level = ch // LL
-        k = ch - level * LL
-        dx = k // L - radius
-        dy = k - (k // L) * L - radius
+        n, level, dx, dy, h, w = _lookup_index(i, H1, W1, levels, radius)
         valid, x0, y0, fx, fy = _position(coords, n * csn + h * csh + w * csw, csxy, level, half)
         gx = zero
         gy = zero

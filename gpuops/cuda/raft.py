@@ -124,6 +124,21 @@ def _sample(src, off, Hl, Wl, y, x, fx, fy, one, zero):
 
 
 @cuda.jit(device=True, **_INLINE)
+def _lookup_index(i, H1, W1, levels, radius):
+    """(n, level, dx, dy, h, w) of element i of a lookup output (N, levels·L², H1, W1), x-offset-major."""
+    L = 2 * radius + 1
+    LL = L * L
+    w = i % W1
+    t = i // W1
+    h = t % H1
+    t = t // H1
+    ch = t % (levels * LL)
+    level = ch // LL
+    k = ch - level * LL
+    return t // (levels * LL), level, k // L - radius, k - (k // L) * L - radius, h, w
+
+
+@cuda.jit(device=True, **_INLINE)
 def _signed(v, d, zero):
     """v · sign(d), sign(0) = 0, NaN for NaN d."""
     if d > 0:
@@ -143,21 +158,10 @@ def _lookup_forward(base, fmap2, pyr, coords, out, N, C, H1, W1, H2, W2, levels,
                     l1, scale, half):
     one = half + half
     zero = half - half
-    L = 2 * radius + 1
-    LL = L * L
     plane1 = H1 * W1
     start, step = _thread_range()
     for i in range(start, out.size, step):
-        w = i % W1
-        t = i // W1
-        h = t % H1
-        t = t // H1
-        ch = t % (levels * LL)
-        n = t // (levels * LL)
-        level = ch // LL
-        k = ch - level * LL
-        dx = k // L - radius
-        dy = k - (k // L) * L - radius
+        n, level, dx, dy, h, w = _lookup_index(i, H1, W1, levels, radius)
         valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
         Hl = H2 >> level
         Wl = W2 >> level
@@ -287,21 +291,10 @@ def _lookup_grad_coords_partial(grad, base, fmap2, pyr, coords, work, part_off, 
     """work[part_off + 2·i + (0, 1)] = the x and y coordinate gradient of output element i (Σ over c)."""
     one = half + half
     zero = half - half
-    L = 2 * radius + 1
-    LL = L * L
     plane1 = H1 * W1
     start, step = _thread_range()
     for i in range(start, grad.size, step):
-        w = i % W1
-        t = i // W1
-        h = t % H1
-        t = t // H1
-        ch = t % (levels * LL)
-        n = t // (levels * LL)
-        level = ch // LL
-        k = ch - level * LL
-        dx = k // L - radius
-        dy = k - (k // L) * L - radius
+        n, level, dx, dy, h, w = _lookup_index(i, H1, W1, levels, radius)
         valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
         gx = zero
         gy = zero
