@@ -1,6 +1,6 @@
 """CPU mirrors of gpuops.cuda.correlation: same argument lists (4-D float32/float64 arrays, int64
 parameters, scalars in the compute type; the CUDA launch-geometry arguments are accepted and unused),
-same formulas (spec/ops.md §7), parallel over (image, displacement) forward and (image, channel)
+same formulas (docs/ops.md §7), parallel over (image, displacement) forward and (image, channel)
 backward.  The backward is the exact adjoint written as a per-(n, c) scatter, which is deterministic
 because each (n, c) plane belongs to one thread.
 """
@@ -24,7 +24,7 @@ def _overlap(n_out, stride, offset, shift, size):
 
 @njit(cache=True, inline="always")
 def _patch_shift(d, PH, PW, dpH, dpW):
-    """(sy, sx) of displacement channel d (spec/ops.md §7)."""
+    """(sy, sx) of displacement channel d (docs/ops.md §7)."""
     ph = d // PW
     pw = d - ph * PW
     return (ph - (PH - 1) // 2) * dpH, (pw - (PW - 1) // 2) * dpW

@@ -4,7 +4,7 @@ im2col and its adjoint col2im.
 All arrays arrive flat (1-D, C-contiguous); shapes travel as int64 scalars, and every offset is
 computed in 64 bits (tensors may exceed 2**31 elements).
 
-Depthwise convolution (spec/ops.md §4), block = ``THREADS`` threads viewed as 32 × 8:
+Depthwise convolution (docs/ops.md §4), block = ``THREADS`` threads viewed as 32 × 8:
 
 * ``DW_TILED`` — one block computes a ``TH × TW`` (32 × 32) output tile of one (n, channel) plane:
   the input patch with its halo and the taps go to dynamic shared memory (compute type: float32

@@ -1,4 +1,4 @@
-"""CUDA kernels of the correlation family: spatial_correlation_sample and correlation (spec/ops.md §7, §8).
+"""CUDA kernels of the correlation family: spatial_correlation_sample and correlation (docs/ops.md §7, §8).
 
 Both ops are one computation (gpuops/correlations.py maps ``correlation`` onto the sampler's parameters
 with a ``scale`` of 1/(k²·C)).  Notation: input positions (y, x), output pixels (h, w),

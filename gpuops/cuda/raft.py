@@ -1,4 +1,4 @@
-"""CUDA kernels of the RAFT family: patch_correlate and corr_lookup (spec/ops.md §9, §10).
+"""CUDA kernels of the RAFT family: patch_correlate and corr_lookup (docs/ops.md §9, §10).
 
 One set of kernels serves both ops.  A *lookup* correlates the query features ``base`` (N, C, H1, W1)
 with a sampled map on ``levels`` levels: level 0 is ``fmap2`` (N, C, H2, W2) itself, level i > 0 is
