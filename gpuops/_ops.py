@@ -100,6 +100,9 @@ class OpSpec:
     reference / reference_backward: ``gpuops.reference`` functions with the core's argument order.
     check_params: ``check_params(**params)`` raises for rules between parameters (gsmelu's α + β > 0), so
                 modules can refuse them at construction.
+    autocast:   under ``torch.autocast`` the floating array inputs are cast to the autocast dtype first, as
+                PyTorch does for convolutions (set for the convolution-like ops); otherwise the op runs in
+                its inputs' dtype, like PyTorch's elementwise ops.
     """
 
     name: str
@@ -116,6 +119,7 @@ class OpSpec:
     reference_backward: Callable | None = None
     check_params: Callable | None = None
     multi_output: bool = False
+    autocast: bool = False
 
     # derived once from ``arrays`` (plain attributes: bind reads them on every call, and torch.compile
     # cannot trace into functools.cached_property's lock)

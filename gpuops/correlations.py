@@ -376,7 +376,7 @@ SPATIAL_CORRELATION_SAMPLE = _ops.declare(OpSpec(
     params=(Param("kernel_size", "pair", 1, minimum=1), Param("patch_size", "pair", 1, minimum=1),
             Param("stride", "pair", 1, minimum=1), Param("padding", "pair", 0),
             Param("dilation", "pair", 1, minimum=1), Param("dilation_patch", "pair", 1, minimum=1)),
-    shapes=_sampler_shapes, vmap="fold",
+    shapes=_sampler_shapes, vmap="fold", autocast=True,
     example=lambda rng, batch: (_feature_pair(rng, batch), dict(kernel_size=1, patch_size=5, stride=1, padding=0,
                                                                 dilation=1, dilation_patch=2)),
     reference=reference.spatial_correlation_sample, reference_backward=reference.spatial_correlation_sample_backward))
@@ -386,7 +386,7 @@ CORRELATION = _ops.declare(OpSpec(
     params=(Param("pad_size", "int", 0), Param("kernel_size", "int", 1, minimum=1),
             Param("max_displacement", "int", 0), Param("stride1", "int", 1, minimum=1),
             Param("stride2", "int", 1, minimum=1)),
-    shapes=_correlation_shapes, vmap="fold", check_params=_correlation_params,
+    shapes=_correlation_shapes, vmap="fold", check_params=_correlation_params, autocast=True,
     example=lambda rng, batch: (_feature_pair(rng, batch), dict(pad_size=2, kernel_size=1, max_displacement=2,
                                                                 stride1=1, stride2=2)),
     reference=reference.correlation, reference_backward=reference.correlation_backward))

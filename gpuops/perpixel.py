@@ -307,11 +307,11 @@ def _filter_example(rng, batch):
 
 INVOLUTION = _ops.declare(OpSpec(
     name="involution", forward=involution, backward=involution_backward, arrays=("x", "weight"), params=_WINDOW,
-    shapes=_involution_shapes, vmap="fold", example=_involution_example, reference=reference.involution,
+    shapes=_involution_shapes, vmap="fold", example=_involution_example, reference=reference.involution, autocast=True,
     reference_backward=reference.involution_backward))
 
 WEIGHTED_FILTER = _ops.declare(OpSpec(
     name="weighted_filter", forward=weighted_filter, backward=weighted_filter_backward,
-    arrays=("x", "weight", "bias?"), params=(Param("splat", "bool", False),), shapes=_filter_shapes,
+    arrays=("x", "weight", "bias?"), params=(Param("splat", "bool", False),), shapes=_filter_shapes, autocast=True,
     example=_filter_example, reference=reference.weighted_filter,
     reference_backward=reference.weighted_filter_backward))

@@ -27,6 +27,7 @@ _is_compiling = torch.compiler.is_compiling
 _is_tracing = torch._C._is_tracing
 _functorch_active = torch._C._are_functorch_transforms_active
 _grad_enabled = torch.is_grad_enabled
+_any_autocast = torch._C._is_any_autocast_enabled
 
 
 def _direct(arrays) -> bool:
@@ -75,6 +76,29 @@ def _no_context(ctx, inputs, output):
     pass
 
 
+def _register_autocast(op, name, device_type):
+    """PyTorch's convolution policy for ``op``: inside ``torch.autocast(device_type)`` its floating tensor
+    inputs are cast to the autocast dtype of that region (bfloat16 or float16, whichever it is; the
+    library's ``register_autocast`` would fix one dtype at registration)."""
+    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def cast(a, dtype):
+        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.device.type == device_type:
+            return a.to(dtype)
+        if isinstance(a, (list, tuple)):
+            return type(a)(cast(e, dtype) for e in a)
+        return a
+
+    @op.py_impl(getattr(torch._C.DispatchKey, key))         # what torch.compile traces
+    def autocast_impl(*args):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(keyset):
+            return op(*(cast(a, dtype) for a in args))
+
+    _LIB.impl(name, lambda _keyset, *args: autocast_impl(*args), key, with_keyset=True)
+
+
 def _any_tensor(arrays):
     for a in arrays:
         if isinstance(a, (list, tuple)):
@@ -103,6 +127,9 @@ class _Op:
 
         returns = "Tensor[]" if spec.multi_output else "Tensor"
         self.forward = _define(f"{spec.name}({_schema_args(spec)}) -> {returns}", impl, fake)
+        if spec.autocast:
+            for device_type in ("cpu", "cuda"):
+                _register_autocast(self.forward, spec.name, device_type)
         self.backward = None if spec.backward is None else self._define_backward()
         torch.library.register_autograd(f"gpuops::{spec.name}", self._grad, setup_context=self._setup, lib=_LIB)
 
@@ -187,10 +214,12 @@ class _Op:
 
 def _function(spec, op: _Op):
     """``gpuops.torch.<name>``: the public signature of the core function, without ``out`` and ``stream``."""
-    forward, bind, direct, n = spec.forward, spec.bind, spec.direct, len(spec.arrays)
+    forward, bind, n = spec.forward, spec.bind, len(spec.arrays)
+    autocast = spec.autocast
 
     def call(*args, **kwargs):
-        if direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs and _direct(args[:n]):
+        if (spec.direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs
+                and not (autocast and _any_autocast()) and _direct(args[:n])):
             return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
         arrays, params = bind(args, kwargs, not _is_compiling())
         return op(arrays, params)
