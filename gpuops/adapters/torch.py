@@ -358,4 +358,41 @@ class Conv2dDepthwise(nn.Module):
                 f"dilation={self.dilation}, bias={self.bias is not None}, depth_multiplier={self.depth_multiplier}")
 
 
-__all__ = [*_FUNCTIONS, "register", "GSmeLU", "NCReLU", "SpatialCorrelationSampler", "Correlation", "Conv2dDepthwise"]
+def swap_depthwise(model: nn.Module) -> nn.Module:
+    """Replace, in place, every depthwise ``nn.Conv2d`` of ``model`` (groups == in_channels, out_channels a
+    multiple of it, zero padding) by a `Conv2dDepthwise` holding the same weight and bias Parameters (the
+    same objects: optimisers and state dicts keep working); returns ``model``.  Other layers are left as
+    they are; ``padding="same"`` is resolved to the equivalent symmetric padding where one exists."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Conv2d) and _is_depthwise(child):
+            model._modules[name] = _depthwise_from(child)
+        else:
+            swap_depthwise(child)
+    return model
+
+
+def _is_depthwise(conv) -> bool:
+    padding = conv.padding
+    if isinstance(padding, str):
+        if padding != "valid" and any(d * (k - 1) % 2 for k, d in zip(conv.kernel_size, conv.dilation)):
+            return False                # "same" with an even window pads one side only
+    return (conv.groups == conv.in_channels and conv.out_channels % conv.in_channels == 0
+            and conv.padding_mode == "zeros")
+
+
+def _depthwise_from(conv):
+    padding = conv.padding
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+    layer = Conv2dDepthwise(conv.in_channels, conv.kernel_size, stride=conv.stride, padding=padding,
+                            dilation=conv.dilation, bias=conv.bias is not None,
+                            depth_multiplier=conv.out_channels // conv.in_channels)
+    layer.weight = conv.weight
+    if conv.bias is not None:
+        layer.bias = conv.bias
+    return layer.to(conv.weight.device)
+
+
+__all__ = [*_FUNCTIONS, "register", "swap_depthwise", "GSmeLU", "NCReLU", "SpatialCorrelationSampler", "Correlation", "Conv2dDepthwise"]
