@@ -12,6 +12,7 @@ from gpuops.correlations import (correlation, correlation_backward, spatial_corr
 from gpuops.diag import cdgmm, cdgmm_backward, dgmm, dgmm_backward
 from gpuops.elementwise import gsmelu, gsmelu_backward, ncrelu, ncrelu_backward
 from gpuops.raft import corr_lookup, corr_lookup_backward, patch_correlate, patch_correlate_backward
+from gpuops.pyramid import corr_pyramid, corr_pyramid_backward, corr_pyramid_lookup, corr_pyramid_lookup_backward
 from gpuops.perpixel import involution, involution_backward, weighted_filter, weighted_filter_backward
 
 __version__ = "0.1.0"
@@ -21,4 +22,5 @@ __all__ = ["gsmelu", "gsmelu_backward", "ncrelu", "ncrelu_backward", "spatial_co
            "conv2d_depthwise_backward", "im2col", "im2col_backward", "col2im", "col2im_backward", "dgmm",
            "dgmm_backward", "cdgmm", "cdgmm_backward", "involution", "involution_backward",
            "weighted_filter", "weighted_filter_backward", "patch_correlate", "patch_correlate_backward",
-           "corr_lookup", "corr_lookup_backward"]
+           "corr_lookup", "corr_lookup_backward", "corr_pyramid", "corr_pyramid_backward", "corr_pyramid_lookup",
+           "corr_pyramid_lookup_backward"]

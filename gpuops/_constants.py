@@ -93,6 +93,18 @@ CORR_RT_MAX_ELEMENTS = 2**31
 
 #: threads per block of the per-pixel launches (the kernels stride by blockDim; the host plans grids with it)
 PERPIXEL_THREADS = 256
+#: most channels of one kernel group a thread of PP_GATHER / PP_TRANSPOSE owns (its register block holds
+#: PERPIXEL_ROWS × PERPIXEL_CHUNK sums); a group of cpg channels is cut into ceil(cpg / PERPIXEL_CHUNK)
+#: chunks of equal size (± 1), so any cpg works
+PERPIXEL_CHUNK = 8
+#: output rows (one column) a thread of PP_GATHER / PP_TRANSPOSE owns: a strip whose windows share input
+#: rows, each loaded once per strip instead of once per output row
+PERPIXEL_ROWS = 4
+#: channels of a group whose centre values a PP_WGRAD thread keeps in registers across all taps (larger
+#: groups are walked in chunks of this many, the centre values reloaded per tap)
+PERPIXEL_WGRAD_CHUNK = 16
+#: rows (one column) of the weight gradient a PP_WGRAD thread owns
+PERPIXEL_WGRAD_ROWS = 2
 
 # ---------------------------------------------------------------------------------------------
 # RAFT (patch_correlate, corr_lookup)
@@ -104,3 +116,14 @@ RAFT_SCAN_THREADS = 256
 #: a lookup coordinate beyond ±RAFT_COORD_LIMIT (or NaN, ±Inf) makes its query sample zeros: CUDA kernels and
 #: CPU mirror must draw the line at the same place
 RAFT_COORD_LIMIT = 2.0 ** 40
+
+# ---------------------------------------------------------------------------------------------
+# RAFT pyramid (corr_pyramid, corr_pyramid_lookup)
+
+#: threads per block of the pyramid's elementwise-style launches (pooling, lookups; grid-stride loops)
+PYRAMID_THREADS = 256
+#: the numba GEMM fallback: PYRAMID_GEMM_TILE × PYRAMID_GEMM_TILE outputs per block, blocks of
+#: PYRAMID_GEMM_TILE × PYRAMID_GEMM_ROWS threads (each thread TILE / ROWS outputs of one column), K in steps of
+#: PYRAMID_GEMM_TILE (its shared tiles are sized for these)
+PYRAMID_GEMM_TILE = 32
+PYRAMID_GEMM_ROWS = 8

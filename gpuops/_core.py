@@ -81,6 +81,13 @@ class _Kind:
         return self.pointer(arr)[1] == _c_strides(arr.shape, STORAGE[arr.dtype][1])
     def stream(self, arr: Arr) -> int:                  # the caller's current stream
         return 0
+    # channels-last memory (`nhwc`, `nchw`): an (N, C, H, W) array stored as a C-contiguous (N, H, W, C) one
+    def nhwc_view(self, arr: Arr):                      # its (N, H, W, C) view where that is C-contiguous
+        return None
+    def nhwc_copy(self, arr: Arr) -> Arr:               # an (N, H, W, C) C-contiguous copy
+        raise TypeError(f"{arr.name}: {self.name} arrays have no channels-last form here")
+    def nchw_view(self, arr: Arr):                      # the (N, C, H, W) view of an (N, H, W, C) array
+        raise TypeError(f"{arr.name}: {self.name} arrays have no channels-last form here")
 
 
 _C_STRIDES: dict = {}
@@ -130,6 +137,16 @@ class _Numpy(_Kind):
 
     def is_contiguous(self, arr):
         return arr.obj.flags.c_contiguous
+
+    def nhwc_view(self, arr):
+        view = arr.obj.transpose(0, 2, 3, 1)
+        return self.wrap(view, arr.name) if view.flags.c_contiguous else None
+
+    def nhwc_copy(self, arr):
+        return self.wrap(np.ascontiguousarray(arr.obj.transpose(0, 2, 3, 1)), arr.name)
+
+    def nchw_view(self, arr):
+        return arr.obj.transpose(0, 3, 1, 2)
 
 
 class _Torch(_Kind):
@@ -191,6 +208,17 @@ class _Torch(_Kind):
 
     def is_contiguous(self, arr):
         return arr.obj.is_contiguous()
+
+    def nhwc_view(self, arr):
+        view = arr.obj.permute(0, 2, 3, 1)
+        return Arr(view, self, view.shape, arr.dtype, arr.device, arr.name) if view.is_contiguous() else None
+
+    def nhwc_copy(self, arr):
+        view = arr.obj.detach().permute(0, 2, 3, 1).contiguous()
+        return Arr(view, self, view.shape, arr.dtype, arr.device, arr.name)
+
+    def nchw_view(self, arr):
+        return arr.obj.permute(0, 3, 1, 2)
 
     def stream(self, arr):
         raw = self._raw_stream
@@ -259,6 +287,18 @@ class _Cupy(_Cai):
     def is_contiguous(self, arr):
         return arr.obj.flags.c_contiguous
 
+    def nhwc_view(self, arr):
+        view = arr.obj.transpose(0, 2, 3, 1)
+        return self.wrap(view, arr.name) if view.flags.c_contiguous else None
+
+    def nhwc_copy(self, arr):
+        import cupy
+        with cupy.cuda.Device(arr.device):
+            return self.wrap(cupy.ascontiguousarray(arr.obj.transpose(0, 2, 3, 1)), arr.name)
+
+    def nchw_view(self, arr):
+        return arr.obj.transpose(0, 3, 1, 2)
+
 
 class _XlaBuffer(_Kind):
     """The buffers a ``jax.experimental.buffer_callback`` receives (outputs are always given)."""
@@ -318,6 +358,18 @@ class _Simulated(_Kind):
     def empty(self, arr, shape, dtype):
         from gpuops._toolchain import cuda
         return self.wrap(cuda.device_array(shape, dtype=_np_dtype(dtype)), "out")
+
+    def nhwc_view(self, arr):
+        if not self.host(arr).transpose(0, 2, 3, 1).flags.c_contiguous:
+            return None
+        return self.wrap(arr.obj.transpose((0, 2, 3, 1)), arr.name)
+
+    def nhwc_copy(self, arr):
+        from gpuops._toolchain import cuda
+        return self.wrap(cuda.to_device(np.ascontiguousarray(self.host(arr).transpose(0, 2, 3, 1))), arr.name)
+
+    def nchw_view(self, arr):
+        return arr.obj.transpose((0, 3, 1, 2))
 
 
 class _Meta(_Kind):
@@ -487,10 +539,30 @@ def empty(like: Arr, shape, dtype=None) -> Arr:
     return like.kind.empty(like, tuple(shape), dtype or like.dtype)
 
 
-def output(out, like: Arr, shape, dtype=None) -> Arr:
-    """Allocate the output, or check a caller-given ``out`` (the JAX adapter passes XLA's buffers)."""
+def output(out, like: Arr, shape, dtype=None, *, channels_last=False) -> Arr:
+    """Allocate the output, or check a caller-given ``out`` (the JAX adapter passes XLA's buffers).
+
+    ``channels_last``: the (N, C, H, W) output of ``shape`` is stored channels-last, and what comes back
+    is its C-contiguous (N, H, W, C) `Arr` (``like`` is then an (N, H, W, C) one too); `nchw` gives the
+    array to return.  A given ``out`` must then be (N, C, H, W) with channels-last memory."""
+    if channels_last:
+        N, C, H, W = shape
+        if out is None:
+            return empty(like, (N, H, W, C), dtype)
+        arr = _given_out(out, like, shape, dtype)
+        view = arr.kind.nhwc_view(arr)
+        if view is None:
+            raise ValueError("out must be channels-last (C the contiguous axis, as the input), got another layout")
+        return view
     if out is None:
         return empty(like, shape, dtype)
+    arr = _given_out(out, like, shape, dtype)
+    if not arr.kind.is_contiguous(arr):
+        raise ValueError("out must be C-contiguous (kernels write it densely), got a strided or expanded array")
+    return arr
+
+
+def _given_out(out, like, shape, dtype):
     arr = wrap("out", out)
     dtype = dtype or like.dtype
     if arr.shape != tuple(shape) or arr.dtype != dtype or arr.device != like.device:
@@ -498,9 +570,43 @@ def output(out, like: Arr, shape, dtype=None) -> Arr:
                          f"got {arr.dtype}{list(arr.shape)} on {_where(arr.device)}")
     if arr.kind is not like.kind:
         raise TypeError(f"out must be a {like.kind.name} array like the inputs, got {arr.kind.name}")
-    if not arr.kind.is_contiguous(arr):
-        raise ValueError("out must be C-contiguous (kernels write it densely), got a strided or expanded array")
     return arr
+
+
+def channels_last(arr: Arr) -> bool:
+    """True for a 4-D torch tensor stored channels-last (``torch.channels_last``: C the contiguous axis) and
+    not C-contiguous as well (C == 1 or H·W == 1 are both): the layout an op that computes either way
+    takes from its input, as PyTorch's convolutions do.  Other kinds are False (numpy keeps NCHW)."""
+    if arr.kind is not TORCH or len(arr.shape) != 4:
+        return False
+    obj = arr.obj
+    if obj.is_contiguous():
+        return False
+    fmt = _CHANNELS_LAST.get("torch")
+    if fmt is None:
+        import torch
+        fmt = _CHANNELS_LAST["torch"] = torch.channels_last
+    return obj.is_contiguous(memory_format=fmt)
+
+
+_CHANNELS_LAST: dict = {}
+
+
+def nhwc(arr: Arr) -> Arr:
+    """The (N, H, W, C) C-contiguous `Arr` of a 4-D (N, C, H, W) array: a view where its memory is
+    channels-last, else a copy in that order; `TypeError` for kinds without one (generic CUDA arrays)."""
+    view = arr.kind.nhwc_view(arr)
+    return view if view is not None else arr.kind.nhwc_copy(arr)
+
+
+def has_nhwc(arr: Arr) -> bool:
+    """Whether `nhwc` and `nchw` work on ``arr``'s kind (numpy, torch, CuPy, simulated)."""
+    return arr.kind in (NUMPY, TORCH, CUPY, SIMULATED)
+
+
+def nchw(arr: Arr):
+    """The (N, C, H, W) array, channels-last in memory, over the (N, H, W, C) C-contiguous ``arr``."""
+    return arr.kind.nchw_view(arr)
 
 
 def out_tuple(out, names):
@@ -515,9 +621,10 @@ def out_tuple(out, names):
 def refuse_overlap(out, inputs):
     """`ValueError` when an ``out`` array (one, or a tuple with Nones) shares memory with one of ``inputs``
     ((name, value) pairs; values that are not arrays are skipped): kernels read inputs while they write
-    outputs, so an aliased output would silently give wrong numbers."""
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    for o in outs:
+    outputs, so an aliased output would silently give wrong numbers.  Sequences (a sequence argument such
+    as a pyramid, a nested tuple of outputs) are checked element by element, as ``name[i]``."""
+    inputs = list(_flat_pairs(inputs))
+    for _, o in _flat_pairs((("out", out),)):
         if o is None or _kind_of(o) is None:
             continue
         o_span = _extent(wrap("out", o))
@@ -529,6 +636,15 @@ def refuse_overlap(out, inputs):
                     o_span[1] < span[2] and span[1] < o_span[2]):
                 raise ValueError(f"out must not share memory with {name}: gpuops kernels read their inputs "
                                  f"while writing their outputs; pass a separate array")
+
+
+def _flat_pairs(pairs):
+    """(name, value) pairs with tuple and list values expanded, recursively, into (name[i], element)."""
+    for name, value in pairs:
+        if isinstance(value, (tuple, list)):
+            yield from _flat_pairs((f"{name}[{i}]", v) for i, v in enumerate(value))
+        else:
+            yield name, value
 
 
 def _extent(arr: Arr):

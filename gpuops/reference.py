@@ -426,3 +426,75 @@ def corr_lookup_backward(grad_out, fmap1, fmap2, coords, radius=4, num_levels=4)
         gc += gci / 2 ** i
         g_level = gl + (_avg_pool2x2_adjoint(g_level, gl.shape) if i < num_levels - 1 else 0.0)
     return g1, g_level, gc.transpose(0, 3, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# RAFT pyramid (docs/ops.md §10): the all-pairs volume, pooled, and lookups in it
+
+
+def corr_pyramid(fmap1, fmap2, num_levels=4):
+    f1, f2 = (np.asarray(a, np.float64) for a in (fmap1, fmap2))
+    levels = [np.einsum("nchw,ncyx->nhwyx", f1, f2) / np.sqrt(f1.shape[1])]
+    for _ in range(1, num_levels):
+        levels.append(_avg_pool2x2(levels[-1]))
+    return tuple(levels)
+
+
+def corr_pyramid_backward(grad_out, fmap1, fmap2, num_levels=4):
+    f1, f2 = (np.asarray(a, np.float64) for a in (fmap1, fmap2))
+    g = [np.asarray(a, np.float64) for a in grad_out]
+    acc = g[-1]
+    for i in reversed(range(num_levels - 1)):           # the pooling adjoints, coarsest level first
+        acc = g[i] + _avg_pool2x2_adjoint(acc, g[i].shape)
+    root = np.sqrt(f1.shape[1])
+    return np.einsum("nhwyx,ncyx->nchw", acc, f2) / root, np.einsum("nhwyx,nchw->ncyx", acc, f1) / root
+
+
+def _plane_gather(vol, yy, xx):
+    """vol (N, H, W, Hl, Wl) at vol[n, h, w, yy, xx] for yy, xx of shape (N, H, W), 0 outside; and the mask."""
+    Hl, Wl = vol.shape[3:]
+    inside = (yy >= 0) & (yy < Hl) & (xx >= 0) & (xx < Wl)
+    if not (Hl and Wl):
+        return np.zeros(yy.shape), inside
+    n, h, w = np.indices(yy.shape)
+    return np.where(inside, vol[n, h, w, np.clip(yy, 0, Hl - 1), np.clip(xx, 0, Wl - 1)], 0.0), inside
+
+
+def corr_pyramid_lookup(pyramid, coords, radius=4):
+    levels = [np.asarray(a, np.float64) for a in pyramid]
+    nhwc = np.asarray(coords, np.float64).transpose(0, 2, 3, 1)
+    N, H, W = levels[0].shape[:3]
+    LL = (2 * radius + 1) ** 2
+    out = np.zeros((N, len(levels) * LL, H, W))
+    for i, vol in enumerate(levels):
+        valid, x0, y0, fx, fy = _raft_corners(nhwc / 2 ** i, *vol.shape[3:])
+        for k, dx, dy in _raft_offsets(radius):
+            v00, v01, v10, v11 = (_plane_gather(vol, y0 + dy + a, x0 + dx + b)[0] for a in (0, 1) for b in (0, 1))
+            s = (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11)
+            out[:, i * LL + k] = np.where(valid, s, 0.0)
+    return out
+
+
+def corr_pyramid_lookup_backward(grad_out, pyramid, coords, radius=4):
+    levels = [np.asarray(a, np.float64) for a in pyramid]
+    g = np.asarray(grad_out, np.float64)
+    nhwc = np.asarray(coords, np.float64).transpose(0, 2, 3, 1)
+    N, H, W = levels[0].shape[:3]
+    LL = (2 * radius + 1) ** 2
+    grads, gc = [np.zeros_like(vol) for vol in levels], np.zeros((N, H, W, 2))
+    n, h, w = np.indices((N, H, W))
+    for i, vol in enumerate(levels):
+        valid, x0, y0, fx, fy = _raft_corners(nhwc / 2 ** i, *vol.shape[3:])
+        wts = {(0, 0): (1 - fy) * (1 - fx), (0, 1): (1 - fy) * fx, (1, 0): fy * (1 - fx), (1, 1): fy * fx}
+        for k, dx, dy in _raft_offsets(radius):
+            G = g[:, i * LL + k]
+            corners = {}
+            for (a, b), wt in wts.items():
+                yy, xx = y0 + dy + a, x0 + dx + b
+                corners[a, b], inside = _plane_gather(vol, yy, xx)
+                m = inside & valid
+                np.add.at(grads[i], (n[m], h[m], w[m], yy[m], xx[m]), (G * wt)[m])
+            v00, v01, v10, v11 = (corners[ab] for ab in ((0, 0), (0, 1), (1, 0), (1, 1)))
+            gc[..., 0] += np.where(valid, G * ((1 - fy) * (v01 - v00) + fy * (v11 - v10)), 0.0) / 2 ** i
+            gc[..., 1] += np.where(valid, G * ((1 - fx) * (v10 - v00) + fx * (v11 - v01)), 0.0) / 2 ** i
+    return tuple(grads), gc.transpose(0, 3, 1, 2)

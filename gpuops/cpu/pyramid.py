@@ -1,0 +1,187 @@
+"""CPU mirrors of gpuops.cuda.pyramid: the same kernels with the same argument lists (flat float32/float64
+arrays, int64 parameters, scalars in the compute type) and the same formulas, term order included.
+The level-0 GEMM has no mirror: on the host it is numpy's matmul (BLAS), in gpuops/pyramid.py.
+
+The lookup kernels run in parallel over queries (each query's position is computed once and its L²
+offsets, or its plane, follow in the kernels' order); the pooling kernels over output elements.
+"""
+import numpy as np
+
+from gpuops._constants import RAFT_COORD_LIMIT as COORD_LIMIT
+from gpuops._toolchain import CPU_JIT, njit, prange
+
+
+@njit(cache=True, inline="always")
+def _position(coords, off, plane, level, half):
+    x = coords[off]
+    y = coords[off + plane]
+    for _ in range(level):
+        x = x * half
+        y = y * half
+    valid = abs(x) <= COORD_LIMIT and abs(y) <= COORD_LIMIT
+    if not valid:
+        x = half - half
+        y = x
+    xf = np.floor(x)
+    yf = np.floor(y)
+    return valid, np.int64(xf), np.int64(yf), x - xf, y - yf
+
+
+@njit(cache=True, inline="always")
+def _pixel(src, off, Hl, Wl, y, x, zero):
+    if 0 <= y < Hl and 0 <= x < Wl:
+        return src[off + y * Wl + x]
+    return zero
+
+
+@njit(cache=True, inline="always")
+def _corners(src, off, Hl, Wl, y, x, zero):
+    return (_pixel(src, off, Hl, Wl, y, x, zero), _pixel(src, off, Hl, Wl, y, x + 1, zero),
+            _pixel(src, off, Hl, Wl, y + 1, x, zero), _pixel(src, off, Hl, Wl, y + 1, x + 1, zero))
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling and its adjoint
+
+
+@njit(**CPU_JIT)
+def pool(src, dst, P, Hs, Ws, half):
+    quarter = half * half
+    Hd = Hs >> 1
+    Wd = Ws >> 1
+    for i in prange(P * Hd * Wd):
+        x = i % Wd
+        t = i // Wd
+        y = t % Hd
+        p = t // Hd
+        s = p * Hs * Ws + 2 * y * Ws + 2 * x
+        dst[i] = (src[s] + src[s + 1] + src[s + Ws] + src[s + Ws + 1]) * quarter
+
+
+@njit(cache=True, inline="always")
+def _unpooled(g, i, work, prev_off, has_prev, Hl, Wl, quarter):
+    v = g[i]
+    if has_prev:
+        Hp = Hl >> 1
+        Wp = Wl >> 1
+        x = i % Wl
+        t = i // Wl
+        y = t % Hl
+        p = t // Hl
+        if (y >> 1) < Hp and (x >> 1) < Wp:
+            v += work[prev_off + (p * Hp + (y >> 1)) * Wp + (x >> 1)] * quarter
+    return v
+
+
+@njit(**CPU_JIT)
+def unpool(g, work, prev_off, has_prev, dst_off, P, Hl, Wl, half):
+    quarter = half * half
+    for i in prange(P * Hl * Wl):
+        work[dst_off + i] = _unpooled(g, i, work, prev_off, has_prev, Hl, Wl, quarter)
+
+
+@njit(**CPU_JIT)
+def unpool_final(g, work, prev_off, dst, P, Hl, Wl, half):
+    quarter = half * half
+    for i in prange(P * Hl * Wl):
+        dst[i] = _unpooled(g, i, work, prev_off, 1, Hl, Wl, quarter)
+
+
+# ---------------------------------------------------------------------------------------------
+# the lookup
+
+
+@njit(**CPU_JIT)
+def lookup_level(vol, coords, out, N, H, W, Hl, Wl, levels, level, radius, half):
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    HW = H * W
+    for q in prange(N * HW):
+        n = q // HW
+        hw = q - n * HW
+        valid, x0, y0, fx, fy = _position(coords, n * 2 * HW + hw, HW, level, half)
+        for k in range(LL):
+            dx = k // L - radius
+            dy = k - (k // L) * L - radius
+            s = zero
+            if valid:
+                v00, v01, v10, v11 = _corners(vol, q * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx, zero)
+                s = (one - fy) * ((one - fx) * v00 + fx * v01) + fy * ((one - fx) * v10 + fx * v11)
+            out[((n * levels + level) * LL + k) * HW + hw] = s
+
+
+@njit(**CPU_JIT)
+def lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    HW = H * W
+    plane = Hl * Wl
+    for q in prange(N * HW):
+        n = q // HW
+        hw = q - n * HW
+        valid, x0, y0, fx, fy = _position(coords, n * 2 * HW + hw, HW, level, half)
+        base = (n * levels + level) * LL * HW + hw
+        for p in range(plane):
+            y = p // Wl
+            x = p - y * Wl
+            acc = zero
+            if valid:
+                for a in range(2):
+                    dy = y - y0 - a
+                    if -radius <= dy <= radius:
+                        wy = fy if a else one - fy
+                        for e in range(2):
+                            dx = x - x0 - e
+                            if -radius <= dx <= radius:
+                                wx = fx if e else one - fx
+                                acc += grad[base + ((dx + radius) * L + dy + radius) * HW] * (wy * wx)
+            gvol[q * plane + p] = acc
+
+
+@njit(**CPU_JIT)
+def lookup_grad_coords_partial(vol, coords, grad, part, N, H, W, Hl, Wl, levels, level, radius, half):
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    HW = H * W
+    for q in prange(N * HW):
+        n = q // HW
+        hw = q - n * HW
+        valid, x0, y0, fx, fy = _position(coords, n * 2 * HW + hw, HW, level, half)
+        for k in range(LL):
+            dx = k // L - radius
+            dy = k - (k // L) * L - radius
+            e = ((n * levels + level) * LL + k) * HW + hw
+            gx = zero
+            gy = zero
+            if valid:
+                G = grad[e]
+                v00, v01, v10, v11 = _corners(vol, q * Hl * Wl, Hl, Wl, y0 + dy, x0 + dx, zero)
+                gx = G * ((one - fy) * (v01 - v00) + fy * (v11 - v10))
+                gy = G * ((one - fx) * (v10 - v00) + fx * (v11 - v01))
+                for _ in range(level):
+                    gx = gx * half
+                    gy = gy * half
+            part[2 * e] = gx
+            part[2 * e + 1] = gy
+
+
+@njit(**CPU_JIT)
+def lookup_grad_coords_sum(part, grad_coords, N, HW, channels, half):
+    zero = half - half
+    for q in prange(N * HW):
+        n = q // HW
+        hw = q - n * HW
+        gx = zero
+        gy = zero
+        for ch in range(channels):
+            e = 2 * ((n * channels + ch) * HW + hw)
+            gx += part[e]
+            gy += part[e + 1]
+        grad_coords[n * 2 * HW + hw] = gx
+        grad_coords[n * 2 * HW + HW + hw] = gy
