@@ -2,6 +2,8 @@
 declaration's own small example, so a new op is tested on every layer by declaring it.
 
 Values are compared with `gpuops.reference` (plain numpy, float64); gradients are checked in float64.
+Sequence arguments (``"xs*"``, a tuple of arrays) and several outputs (``multi_output``) go through
+`_map` (an array or a nested tuple of them, structure kept) and `_leaves` (flattened).
 """
 import numpy as np
 import pytest
@@ -37,9 +39,50 @@ def _tuple(y):
     return tuple(y) if isinstance(y, tuple) else (y,)
 
 
+def _map(fn, a):
+    """``fn`` of every array of an argument or result (a sequence of arrays stays a tuple)."""
+    return tuple(_map(fn, e) for e in a) if isinstance(a, (tuple, list)) else fn(a)
+
+
+def _leaves(a):
+    """The arrays of an argument or result, sequences flattened."""
+    return [x for e in a for x in _leaves(e)] if isinstance(a, (tuple, list)) else [a]
+
+
+def _regroup(flat, like):
+    """``like``'s structure (a list of arguments, each an array or a tuple of them) over the arrays ``flat``."""
+    flat, out = list(flat), []
+    for a in like:
+        n = len(a) if isinstance(a, (tuple, list)) else None
+        out.append(flat.pop(0) if n is None else tuple(flat.pop(0) for _ in range(n)))
+    return out
+
+
+def _close_all(actual, expected, dtype, scale=1.0):
+    actual, expected = _leaves(actual), _leaves(expected)
+    assert len(actual) == len(expected)
+    for a, b in zip(actual, expected):
+        assert_close(a, b, dtype, scale)
+
+
+def _metas(spec, arrays):
+    return [_map(lambda a, n=n: gpuops._core.wrap(n, a), a) for n, a in zip(spec.array_names, arrays)]
+
+
 def _grad_out(spec, arrays, params, seed=1):
-    shape = spec.output_shape([gpuops._core.wrap(n, a) for n, a in zip(spec.array_names, arrays)], params)
-    return np.random.default_rng(seed).uniform(-1, 1, shape)
+    shape = spec.output_shape(_metas(spec, arrays), params)
+    rng = np.random.default_rng(seed)
+    return tuple(rng.uniform(-1, 1, s) for s in shape) if spec.multi_output else rng.uniform(-1, 1, shape)
+
+
+def _torch(a):
+    """torch tensors of a numpy argument (a list for a sequence argument, as the Tensor[] schema takes)."""
+    t = _map(torch.from_numpy, a)
+    return list(t) if isinstance(t, tuple) else t
+
+
+def _loss(y):
+    return sum(o.square().sum() for o in _leaves(y))
 
 
 def _torch_params(params):
@@ -53,50 +96,56 @@ def _torch_params(params):
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_core_matches_reference(spec):
     arrays, params = example(spec)
-    assert_close(spec.forward(*arrays, **params), spec.reference(*arrays, **params), "float64")
+    _close_all(spec.forward(*arrays, **params), spec.reference(*arrays, **params), "float64")
     assert getattr(gpuops, spec.name) is spec.forward
     if spec.backward is not None:
         g = _grad_out(spec, arrays, params)
         got, expected = _tuple(spec.backward(g, *arrays, **params)), _tuple(spec.reference_backward(g, *arrays, **params))
         assert len(got) == len(expected)
         for a, b in zip(got, expected):
-            assert_close(a, b, "float64")
+            _close_all(a, b, "float64")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_every_dtype_torch_cpu(spec, dtype):
     arrays, params = example(spec)
-    y = getattr(gt, spec.name)(*[to_kind(a, "torch", dtype) for a in arrays], **params)
-    assert str(y.dtype) == f"torch.{dtype}"
-    expected = spec.reference(*[rounded(a, dtype) for a in arrays], **params)
-    assert_close(y, expected, dtype, scale=max(1.0, float(np.abs(expected).max())))
+    y = getattr(gt, spec.name)(*[_map(lambda a: to_kind(a, "torch", dtype), a) for a in arrays], **params)
+    assert all(str(o.dtype) == f"torch.{dtype}" for o in _leaves(y))
+    expected = spec.reference(*[_map(lambda a: rounded(a, dtype), a) for a in arrays], **params)
+    scale = max(1.0, max(float(np.abs(e).max()) for e in _leaves(expected)))
+    _close_all(y, expected, dtype, scale=scale)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_empty_input(spec):
     arrays, params = example(spec, batch=0)
     y = spec.forward(*arrays, **params)
-    assert y.size == 0 and y.shape == spec.output_shape([gpuops._core.wrap("a", a) for a in arrays], params)
+    shape = spec.output_shape(_metas(spec, arrays), params)
+    assert [o.shape for o in _leaves(y)] == (shape if spec.multi_output else [shape])
+    assert all(o.size == 0 for o in _leaves(y))
     if spec.backward is not None:
-        grads = _tuple(spec.backward(np.zeros(y.shape), *arrays, **params))
+        grads = _tuple(spec.backward(_map(lambda o: np.zeros(o.shape), y), *arrays, **params))
         for g, a in zip(grads, arrays):
-            assert g.shape == a.shape and not np.any(g)
+            for gl, al in zip(_leaves(g), _leaves(a), strict=True):
+                assert gl.shape == al.shape and not np.any(gl)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_out_argument(spec):
     arrays, params = example(spec)
     expected = spec.forward(*arrays, **params)
-    out = np.full_like(expected, np.nan)
-    assert spec.forward(*arrays, **params, out=out) is out
-    np.testing.assert_array_equal(out, expected)
+    out = _map(lambda e: np.full_like(e, np.nan), expected)
+    got = spec.forward(*arrays, **params, out=out)
+    assert got is out if not spec.multi_output else all(r is o for r, o in zip(got, out, strict=True))
+    for o, e in zip(_leaves(out), _leaves(expected)):
+        np.testing.assert_array_equal(o, e)
     if spec.backward is not None:
         g = _grad_out(spec, arrays, params)
         expected = _tuple(spec.backward(g, *arrays, **params))
-        outs = tuple(np.full_like(e, np.nan) for e in expected)
+        outs = tuple(_map(lambda e: np.full_like(e, np.nan), e) for e in expected)
         got = _tuple(spec.backward(g, *arrays, **params, out=outs if len(outs) > 1 else outs[0]))
-        for o, r, e in zip(outs, got, expected):
+        for o, r, e in zip(_leaves(outs), _leaves(got), _leaves(expected), strict=True):
             assert r is o
             np.testing.assert_array_equal(o, e)
 
@@ -112,21 +161,29 @@ def _sharing(array, shape):
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_out_overlapping_an_input_raises(spec):
     arrays, params = example(spec)
-    shape = spec.forward(*arrays, **params).shape
+    y = spec.forward(*arrays, **params)
+    shape = _leaves(y)[0].shape
+
+    def first(value, like):             # ``value`` in place of the first array of an argument shaped ``like``
+        return (value, *like[1:]) if isinstance(like, tuple) else value
+
+    def outs_for(out, results):         # ``out`` as the first output, the others left to the op
+        return first(out, _map(lambda _: None, results)) if isinstance(results, tuple) else out
+
     for i, name in enumerate(spec.array_names[:len(arrays)]):
-        shared, out = _sharing(arrays[i], shape)
+        shared, out = _sharing(_leaves(arrays[i])[0], shape)
         with pytest.raises(ValueError, match=f"out must not share memory with {name}"):
-            spec.forward(*arrays[:i], shared, *arrays[i + 1:], **params, out=out)
+            spec.forward(*arrays[:i], first(shared, arrays[i]), *arrays[i + 1:], **params, out=outs_for(out, y))
     if spec.backward is not None:
         g = _grad_out(spec, arrays, params)
-        shared, out = _sharing(g, arrays[0].shape)
-        outs = (out,) + (None,) * (len(spec.arrays) - 1)
+        shared, out = _sharing(_leaves(g)[0], _leaves(arrays[0])[0].shape)
+        outs = (first(out, _map(lambda _: None, arrays[0])),) + (None,) * (len(spec.arrays) - 1)
         with pytest.raises(ValueError, match="out must not share memory with grad_out"):
-            spec.backward(shared, *arrays, **params, out=outs if len(outs) > 1 else out)
+            spec.backward(first(shared, g), *arrays, **params, out=outs if len(outs) > 1 else outs[0])
 
 
 def _non_contiguous(t):
-    if t.ndim >= 2:
+    if t.ndim >= 2 and t.shape[-1] > 1 and t.shape[-2] > 1:
         return t.transpose(-1, -2).contiguous().transpose(-1, -2)
     return torch.stack([t, t], -1)[..., 0]
 
@@ -134,9 +191,9 @@ def _non_contiguous(t):
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_non_contiguous_input(spec):
     arrays, params = example(spec)
-    tensors = [torch.from_numpy(a) for a in arrays]
-    strided = [_non_contiguous(t) for t in tensors]
-    assert all(not s.is_contiguous() for s in strided if s.ndim >= 1 and s.numel() > 1)
+    tensors = [_torch(a) for a in arrays]
+    strided = [_map(_non_contiguous, t) for t in tensors]
+    assert all(not s.is_contiguous() for s in _leaves(strided) if s.ndim >= 1 and s.numel() > 1)
     fn = getattr(gt, spec.name)
     torch.testing.assert_close(fn(*strided, **params), fn(*tensors, **params), rtol=0, atol=0)
 
@@ -146,26 +203,36 @@ def test_non_contiguous_input(spec):
 
 
 def _requiring_grad(arrays):
-    return [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
+    """Flat leaf tensors requiring grad, one per array (sequence arguments flattened: gradcheck takes flat
+    inputs; `_regroup` rebuilds the arguments)."""
+    return [torch.from_numpy(a.copy()).requires_grad_() for a in _leaves(arrays)]
+
+
+def _calling(fn, arrays, params):
+    """``fn`` of flat tensors (`_requiring_grad`'s order), the arguments regrouped like ``arrays``."""
+    return lambda *t: fn(*[list(a) if isinstance(a, tuple) else a for a in _regroup(t, arrays)], **params)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_torch_opcheck(spec):
     arrays, params = example(spec)
-    tensors = _requiring_grad(arrays)
+    tensors = _regroup(_requiring_grad(arrays), arrays)
+    tensors = [list(t) if isinstance(t, tuple) else t for t in tensors]
     forward = getattr(torch.ops.gpuops, spec.name).default
     torch.library.opcheck(forward, (*tensors, *_torch_params(params)))
     if spec.backward is not None:
-        g = torch.from_numpy(_grad_out(spec, arrays, params))
+        g = _torch(_grad_out(spec, arrays, params))
         backward = getattr(torch.ops.gpuops, f"{spec.name}_backward").default
-        torch.library.opcheck(backward, (g, *[t.detach() for t in tensors], *_torch_params(params)))
+        detached = [_map(lambda t: t.detach(), t) for t in tensors]
+        detached = [list(t) if isinstance(t, tuple) else t for t in detached]
+        torch.library.opcheck(backward, (g, *detached, *_torch_params(params)))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_torch_gradcheck(spec):
     arrays, params = example(spec)
     fn = getattr(gt, spec.name)
-    assert torch.autograd.gradcheck(lambda *t: fn(*t, **params), _requiring_grad(arrays))
+    assert torch.autograd.gradcheck(_calling(fn, arrays, params), _requiring_grad(arrays))
 
 
 @pytest.mark.parametrize("spec", WITH_BACKWARD, ids=ids(WITH_BACKWARD))
@@ -173,8 +240,8 @@ def test_torch_double_backward_raises(spec):
     """A gradient of a gradient through an op without a derivative of its backward must raise, not be 0."""
     arrays, params = example(spec)
     tensors = _requiring_grad(arrays)
-    y = getattr(gt, spec.name)(*tensors, **params)
-    grads = torch.autograd.grad(y.square().sum(), tensors, create_graph=True)
+    y = _calling(getattr(gt, spec.name), arrays, params)(*tensors)
+    grads = torch.autograd.grad(_loss(y), tensors, create_graph=True)
     penalty = sum(g.square().sum() for g in grads)
     with pytest.raises(RuntimeError, match="double backward"):
         penalty.backward()
@@ -184,18 +251,18 @@ def test_torch_double_backward_raises(spec):
 def test_torch_gradgradcheck_linear_ops(spec):
     arrays, params = example(spec)
     fn = getattr(gt, spec.name)
-    assert torch.autograd.gradgradcheck(lambda *t: fn(*t, **params), _requiring_grad(arrays))
+    assert torch.autograd.gradgradcheck(_calling(fn, arrays, params), _requiring_grad(arrays))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_torch_compile_fullgraph(spec):
     arrays, params = example(spec)
-    fn = getattr(gt, spec.name)
+    fn = _calling(getattr(gt, spec.name), arrays, params)
     torch._dynamo.reset()
-    compiled = torch.compile(lambda *t: fn(*t, **params).square().sum(), fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(lambda *t: _loss(fn(*t)), fullgraph=True, backend="aot_eager")
     tensors, eager = _requiring_grad(arrays), _requiring_grad(arrays)
     compiled(*tensors).backward()
-    fn(*eager, **params).square().sum().backward()
+    _loss(fn(*eager)).backward()
     for a, b in zip(tensors, eager):
         torch.testing.assert_close(a.grad, b.grad)
 
@@ -204,13 +271,13 @@ def test_torch_compile_fullgraph(spec):
 @pytest.mark.parametrize("grad", [False, True])
 def test_torch_jit_trace_records_the_op(spec, grad):
     arrays, params = example(spec)
-    fn = getattr(gt, spec.name)
+    fn = _calling(getattr(gt, spec.name), arrays, params)
     with torch.set_grad_enabled(grad):
-        traced = torch.jit.trace(lambda *t: fn(*t, **params), tuple(torch.from_numpy(a) for a in arrays))
+        traced = torch.jit.trace(fn, tuple(torch.from_numpy(a) for a in _leaves(arrays)))
     assert f"gpuops::{spec.name}" in str(traced.graph)
     other, _ = example(spec, seed=7)
-    other = [torch.from_numpy(a) for a in other]
-    torch.testing.assert_close(traced(*other), fn(*other, **params))
+    other = [torch.from_numpy(a) for a in _leaves(other)]
+    torch.testing.assert_close(traced(*other), fn(*other))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,30 +288,38 @@ def test_torch_jit_trace_records_the_op(spec, grad):
 def test_jax_jit_grad_vmap(spec):
     arrays, params = example(spec)
     fn = getattr(gj, spec.name)
-    inputs = [jnp.asarray(a) for a in arrays]
+    inputs = [_map(jnp.asarray, a) for a in arrays]
     y = jax.jit(lambda *t: fn(*t, **params))(*inputs)
-    assert_close(y, spec.reference(*arrays, **params), "float64")
+    _close_all(y, spec.reference(*arrays, **params), "float64")
     g = _grad_out(spec, arrays, params)
-    grads = jax.grad(lambda *t: (fn(*t, **params) * g).sum(), argnums=tuple(range(len(inputs))))(*inputs)
+
+    def loss(*t):
+        return sum((o * w).sum() for o, w in zip(_leaves(fn(*t, **params)), _leaves(g), strict=True))
+    grads = jax.grad(loss, argnums=tuple(range(len(inputs))))(*inputs)
     if spec.backward is not None:
         expected = _tuple(spec.reference_backward(g, *arrays, **params))
     else:
         t = _requiring_grad(arrays)
-        expected = torch.autograd.grad(getattr(gt, spec.name)(*t, **params), t, torch.from_numpy(g))
+        expected = torch.autograd.grad(_calling(getattr(gt, spec.name), arrays, params)(*t), t, torch.from_numpy(g))
     for a, b in zip(grads, expected):
-        assert_close(a, to_f64(b), "float64")
+        _close_all(a, _map(to_f64, b), "float64")
     other, _ = example(spec, seed=3)
-    batched = [jnp.stack([jnp.asarray(a), jnp.asarray(b)]) for a, b in zip(arrays, other)]
+    batched = [_stacked(a, b) for a, b in zip(arrays, other)]
     v = jax.vmap(lambda *t: fn(*t, **params))(*batched)
-    assert_close(v[1], spec.reference(*other, **params), "float64")
+    _close_all(_map(lambda o: o[1], v), spec.reference(*other, **params), "float64")
+
+
+def _stacked(a, b):
+    """jnp.stack([a, b]) of two arguments (element by element for two sequences)."""
+    return tuple(_stacked(x, y) for x, y in zip(a, b)) if isinstance(a, tuple) else jnp.stack([a, b])
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_jax_eval_shape(spec):
     arrays, params = example(spec)
-    shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
+    shapes = [_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), a) for a in arrays]
     out = jax.eval_shape(lambda *t: getattr(gj, spec.name)(*t, **params), *shapes)
-    assert out.shape == spec.forward(*arrays, **params).shape
+    assert [o.shape for o in _leaves(out)] == [y.shape for y in _leaves(spec.forward(*arrays, **params))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,8 +330,9 @@ def _errors(spec, arrays, params):
     """The exception each entry point raises for these arguments."""
     found = []
     for call in (lambda: spec.forward(*arrays, **params),
-                 lambda: getattr(gt, spec.name)(*[torch.from_numpy(a) for a in arrays], **params),
-                 lambda: jax.jit(lambda *t: getattr(gj, spec.name)(*t, **params))(*[jnp.asarray(a) for a in arrays])):
+                 lambda: getattr(gt, spec.name)(*[_torch(a) for a in arrays], **params),
+                 lambda: jax.jit(lambda *t: getattr(gj, spec.name)(*t, **params))(*[_map(jnp.asarray, a)
+                                                                                    for a in arrays])):
         try:
             call()
             found.append(None)
@@ -268,18 +344,18 @@ def _errors(spec, arrays, params):
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_bad_dtype_same_error_everywhere(spec):
     arrays, params = example(spec)
-    found = _errors(spec, [arrays[0].astype(np.int32)] + arrays[1:], params)
+    found = _errors(spec, [_map(lambda a: a.astype(np.int32), arrays[0])] + arrays[1:], params)
     assert found[0][0] is TypeError and spec.array_names[0] in found[0][1]
     assert found[1] == found[0] and found[2] == found[0]
     if len(arrays) > 1:
-        found = _errors(spec, arrays[:1] + [a.astype(np.float32) for a in arrays[1:]], params)
+        found = _errors(spec, arrays[:1] + [_map(lambda a: a.astype(np.float32), a) for a in arrays[1:]], params)
         assert found[0][0] is TypeError and found[1] == found[0] and found[2] == found[0]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
 def test_bad_rank_same_error_everywhere(spec):
     arrays, params = example(spec)
-    found = _errors(spec, [arrays[0].reshape(-1)[:1]] + arrays[1:], params)
+    found = _errors(spec, [_map(lambda a: a.reshape(-1)[:1], arrays[0])] + arrays[1:], params)
     assert found[0] is None and spec.vmap == "elementwise" or found[0][0] is ValueError
     assert found[1] == found[0] and found[2] == found[0]
 
