@@ -23,6 +23,11 @@ TOLERANCE = {"float16": 5e-3, "bfloat16": 3e-2, "float32": 2e-5, "float64": 1e-1
 _BATCH = 4
 
 
+def _map(fn, a):
+    """``fn`` of every array of an argument (a sequence argument, or several gradients, stays a tuple)."""
+    return tuple(_map(fn, e) for e in a) if isinstance(a, (tuple, list)) else fn(a)
+
+
 def _cases(only):
     """(row name, spec, backward?, params, float64 inputs) for every declared op and its gradient."""
     rng = np.random.default_rng(0)
@@ -31,8 +36,10 @@ def _cases(only):
         arrays, params = spec.example(rng, _BATCH)
         rows.append((spec.name, spec, False, params, arrays))
         if spec.backward is not None:
-            shape = spec.output_shape([_core.wrap(n, a) for n, a in zip(spec.array_names, arrays)], params)
-            rows.append((f"{spec.name}_backward", spec, True, params, (rng.uniform(-1, 1, shape), *arrays)))
+            shape = spec.output_shape([_map(lambda a, n=n: _core.wrap(n, a), a)
+                                       for n, a in zip(spec.array_names, arrays)], params)
+            grad = tuple(rng.uniform(-1, 1, s) for s in shape) if spec.multi_output else rng.uniform(-1, 1, shape)
+            rows.append((f"{spec.name}_backward", spec, True, params, (grad, *arrays)))
     chosen = [row for row in rows if only is None or only in row[0]]
     if not chosen:
         raise SystemExit(f"--only {only!r} matches no op; ops: {', '.join(row[0] for row in rows)}")
@@ -82,6 +89,8 @@ def _backends():
 
 
 def _convert(a, kind, dtype):
+    if isinstance(a, tuple):
+        return tuple(_convert(e, kind, dtype) for e in a)
     if kind == "numpy":
         return a.astype(dtype)
     if kind == "jax":
@@ -140,7 +149,7 @@ def main(argv=None):
             op, ref = _calls(spec, backward, params, kind)
             for dtype in dtypes:
                 arrays = [_convert(a, kind, dtype) for a in inputs]
-                expected = _host(ref(*[_host(a) for a in arrays])).ravel()  # the reference sees the rounded inputs
+                expected = _host(ref(*[_map(_host, a) for a in arrays])).ravel()  # the reference sees the rounded inputs
                 got = _host(op(*arrays)).ravel()
                 scale = max(1.0, float(np.nanmax(np.abs(expected))))
                 error = float(np.nanmax(np.abs(got - expected))) / scale
