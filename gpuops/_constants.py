@@ -97,12 +97,16 @@ PERPIXEL_THREADS = 256
 #: PERPIXEL_ROWS × PERPIXEL_CHUNK sums); a group of cpg channels is cut into ceil(cpg / PERPIXEL_CHUNK)
 #: chunks of equal size (± 1), so any cpg works
 PERPIXEL_CHUNK = 8
+#: the same for float64 data (its sums take two registers each)
+PERPIXEL_CHUNK_F64 = 4
 #: output rows (one column) a thread of PP_GATHER / PP_TRANSPOSE owns: a strip whose windows share input
 #: rows, each loaded once per strip instead of once per output row
 PERPIXEL_ROWS = 4
 #: channels of a group whose centre values a PP_WGRAD thread keeps in registers across all taps (larger
 #: groups are walked in chunks of this many, the centre values reloaded per tap)
 PERPIXEL_WGRAD_CHUNK = 16
+#: the same for float64 data
+PERPIXEL_WGRAD_CHUNK_F64 = 8
 #: rows (one column) of the weight gradient a PP_WGRAD thread owns
 PERPIXEL_WGRAD_ROWS = 2
 

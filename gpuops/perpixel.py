@@ -30,13 +30,17 @@ import math
 
 
 from gpuops import _core, _ops, reference
-from gpuops._constants import MAX_GRID_YZ, PERPIXEL_THREADS
+from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
+                               PERPIXEL_WGRAD_ROWS)
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
 
 _THREADS = PERPIXEL_THREADS
-_MAX_GRID_Y = MAX_GRID_YZ
+_CHUNK = PERPIXEL_CHUNK
+_CHUNK_F64 = PERPIXEL_CHUNK_F64
+_ROWS = PERPIXEL_ROWS
+_WGRAD_ROWS = PERPIXEL_WGRAD_ROWS
 _BIAS_THREADS = 65536   # stage-1 threads aimed at by the bias-gradient sum
 _BIAS_LANES = 256       # segments per channel left for the final (sequential) stage
 
@@ -127,34 +131,47 @@ def _check_grad_out(grad_out, x, shape):
 # the three kernels and the bias sum
 
 
-def _grid(pixels, planes):
-    return lambda: (_core.blocks_for(pixels, _THREADS), max(1, min(planes, _MAX_GRID_Y)))
+def _items(N, G, chunks, rows_out, cols, rows_per_thread):
+    """Work items of a register-blocked launch: (image, group, chunk, strip of rows, column)."""
+    return N * G * chunks * -(-rows_out // rows_per_thread) * cols
+
+
+def _chunks(cpg, like):
+    """Channel chunks per group of PP_GATHER / PP_TRANSPOSE (the kernels' register block is dtype-dependent)."""
+    return -(-cpg // (_CHUNK_F64 if like.dtype == "float64" else _CHUNK))
+
+
+def _grid(items):
+    return lambda: (_core.blocks_for(items, _THREADS),)
 
 
 def _gather(src, w, bias, dst, geo, stream):
     """dst (N, C, Ho, Wo) = the window sums of src (N, C, H, W) with per-pixel taps w (+ bias)."""
     has_bias, b = (0, w) if bias is None else (1, bias)      # a stand-in the kernel never reads
-    plane = geo[5] * geo[6]
+    C, cpg, G, _, _, Ho, Wo = geo[:7]
+    items = _items(dst.size // (C * Ho * Wo), G, _chunks(cpg, src), Ho, Wo, _ROWS)
     _core.run("perpixel", "pp_gather", (In(src, (src.size,)), In(w, (w.size,)), In(b, (b.size,)),
                                         Out(dst, (dst.size,)), has_bias) + geo,
-              like=src, grid=_grid(plane, dst.size // plane), block=(_THREADS,), stream=stream)
+              like=src, grid=_grid(items), block=(_THREADS,), stream=stream)
 
 
 def _transpose(src, w, bias, dst, geo, stream):
     """dst (N, C, H, W) = the adjoint of `_gather` applied to src (N, C, Ho, Wo) (+ bias)."""
     has_bias, b = (0, w) if bias is None else (1, bias)
-    plane = geo[3] * geo[4]
+    C, cpg, G, H, W = geo[:5]
+    items = _items(dst.size // (C * H * W), G, _chunks(cpg, src), H, W, _ROWS)
     _core.run("perpixel", "pp_transpose", (In(src, (src.size,)), In(w, (w.size,)), In(b, (b.size,)),
                                            Out(dst, (dst.size,)), has_bias) + geo,
-              like=src, grid=_grid(plane, dst.size // plane), block=(_THREADS,), stream=stream)
+              like=src, grid=_grid(items), block=(_THREADS,), stream=stream)
 
 
 def _wgrad(center, shifted, gw, geo, stream):
     """gw (N, G, kh, kw, Ho, Wo) = Σ over each group's channels of center (Ho, Wo grid) × shifted windows."""
-    plane = geo[5] * geo[6]
+    C, _, G, _, _, Ho, Wo, kh, kw = geo[:9]
+    items = _items(gw.size // (G * kh * kw * Ho * Wo), G, 1, Ho, Wo, _WGRAD_ROWS)
     _core.run("perpixel", "pp_wgrad", (In(center, (center.size,)), In(shifted, (shifted.size,)),
                                        Out(gw, (gw.size,))) + geo,
-              like=center, grid=_grid(plane, gw.size // plane), block=(_THREADS,), stream=stream)
+              like=center, grid=_grid(items), block=(_THREADS,), stream=stream)
 
 
 def _bias_grad(g, gb, C, plane_size, stream):

@@ -15,118 +15,384 @@ every forward and gradient:
                    involution and gather weight gradient (center = grad_out, shifted = x), splat weight
                    gradient (center = x, shifted = grad_out).
 
-Every output element is one thread's sum in a fixed order: deterministic, no atomics.  The bias
-gradient (``Σ_{n,y,x} grad_out[n,c,y,x]``) is a staged sum: ``PP_BIAS_PARTIAL`` gives each of
-``segments`` threads per channel the elements ``segment, segment + segments, …`` of the channel (adjacent
-threads read adjacent addresses), ``PP_BIAS_PARTIAL_SUMS`` (when there are many segments) does the same
-to the partial sums, ``PP_BIAS_FINAL`` adds the remaining segments in order.
+Register blocking.  The weight (N, G, kh, kw, Ho, Wo) is the largest array and is shared by the cpg channels
+of a group, so a thread loads each weight entry it needs once and uses it for a whole chunk of channels:
 
-Grid: x-blocks walk the pixels of an output plane, y-blocks the planes (grid-stride loops on both), so a
-thread divides twice per plane and pixel instead of once per output index.  Arrays are flat; every
-offset is int64 (tensors may exceed 2**31 elements).  ``cpg`` is the number of channels per kernel group
-(the last group may have fewer when it does not divide C: the seed drop-in's convention), ``G`` the number
-of groups, so ``w`` is (N, G, kh, kw, Ho, Wo).
+* PP_GATHER and PP_TRANSPOSE: a thread owns one column of a strip of ``ROWS`` output rows and a chunk of at most
+  ``CHUNK`` channels of one group (``CHUNK64`` for float64 data: a group of cpg channels is cut into
+  ``ceil(cpg / CHUNK)`` chunks of ``ceil(cpg / chunks)`` channels, the last ones shorter; the last group may
+  have fewer channels than cpg).  Its ``ROWS × CHUNK`` sums live in registers.  It walks the distinct source
+  rows its strip's windows read (``t``), and in each the kernel columns ``j`` whose taps fall inside the
+  source: it loads the chunk's values at that (row, column) once, then, for every strip row q that reads the
+  row with some tap row i, the weight of (q, i, j) once, and adds it times each value.  So a weight entry is
+  read once per chunk (once in all when cpg <= CHUNK: every KPN filter with C <= 8; twice for RedNet's 16
+  channels per group, the second time from L2, as the two chunks of a group are neighbouring work items),
+  a source value once per strip instead of once per tap row, and adjacent threads read adjacent columns
+  (coalesced).  The transpose reads its source (grad_out, or x for splat) and weight at the same shifted
+  pixel; with stride 1 it walks the columns with running offsets, like the gather.
+* PP_WGRAD: a thread owns one column of a strip of ``WROWS`` rows and a whole group; the centre values of up to
+  ``WCHUNK`` (``WCHUNK64``) channels stay in registers for all taps (larger groups: chunk by chunk, the
+  centre values reloaded from L1 per tap).  Taps are the outer loop, channels the inner one: for each (row
+  t, column j) it loads the shifted values once and writes the finished sum of every strip row that uses the
+  tap (0 for taps in the padding), so each weight-gradient entry is written once, in one piece: no partial
+  sums, no second stage.
+
+Every output element is one thread's sum in a fixed order (taps in (i, j) order, channels in ascending
+order), whatever CHUNK and ROWS are: deterministic, no atomics.  The bias gradient
+(``Σ_{n,y,x} grad_out[n,c,y,x]``) is a staged sum: ``PP_BIAS_PARTIAL`` gives each of ``segments`` threads per
+channel the elements ``segment, segment + segments, …`` of the channel (adjacent threads read adjacent
+addresses), ``PP_BIAS_PARTIAL_SUMS`` (when there are many segments) does the same to the partial sums,
+``PP_BIAS_FINAL`` adds the remaining segments in order.
+
+Grid: one dimension over the work items (group chunk, strip, column), walked with a grid-stride loop.  Arrays
+are flat; every offset is int64 (tensors may exceed 2**31 elements).  ``cpg`` is the number of channels per
+kernel group (the last group may have fewer when it does not divide C: the seed drop-in's convention), ``G``
+the number of groups, so ``w`` is (N, G, kh, kw, Ho, Wo).  The sums are in float32 for 16-bit and float32
+data, in float64 for float64 (`_local_sums`).
 """
-from gpuops._constants import PERPIXEL_THREADS
+import numpy as np
+
+from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
+                               PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_WGRAD_ROWS)
 from gpuops._launch import Kernel, array_type, compute_type
-from gpuops._toolchain import cuda, nt
-from gpuops.cuda._memory import load, store
+from gpuops._toolchain import SIMULATOR, cuda, nt, overload
+from gpuops.cuda._memory import load, store, zero
 
 THREADS = PERPIXEL_THREADS
+CHUNK = PERPIXEL_CHUNK
+CHUNK64 = PERPIXEL_CHUNK_F64
+ROWS = PERPIXEL_ROWS
+WCHUNK = PERPIXEL_WGRAD_CHUNK
+WCHUNK64 = PERPIXEL_WGRAD_CHUNK_F64
+WROWS = PERPIXEL_WGRAD_ROWS
+# sizes of the register arrays (module constants: `_local_sums` needs literals)
+TILE, TILE64 = ROWS * CHUNK, ROWS * CHUNK64
+WTILE, WTILE64 = WROWS * WCHUNK, WROWS * WCHUNK64
+
+#: indices cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
+U = nt.uint64
+_INLINE = {} if SIMULATOR else {"forceinline": True}
+
+
+def _local_sums(a, size, size64):
+    """A thread's array of values in ``a``'s compute type: ``size64`` float64 values for float64 data, else
+    ``size`` float32 values.  The kernels take their chunk sizes from these arrays' sizes.
+
+    This body runs under the simulator; the CUDA overload below is a local array that the kernels index only
+    with constants (their loops over it are fully unrolled), so it lives in registers."""
+    if a.dtype == np.float64:
+        return np.zeros(size64, np.float64)
+    return np.zeros(size, np.float32)
+
+
+@overload(_local_sums, target="cuda", inline="always", prefer_literal=True)
+def _local_sums_cuda(a, size, size64):
+    n, n64 = getattr(size, "literal_value", None), getattr(size64, "literal_value", None)
+    if not isinstance(n, int) or not isinstance(n64, int):
+        raise TypeError("_local_sums: the sizes must be compile-time constants")
+    if a.dtype == nt.float64:
+        return lambda a, size, size64: cuda.local.array(n64, nt.float64)
+    return lambda a, size, size64: cuda.local.array(n, nt.float32)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _taps_of_row(iq, t, rows, step, dh, kh, flip):
+    """Which tap row each strip row reads source row ``t`` with: ``iq[q] = i`` where ``q·step + i·dh = t``,
+    ``0 <= i < kh`` and ``q < rows``, else −1 (``flip``: ``kh − 1 − i`` instead).  True if any strip row does."""
+    used = False
+    for q in range(iq.size):
+        i = -1
+        d = t - q * step
+        if q < rows and d >= 0:
+            if dh == 1:
+                i = d
+            else:
+                i = d // dh
+                if i * dh != d:
+                    i = -1
+            if i >= kh:
+                i = -1
+            if i >= 0 and flip:
+                i = kh - 1 - i
+        iq[q] = i
+        used = used or i >= 0
+    return used
+
+
+@cuda.jit(device=True, **_INLINE)
+def _inside(start, step, count, size):
+    """``(lo, hi)``: the k in [lo, hi) are those of [0, count) with 0 <= start + k·step < size (step >= 1)."""
+    lo = nt.int64(0)
+    if start < 0:
+        lo = (step - 1 - start) // step
+    hi = count
+    last = size - 1 - start
+    if last < 0:
+        hi = 0
+    elif (count - 1) * step > last:
+        hi = last // step + 1
+    return lo, max(lo, hi)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _load_chunk(a, vals, at, stride, nch):
+    """vals[cc] = a[at + cc·stride] for cc < nch, 0 for the rest (a full chunk loads without tests)."""
+    if nch == vals.size:
+        for cc in range(vals.size):
+            vals[cc] = load(a, U(at))
+            at += stride
+    else:
+        for cc in range(vals.size):
+            vals[cc] = load(a, U(at)) if cc < nch else zero(a)
+            at += stride
+
+
+@cuda.jit(device=True, **_INLINE)
+def _load_centres(a, ctr, at, Wo, stride, rows, nch):
+    """ctr[q, cc] = a[at + q·Wo + cc·stride] for strip rows q < rows and channels cc < nch, else 0."""
+    n = ctr.size // WROWS
+    for q in range(WROWS):
+        here = at + q * Wo
+        for cc in range(n):
+            ok = q < rows and cc < nch
+            ctr[q * n + cc] = load(a, U(here)) if ok else zero(a)
+            here += stride
+
+
+@cuda.jit(device=True, **_INLINE)
+def _add_taps(acc, vals, w, wrow, wj):
+    """acc[q, cc] += w[wrow[q] + wj] · vals[cc] for every strip row q with a tap here (wrow[q] >= 0)."""
+    for q in range(wrow.size):
+        if wrow[q] >= 0:
+            wv = load(w, U(wrow[q] + wj))
+            for cc in range(vals.size):
+                acc[q * vals.size + cc] += wv * vals[cc]
+
+
+@cuda.jit(device=True, **_INLINE)
+def _chunk_of(cpg, C, g, k, chunks):
+    """(first channel, channels) of chunk ``k`` of group ``g``: ``chunks`` chunks of ``ceil(cpg / chunks)``
+    channels, the last ones shorter (or empty), clipped at C (the last group may have fewer channels)."""
+    size = (cpg + chunks - 1) // chunks
+    c0 = g * cpg + k * size
+    return c0, nt.int32(max(0, min(size, cpg - k * size, C - c0)))
 
 
 def _pp_gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
-    """One thread per dst element (N, C, Ho, Wo); src (N, C, H, W)."""
+    """Thread = (n, g, chunk, strip of ROWS output rows, column); dst (N, C, Ho, Wo), src (N, C, H, W)."""
     plane_size = Ho * Wo
-    planes = dst.size // plane_size
     KK = kh * kw
+    HW = H * W
+    N = dst.size // (C * plane_size)
+    strips = (Ho + ROWS - 1) // ROWS
+    span = (ROWS - 1) * sh + (kh - 1) * dh + 1      # source rows the windows of a strip cover
+    acc = _local_sums(dst, TILE, TILE64)
+    vals = _local_sums(dst, CHUNK, CHUNK64)
+    chunks = (cpg + vals.size - 1) // vals.size
+    per_slab = strips * Wo
+    items = N * G * chunks * per_slab
+    iq = cuda.local.array(ROWS, nt.int64)
+    wrow = cuda.local.array(ROWS, nt.int64)
     first = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    for plane in range(nt.int64(cuda.blockIdx.y), planes, nt.int64(cuda.gridDim.y)):
-        n = plane // C
-        c = plane - n * C
-        src_plane = plane * H * W
-        w_plane = (n * G + c // cpg) * KK * plane_size
-        for p in range(first, plane_size, step):
-            oy = p // Wo
-            ox = p - oy * Wo
-            acc = nt.float32(0.0)
-            for i in range(kh):
-                iy = oy * sh - ph + i * dh
-                if iy >= 0 and iy < H:
-                    for j in range(kw):
-                        ix = ox * sw - pw + j * dw
-                        if ix >= 0 and ix < W:
-                            acc += load(w, w_plane + (i * kw + j) * plane_size + p) * load(src, src_plane + iy * W + ix)
-            if has_bias:
-                acc += load(bias, c)
-            store(dst, plane * plane_size + p, acc)
+    for item in range(first, items, step):
+        slab = item // per_slab
+        sp = item - slab * per_slab
+        s = sp // Wo
+        ox = sp - s * Wo
+        ng = slab // chunks
+        n = ng // G
+        c0, nch = _chunk_of(cpg, C, ng - n * G, slab - ng * chunks, chunks)
+        if nch <= 0:
+            continue
+        oy0 = s * ROWS
+        rows = min(ROWS, Ho - oy0)
+        for a in range(acc.size):
+            acc[a] = 0
+        src_base = (n * C + c0) * HW
+        w_base = ng * KK * plane_size + oy0 * Wo + ox
+        iy0 = oy0 * sh - ph
+        ix0 = ox * sw - pw
+        j_lo, j_hi = _inside(ix0, dw, kw, W)        # the kernel columns (rows) that read inside the image
+        t_lo, t_hi = _inside(iy0, 1, span, H)
+        if j_lo >= j_hi:
+            t_hi = t_lo
+        for t in range(t_lo, t_hi):
+            if not _taps_of_row(iq, t, rows, sh, dh, kh, False):
+                continue
+            for q in range(ROWS):                   # the weights of strip row q at tap (iq[q], j_lo); −1: none
+                wrow[q] = w_base + (iq[q] * kw + j_lo) * plane_size + q * Wo if iq[q] >= 0 else -1
+            at = src_base + (iy0 + t) * W + ix0 + j_lo * dw
+            wj = nt.int64(0)
+            for j in range(j_lo, j_hi):
+                _load_chunk(src, vals, at, HW, nch)
+                _add_taps(acc, vals, w, wrow, wj)
+                at += dw
+                wj += plane_size
+        out = (n * C + c0) * plane_size + oy0 * Wo + ox
+        for cc in range(vals.size):
+            if cc < nch:
+                b = load(bias, c0 + cc) if has_bias else zero(bias)
+                for q in range(ROWS):
+                    if q < rows:
+                        v = acc[q * vals.size + cc]
+                        if has_bias:
+                            v += b
+                        store(dst, U(out + q * Wo), v)
+            out += plane_size
 
 
 def _pp_transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
-    """One thread per dst element (N, C, H, W); src and w on the (Ho, Wo) grid."""
+    """Thread = (n, g, chunk, strip of ROWS rows of dst, column); dst (N, C, H, W), src and w on the (Ho, Wo)
+    grid.  Row y of the strip reads grid row (y + ph − i·dh) / sh with tap row i where that is exact."""
     plane_size = H * W
     out_plane = Ho * Wo
-    planes = dst.size // plane_size
     KK = kh * kw
+    N = dst.size // (C * plane_size)
+    strips = (H + ROWS - 1) // ROWS
+    span = ROWS + (kh - 1) * dh                     # t = q + (kh − 1 − i)·dh: grid rows y0 + ph − (kh−1)·dh + t
+    acc = _local_sums(dst, TILE, TILE64)
+    vals = _local_sums(dst, CHUNK, CHUNK64)
+    chunks = (cpg + vals.size - 1) // vals.size
+    per_slab = strips * W
+    items = N * G * chunks * per_slab
+    iq = cuda.local.array(ROWS, nt.int64)
+    wrow = cuda.local.array(ROWS, nt.int64)
     first = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    for plane in range(nt.int64(cuda.blockIdx.y), planes, nt.int64(cuda.gridDim.y)):
-        n = plane // C
-        c = plane - n * C
-        src_plane = plane * out_plane
-        w_plane = (n * G + c // cpg) * KK * out_plane
-        for p in range(first, plane_size, step):
-            y = p // W
-            x = p - y * W
-            acc = nt.float32(0.0)
-            for i in range(kh):
-                ty = y + ph - i * dh              # = oy·sh for the output row whose tap i reads row y
-                if ty < 0:
-                    break                         # ty only decreases with i
+    for item in range(first, items, step):
+        slab = item // per_slab
+        sp = item - slab * per_slab
+        s = sp // W
+        x = sp - s * W
+        ng = slab // chunks
+        n = ng // G
+        c0, nch = _chunk_of(cpg, C, ng - n * G, slab - ng * chunks, chunks)
+        if nch <= 0:
+            continue
+        y0 = s * ROWS
+        rows = min(ROWS, H - y0)
+        for a in range(acc.size):
+            acc[a] = 0
+        src_base = (n * C + c0) * out_plane
+        w_base = ng * KK * out_plane
+        ty0 = y0 + ph - (kh - 1) * dh
+        # grid rows ty0 + t and columns x + pw − j·dw inside [0, Ho·sh) × [0, Wo·sw) (exact division: below)
+        t_lo, t_hi = _inside(ty0, 1, span, Ho * sh)
+        a, b = _inside(x + pw - (kw - 1) * dw, dw, kw, Wo * sw)
+        j_lo, j_hi = kw - b, kw - a
+        if j_lo >= j_hi:
+            t_hi = t_lo
+        for tt in range(t_hi - t_lo):
+            t = t_hi - 1 - tt                       # descending: each strip row takes its taps in ascending i
+            ty = ty0 + t
+            oy = ty
+            if sh != 1:
                 oy = ty // sh
-                if oy * sh != ty or oy >= Ho:
+                if oy * sh != ty:
                     continue
-                for j in range(kw):
+            if not _taps_of_row(iq, t, rows, 1, dh, kh, True):
+                continue
+            for q in range(ROWS):                   # tap row iq[q], column 0, at grid row oy
+                wrow[q] = w_base + iq[q] * kw * out_plane + oy * Wo if iq[q] >= 0 else -1
+            row = src_base + oy * Wo
+            if sw == 1:
+                ox = x + pw - j_lo * dw
+                at = row + ox
+                wj = j_lo * out_plane + ox
+                for j in range(j_lo, j_hi):
+                    _load_chunk(src, vals, at, out_plane, nch)
+                    _add_taps(acc, vals, w, wrow, wj)
+                    at -= dw
+                    wj += out_plane - dw
+            else:
+                for j in range(j_lo, j_hi):
                     tx = x + pw - j * dw
-                    if tx < 0:
-                        break
                     ox = tx // sw
-                    if ox * sw == tx and ox < Wo:
-                        at = oy * Wo + ox
-                        acc += load(w, w_plane + (i * kw + j) * out_plane + at) * load(src, src_plane + at)
-            if has_bias:
-                acc += load(bias, c)
-            store(dst, plane * plane_size + p, acc)
+                    if ox * sw != tx:
+                        continue
+                    _load_chunk(src, vals, row + ox, out_plane, nch)
+                    _add_taps(acc, vals, w, wrow, j * out_plane + ox)
+        out = (n * C + c0) * plane_size + y0 * W + x
+        for cc in range(vals.size):
+            if cc < nch:
+                b = load(bias, c0 + cc) if has_bias else zero(bias)
+                for q in range(ROWS):
+                    if q < rows:
+                        v = acc[q * vals.size + cc]
+                        if has_bias:
+                            v += b
+                        store(dst, U(out + q * W), v)
+            out += plane_size
 
 
 def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
-    """One thread per gw element (N, G, kh, kw, Ho, Wo); center on the (Ho, Wo) grid, shifted (N, C, H, W)."""
+    """Thread = (n, g, strip of WROWS rows, column) of gw (N, G, kh, kw, Ho, Wo), all channels of group g;
+    center on the (Ho, Wo) grid, shifted (N, C, H, W).  Every gw entry of the thread is written once."""
     plane_size = Ho * Wo
-    planes = gw.size // plane_size            # (n, g, tap) triples
     KK = kh * kw
+    HW = H * W
+    N = gw.size // (G * KK * plane_size)
+    strips = (Ho + WROWS - 1) // WROWS
+    per_slab = strips * Wo
+    items = N * G * per_slab
+    span = (WROWS - 1) * sh + (kh - 1) * dh + 1
+    ctr = _local_sums(gw, WTILE, WTILE64)
+    vals = _local_sums(gw, WCHUNK, WCHUNK64)
+    sums = _local_sums(gw, WROWS, WROWS)
+    wchunk = vals.size
+    chunks = (cpg + wchunk - 1) // wchunk           # 1: the centre values stay in registers for all taps
+    iq = cuda.local.array(WROWS, nt.int64)
+    wrow = cuda.local.array(WROWS, nt.int64)
     first = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-    for plane in range(nt.int64(cuda.blockIdx.y), planes, nt.int64(cuda.gridDim.y)):
-        ng = plane // KK
-        tap = plane - ng * KK
+    for item in range(first, items, step):
+        ng = item // per_slab
+        sp = item - ng * per_slab
+        s = sp // Wo
+        ox = sp - s * Wo
         n = ng // G
-        g = ng - n * G
-        i = tap // kw
-        j = tap - i * kw
-        c_first = g * cpg
-        c_last = min(C, c_first + cpg)
-        for p in range(first, plane_size, step):
-            oy = p // Wo
-            ox = p - oy * Wo
-            iy = oy * sh - ph + i * dh
-            ix = ox * sw - pw + j * dw
-            acc = nt.float32(0.0)
-            if iy >= 0 and iy < H and ix >= 0 and ix < W:
-                for c in range(c_first, c_last):
-                    nc = n * C + c
-                    acc += load(center, nc * plane_size + p) * load(shifted, (nc * H + iy) * W + ix)
-            store(gw, plane * plane_size + p, acc)
+        c_first = (ng - n * G) * cpg
+        c_end = min(C, c_first + cpg)
+        oy0 = s * WROWS
+        rows = min(WROWS, Ho - oy0)
+        pix = oy0 * Wo + ox
+        ctr_base = (n * C + c_first) * plane_size + pix
+        _load_centres(center, ctr, ctr_base, Wo, plane_size, rows, min(wchunk, c_end - c_first))
+        gw_base = ng * KK * plane_size + pix
+        sh_base = (n * C + c_first) * HW
+        iy0 = oy0 * sh - ph
+        ix0 = ox * sw - pw
+        j_lo, j_hi = _inside(ix0, dw, kw, W)        # the kernel columns that read inside the image
+        for t in range(span):
+            if not _taps_of_row(iq, t, rows, sh, dh, kh, False):
+                continue
+            for q in range(WROWS):                  # gw of strip row q at tap (iq[q], 0); −1: none
+                wrow[q] = gw_base + iq[q] * kw * plane_size + q * Wo if iq[q] >= 0 else -1
+            iy = iy0 + t
+            lo, hi = j_lo, j_hi
+            if iy < 0 or iy >= H:
+                hi = lo
+            at = sh_base + iy * W + ix0 + lo * dw
+            wj = nt.int64(0)
+            for j in range(kw):
+                for q in range(WROWS):
+                    sums[q] = 0
+                if j >= lo and j < hi:              # else the tap reads padding: its gradient is 0
+                    for k in range(chunks):
+                        nch = min(wchunk, c_end - c_first - k * wchunk)
+                        if chunks > 1:              # this chunk's centre values, again (from L1)
+                            _load_centres(center, ctr, ctr_base + k * wchunk * plane_size, Wo, plane_size, rows, nch)
+                        _load_chunk(shifted, vals, at + k * wchunk * HW, HW, nch)
+                        for q in range(WROWS):
+                            if wrow[q] >= 0:
+                                for cc in range(wchunk):
+                                    sums[q] += ctr[q * wchunk + cc] * vals[cc]
+                    at += dw
+                for q in range(WROWS):
+                    if wrow[q] >= 0:
+                        store(gw, U(wrow[q] + wj), sums[q])
+                wj += plane_size
 
 
 @cuda.jit(device=True)
