@@ -14,9 +14,11 @@ checked against what IEEE arithmetic gives:
 * every other output equals the result without the value, bit for bit.  The depthwise ops may instead
   give NaN in an output plane where the value meets the zero padding (documented as either).
 
-The RAFT lookups (patch_correlate, corr_lookup) take the reference's answer for their features (its
-bilinear corners outside the map are zeros, not products) and, for a non-finite coordinate, the answer
-docs/ops.md §9 specifies: the query samples zeros (``far_coordinate``).
+The RAFT lookups (patch_correlate, corr_lookup, corr_pyramid_lookup) take the reference's answer for their
+features (its bilinear corners outside the map are zeros, not products) and, for a non-finite coordinate,
+the answer docs/ops.md §9 specifies: the query samples zeros (``far_coordinate``).  Ops with a sequence
+argument (a pyramid, corr_pyramid_backward's per-level gradients) run through `FLAT` with one array per
+element, and return their results flat.
 """
 import math
 
@@ -153,6 +155,32 @@ def _row(op, arrays, params, expect, label=""):
     return pytest.param(op, arrays, params, expect, id=op + label)
 
 
+def _flat_results(result):
+    return tuple(a for part in _parts(result) for a in (part if isinstance(part, tuple) else (part,)))
+
+
+def _pyramid_backward(fn):
+    return lambda g0, g1, fmap1, fmap2, **p: _flat_results(fn((g0, g1), fmap1, fmap2, **p))
+
+
+def _lookup(fn):
+    return lambda level0, level1, coords, **p: _flat_results(fn((level0, level1), coords, **p))
+
+
+def _lookup_backward(fn):
+    return lambda grad_out, level0, level1, coords, **p: _flat_results(fn(grad_out, (level0, level1), coords, **p))
+
+
+#: ops with a sequence argument, called with its elements as separate arrays (results flattened)
+FLAT = {"corr_pyramid_backward": _pyramid_backward(gpuops.corr_pyramid_backward),
+        "corr_pyramid_lookup": _lookup(gpuops.corr_pyramid_lookup),
+        "corr_pyramid_lookup_backward": _lookup_backward(gpuops.corr_pyramid_lookup_backward)}
+_PYRAMID_BACKWARD_REF = _pyramid_backward(reference.corr_pyramid_backward)
+_PYRAMID_LOOKUP_REF = _lookup(reference.corr_pyramid_lookup)
+_PYRAMID_LOOKUP_BACKWARD_REF = _lookup_backward(reference.corr_pyramid_lookup_backward)
+_LEVELS = dict(level0=(1, 4, 5, 4, 5), level1=(1, 4, 5, 2, 2))
+
+
 ROWS = [
     _row("gsmelu", dict(x=(2, 3, 4)), {}, by_reference(reference.gsmelu)),
     _row("gsmelu", dict(x=(2, 3, 4)), dict(neg_slope=0.0), by_reference(reference.gsmelu), "-neg_slope0"),
@@ -243,6 +271,18 @@ ROWS = [
               fmap1=by_reference(reference.corr_lookup_backward),
               fmap2=by_reference(reference.corr_lookup_backward),
               coords=far_coordinate(reference.corr_lookup_backward))),
+    # the pyramid: a GEMM and poolings (sums of products: IEEE through BLAS as through the reference's einsum),
+    # and its lookup (the features by the reference, the coordinates by far_coordinate, as corr_lookup)
+    _row("corr_pyramid", dict(fmap1=(1, 2, 4, 5), fmap2=(1, 2, 4, 5)), dict(num_levels=2),
+         by_reference(reference.corr_pyramid)),
+    _row("corr_pyramid_backward", dict(grad0=(1, 4, 5, 4, 5), grad1=(1, 4, 5, 2, 2), fmap1=(1, 2, 4, 5),
+                                       fmap2=(1, 2, 4, 5)), dict(num_levels=2), by_reference(_PYRAMID_BACKWARD_REF)),
+    _row("corr_pyramid_lookup", dict(_LEVELS, coords=(1, 2, 4, 5)), _PATCH,
+         dict(level0=by_reference(_PYRAMID_LOOKUP_REF), level1=by_reference(_PYRAMID_LOOKUP_REF),
+              coords=far_coordinate(_PYRAMID_LOOKUP_REF))),
+    _row("corr_pyramid_lookup_backward", dict(grad_out=(1, 18, 4, 5), **_LEVELS, coords=(1, 2, 4, 5)), _PATCH,
+         dict(grad_out=by_reference(_PYRAMID_LOOKUP_BACKWARD_REF), level0=by_reference(_PYRAMID_LOOKUP_BACKWARD_REF),
+              level1=by_reference(_PYRAMID_LOOKUP_BACKWARD_REF), coords=far_coordinate(_PYRAMID_LOOKUP_BACKWARD_REF))),
 ]
 
 #: (row, input) -> why gpuops gets it wrong today; strict, so a fix turns the case into a failure to remove here
@@ -281,7 +321,7 @@ def test_nonfinite_value(op, shapes, params, expect, injected, where, value, dty
     pos = np.unravel_index(0 if where == "first" else size // 2, arrays[k].shape)
     arrays = [a.astype(dtype).astype(np.float64) for a in arrays]       # the references see what gpuops sees
 
-    fn = getattr(gpuops, op)
+    fn = FLAT.get(op) or getattr(gpuops, op)
     clean = _parts(fn(*[a.astype(dtype) for a in arrays], **params))
     dirty = [a.astype(dtype) for a in arrays]
     dirty[k][pos] = value

@@ -29,7 +29,8 @@ CHILD = textwrap.dedent('''
     def ops(variant):
         """name -> call, for every function of gpuops.__all__ on tiny float64 inputs.  Variants a and b take
         different CPU kernels (tiled / direct depthwise and weight gradient, left / right dgmm, strides 1,
-        2 and 4, dilations, bias, channel multiplier, gather / splat filter, dot / L1 lookup, 2 / 4 levels).
+        2 and 4, dilations, bias, channel multiplier, gather / splat filter, dot / L1 lookup, 2 / 4 levels, of the
+        lookups and the pyramid).
         Backward ops get grad_out from the numpy reference, so that each call can be the first parallel code
         of its process."""
         r = np.random.default_rng(ord(variant))
@@ -58,6 +59,8 @@ CHILD = textwrap.dedent('''
         pc = dict(radius=2, l1=b)
         lk = dict(radius=1, num_levels=4 if b else 2)
         f2c, xyc = f2[..., :5, :7], xy.transpose(0, 3, 1, 2)
+        pk = dict(num_levels=lk["num_levels"])
+        pyr = ref.corr_pyramid(f1, f2, **pk)
         return {
             "gsmelu": lambda: gpuops.gsmelu(x, **el),
             "gsmelu_backward": lambda: gpuops.gsmelu_backward(x[::-1], x, **el),
@@ -92,6 +95,12 @@ CHILD = textwrap.dedent('''
             "corr_lookup": lambda: gpuops.corr_lookup(f1, f2, xyc, **lk),
             "corr_lookup_backward": lambda: gpuops.corr_lookup_backward(
                 np.cos(ref.corr_lookup(f1, f2, xyc, **lk)), f1, f2, xyc, **lk),
+            "corr_pyramid": lambda: gpuops.corr_pyramid(f1, f2, **pk),
+            "corr_pyramid_backward": lambda: gpuops.corr_pyramid_backward(
+                tuple(np.cos(v) for v in pyr), f1, f2, **pk),
+            "corr_pyramid_lookup": lambda: gpuops.corr_pyramid_lookup(pyr, xyc, radius=1),
+            "corr_pyramid_lookup_backward": lambda: gpuops.corr_pyramid_lookup_backward(
+                np.cos(ref.corr_lookup(f1, f2, xyc, **lk)), pyr, xyc, radius=1),
         }
 
 
