@@ -1,15 +1,16 @@
 """RAFT's correlation block over gpuops (exposed as ``gpuops.torch.CorrBlock``; docs/ops.md §10, §12).
 
-A thin holder around the generated op `gpuops.adapters.torch.corr_lookup`: every formula is in
-gpuops/raft.py and its kernels.
+A thin holder around the generated ops `gpuops.adapters.torch.corr_pyramid` / `corr_pyramid_lookup`
+(RAFT's CorrBlock) and `corr_lookup` (its AlternateCorrBlock): every formula is in gpuops/pyramid.py,
+gpuops/raft.py and their kernels.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from gpuops import _core, raft
-from gpuops.adapters.torch import corr_lookup
+from gpuops import _core, _ops
+from gpuops.adapters.torch import corr_lookup, corr_pyramid, corr_pyramid_lookup
 
 _SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 
@@ -27,12 +28,15 @@ class CorrBlock(nn.Module):
     with s^i the bilinear sample, zeros outside, of fmap2 average-pooled 2×2 i times.  Gradients reach
     fmap1, fmap2 and coords (RAFT detaches coords itself; its alternate CUDA block returned none).
 
-    In this version both ``alternate=False`` and ``alternate=True`` compute with `corr_lookup` (no
-    all-pairs volume: memory O(C·H·W) instead of O((H·W)²)); the cached pyramid path
-    (``corr_pyramid``) is planned.  16-bit feature maps are upcast to float32 once, here (RAFT's model
-    calls CorrBlock with ``fmap.float()``), and coords are cast to the maps' dtype: the op takes one
-    dtype, and 16-bit coordinates would lose sub-pixel precision.  Bad sizes and parameters raise at
-    construction, as RAFT's avg_pool2d would for too many levels.
+    ``alternate=False`` (RAFT's CorrBlock): the all-pairs pyramid is built once, here, with `corr_pyramid`
+    ((N, H, W, H >> i, W >> i) per level: O((H·W)²) memory), and each call looks it up with
+    `corr_pyramid_lookup`; in training the pyramid's backward runs once, with the level gradients of every
+    call summed by autograd.  ``alternate=True`` (AlternateCorrBlock): each call computes `corr_lookup`
+    from the feature maps, without the volume (memory O(C·H·W)).  Both give the same values.  16-bit
+    feature maps are upcast to float32 once, here (RAFT's model calls CorrBlock with ``fmap.float()``), and
+    coords are cast to the maps' dtype: the ops take one dtype, and 16-bit coordinates would lose
+    sub-pixel precision.  Bad sizes and parameters raise at construction, as RAFT's avg_pool2d would for
+    too many levels.
     """
 
     def __init__(self, fmap1, fmap2, num_levels=4, radius=4, alternate=False):
@@ -46,17 +50,25 @@ class CorrBlock(nn.Module):
             fmap1 = fmap1.float()
         if fmap2.dtype in _SIXTEEN_BIT:
             fmap2 = fmap2.float()
-        # the op's own checks and messages, on shapes (coords as a call will pass them)
+        # corr_lookup's own checks and messages, on shapes (coords as a call will pass them): both modes take
+        # the same arguments
         coords_shape = (fmap1.shape[0], 2, *fmap1.shape[2:]) if fmap1.dim() == 4 else (2,)
         metas = (_core.meta("fmap1", fmap1.shape, fmap1.dtype), _core.meta("fmap2", fmap2.shape, fmap2.dtype),
                  _core.meta("coords", coords_shape, fmap1.dtype))
-        raft._lookup_inputs(*metas, radius, num_levels)
-        self.fmap1, self.fmap2 = fmap1, fmap2
+        _ops.REGISTRY["corr_lookup"].output_shape(metas, dict(radius=radius, num_levels=num_levels))
         self.num_levels, self.radius, self.alternate = int(num_levels), int(radius), alternate
+        self.dtype = fmap1.dtype
+        if alternate:
+            self.fmap1, self.fmap2 = fmap1, fmap2
+        else:
+            self.pyramid = corr_pyramid(fmap1, fmap2, num_levels=self.num_levels)
 
     def forward(self, coords):
-        out = corr_lookup(self.fmap1, self.fmap2, coords.to(self.fmap1.dtype), radius=self.radius,
-                          num_levels=self.num_levels)
+        coords = coords.to(self.dtype)
+        if self.alternate:
+            out = corr_lookup(self.fmap1, self.fmap2, coords, radius=self.radius, num_levels=self.num_levels)
+        else:
+            out = corr_pyramid_lookup(self.pyramid, coords, radius=self.radius)
         return out.float()
 
     def extra_repr(self):

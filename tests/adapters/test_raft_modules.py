@@ -1,7 +1,9 @@
 """Tier 4: gpuops.torch.CorrBlock against RAFT's CorrBlock as RAFT's code computes it (written here from the
 spec: all-pairs volume by torch.matmul, F.avg_pool2d pyramid, F.grid_sample(align_corners=True) lookups,
-``.float()``), values and gradients in float64 on CPU; and the drop-in
-gpuops.compat.pytorch_cuda_ops.patch_correlate (the seed's ×C L1 scale, radius 0).
+``.float()``), values and gradients in float64 on CPU, both modes (alternate=False: the pyramid built once
+by corr_pyramid, looked up by corr_pyramid_lookup, RAFT's refinement loop of several lookups with one
+backward; alternate=True: corr_lookup); and the drop-in gpuops.compat.pytorch_cuda_ops.patch_correlate
+(the seed's ×C L1 scale, radius 0).
 """
 import math
 
@@ -90,6 +92,56 @@ def test_corr_block_refuses_bad_arguments_at_construction():
         gt.CorrBlock(f1, f2, num_levels=2, alternate="yes")
     with pytest.raises(TypeError, match="fmap1 must be a torch.Tensor"):
         gt.CorrBlock(f1.numpy(), f2, num_levels=2)
+
+
+def test_corr_block_builds_the_pyramid_once_and_looks_it_up(monkeypatch):
+    from gpuops.adapters import torch_raft
+    f1, f2, coords = _maps(N=1, C=4, H=8, W=8)
+    block = gt.CorrBlock(f1, f2, num_levels=4, radius=1)
+    assert isinstance(block.pyramid, tuple) and len(block.pyramid) == 4
+    assert [tuple(p.shape) for p in block.pyramid] == [(1, 8, 8, 8 >> i, 8 >> i) for i in range(4)]
+    assert not hasattr(block, "fmap1")                       # the volume holds what the lookups need
+
+    def no_corr_lookup(*args, **kwargs):
+        raise AssertionError("alternate=False must look up the pyramid, not call corr_lookup")
+    monkeypatch.setattr(torch_raft, "corr_lookup", no_corr_lookup)
+    out = block(coords)                # level 3 is 1x1, where RAFT's grid_sample normalisation divides by 0
+    want = R.corr_lookup(*(t.numpy() for t in (f1, f2, coords)), radius=1, num_levels=4)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_corr_block_refinement_loop_gradients_match_raft_and_the_alternate_block():
+    """RAFT's update loop: one block per frame pair, several lookups at moving coordinates, one backward."""
+    f1, f2, coords = _maps(N=2, C=3, H=8, W=10, seed=4)
+    flows = [torch.randn(coords.shape, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+             for s in range(3)]
+    g = [torch.randn(2, 2 * 25, 8, 10, generator=torch.Generator().manual_seed(10 + s)) for s in range(3)]
+    grads = {}
+    for mode in ("pyramid", "alternate", "raft"):
+        inputs = [t.clone().requires_grad_() for t in (f1, f2)]
+        block = None if mode == "raft" else gt.CorrBlock(*inputs, num_levels=2, radius=2,
+                                                         alternate=mode == "alternate")
+        loss = 0
+        for flow, w in zip(flows, g):
+            c = coords + flow
+            out = raft_corr_block(*inputs, c, 2, 2) if block is None else block(c)
+            loss = loss + (out * w).sum()
+        grads[mode] = torch.autograd.grad(loss, inputs)
+    for mode in ("pyramid", "alternate"):
+        for a, b in zip(grads[mode], grads["raft"]):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_corr_block_inference_and_torch_compile():
+    f1, f2, coords = _maps(N=1, C=4, H=8, W=8, dtype=torch.float32, seed=5)
+    with torch.no_grad():
+        block = gt.CorrBlock(f1.half(), f2.half(), num_levels=3, radius=2)
+        assert all(p.grad_fn is None and p.dtype == torch.float32 for p in block.pyramid)
+        eager = block(coords)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(coords), eager)
+    torch.testing.assert_close(eager, gt.CorrBlock(f1.half(), f2.half(), num_levels=3, radius=2, alternate=True)(coords),
+                               rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
