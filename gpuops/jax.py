@@ -1,8 +1,9 @@
 """JAX ops (see gpuops/adapters/jax.py).  Importing this imports jax."""
 from gpuops.adapters.jax import *  # noqa: F401,F403
 from gpuops.adapters.jax import __all__  # noqa: F401
+from gpuops.adapters.jax_raft import CorrBlock  # noqa: F401
 
-__all__ = [*__all__, "Involution"]
+__all__ = [*__all__, "Involution", "CorrBlock"]
 
 
 def __getattr__(name):
