@@ -8,6 +8,7 @@ builds its volume and pyramid inside the timed call, as corr_lookup does (RAFT b
 frame pair and looks up ~12 times: the "lookup only" rows time the peer's lookup with the pyramid
 prebuilt).  Importing this module needs neither torch nor a GPU.
 """
+import importlib.util
 import math
 
 from benchmarks.runner import workload
@@ -117,6 +118,75 @@ def _case(N, C, H, W, dtype, mode):
     return dict(gpuops=ours, peer=peer, peer_name="torch CorrBlock autograd", check=check, bytes=nbytes)
 
 
+def _alt_cuda_corr_function():
+    """RAFT's AltCudaCorr (autograd over the ``alt_cuda_corr`` extension, built on the GPU machine)."""
+    import alt_cuda_corr
+    import torch
+
+    class AltCudaCorr(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, fmap1, fmap2, coords, r):
+            ctx.save_for_backward(fmap1, fmap2, coords)
+            ctx.r = r
+            return alt_cuda_corr.forward(fmap1, fmap2, coords, r)[0]
+
+        @staticmethod
+        def backward(ctx, grad):
+            fmap1, fmap2, coords = ctx.saved_tensors
+            g1, g2, gc = alt_cuda_corr.backward(fmap1, fmap2, coords, grad.contiguous(), ctx.r)
+            return g1, g2, gc, None
+    return AltCudaCorr.apply
+
+
+def alternate_corr_block(fmap1, fmap2, coords, apply):
+    """RAFT's AlternateCorrBlock(fmap1, fmap2, 4, 4)(coords): the pyramid of fmap2 and the NHWC copies are
+    made per call, as RAFT does; float32 only (the extension's kernels are)."""
+    import torch
+    import torch.nn.functional as F
+    N, C, H, W = fmap1.shape
+    c = coords.permute(0, 2, 3, 1)
+    f1 = fmap1.permute(0, 2, 3, 1).contiguous()
+    f2, out = fmap2, []
+    for i in range(LEVELS):
+        if i:
+            f2 = F.avg_pool2d(f2, 2, stride=2)
+        out.append(apply(f1, f2.permute(0, 2, 3, 1).contiguous(), (c / 2 ** i).reshape(N, 1, H, W, 2).contiguous(),
+                         RADIUS).squeeze(1))
+    return torch.stack(out, dim=1).reshape(N, -1, H, W) / math.sqrt(C)
+
+
+def _alt_case(N, C, H, W, mode):
+    import torch
+
+    import gpuops
+    fmap1, fmap2, coords = _inputs(N, C, H, W, "float32")
+    apply = _alt_cuda_corr_function()
+    if mode == "fwd":
+        def ours():
+            return gpuops.corr_lookup(fmap1, fmap2, coords, radius=RADIUS, num_levels=LEVELS)
+
+        def peer():
+            return alternate_corr_block(fmap1, fmap2, coords, apply)
+
+        def check():
+            return _rel(ours(), peer()) < _TOL["float32"]
+        return dict(gpuops=ours, peer=peer, peer_name="RAFT AlternateCorrBlock (alt_cuda_corr)", check=check)
+    g = torch.randn(N, LEVELS * (2 * RADIUS + 1) ** 2, H, W, device="cuda")
+    f1, f2 = (t.detach().requires_grad_() for t in (fmap1, fmap2))
+    out = alternate_corr_block(f1, f2, coords, apply)
+
+    def ours():
+        return gpuops.corr_lookup_backward(g, fmap1, fmap2, coords, radius=RADIUS, num_levels=LEVELS)
+
+    def peer():
+        return torch.autograd.grad(out, (f1, f2), g, retain_graph=True)
+
+    def check():        # the extension returns no coordinate gradient: compare the feature gradients
+        return all(_rel(o, r) < _TOL["float32"] * 10 for o, r in zip(ours()[:2], peer()))
+    return dict(gpuops=ours, peer=peer, peer_name="RAFT AlternateCorrBlock autograd (alt_cuda_corr, no coords grad)",
+                check=check)
+
+
 # RAFT at 440×1024 (1/8: 55×128), batch 1 and 4; 1080p (1/8: 135×240), batch 1
 for _n, _h, _w in ((1, 55, 128), (4, 55, 128), (1, 135, 240)):
     for _mode in ("fwd", "bwd", "lookup"):
@@ -126,3 +196,8 @@ for _n, _h, _w in ((1, 55, 128), (4, 55, 128), (1, 135, 240)):
             lambda n=_n, h=_h, w=_w, mode=_mode: _case(n, 256, h, w, "float32", mode))
 workload("corr_lookup", "RAFT B4 C256 55x128 L4 r4 fwd", "bfloat16")(
     lambda: _case(4, 256, 55, 128, "bfloat16", "fwd"))
+if importlib.util.find_spec("alt_cuda_corr") is not None:
+    for _n, _h, _w in ((1, 55, 128), (4, 55, 128), (1, 135, 240)):
+        for _mode in ("fwd", "bwd"):
+            workload("corr_lookup", f"RAFT B{_n} C256 {_h}x{_w} L4 r4 {_mode} vs alt_cuda_corr", "float32")(
+                lambda n=_n, h=_h, w=_w, mode=_mode: _alt_case(n, 256, h, w, mode))

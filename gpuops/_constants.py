@@ -109,6 +109,10 @@ PERPIXEL_WGRAD_CHUNK = 16
 PERPIXEL_WGRAD_CHUNK_F64 = 8
 #: rows (one column) of the weight gradient a PP_WGRAD thread owns
 PERPIXEL_WGRAD_ROWS = 2
+#: groups of at most this many channels take PP_WGRAD_FEW (KPN's RGB): its register tile is
+#: PERPIXEL_WGRAD_FEW_ROWS rows × PERPIXEL_WGRAD_FEW channels, in every dtype
+PERPIXEL_WGRAD_FEW = 4
+PERPIXEL_WGRAD_FEW_ROWS = 4
 
 # ---------------------------------------------------------------------------------------------
 # RAFT (patch_correlate, corr_lookup)
@@ -120,6 +124,11 @@ RAFT_SCAN_THREADS = 256
 #: a lookup coordinate beyond ±RAFT_COORD_LIMIT (or NaN, ±Inf) makes its query sample zeros: CUDA kernels and
 #: CPU mirror must draw the line at the same place
 RAFT_COORD_LIMIT = 2.0 ** 40
+#: queries per block of the window kernels (one warp each: its lanes split the channels)
+RAFT_WINDOW_WARPS = 4
+#: the window kernels keep a query's (2r+2)² window sums in shared memory sized for this radius; larger
+#: radii take the direct kernels
+RAFT_WINDOW_MAX_RADIUS = 7
 
 # ---------------------------------------------------------------------------------------------
 # RAFT pyramid (corr_pyramid, corr_pyramid_lookup)

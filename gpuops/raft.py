@@ -23,6 +23,13 @@ Decisions where the spec is silent:
   the maps to an empty level (RAFT's avg_pool2d raises there too).  A level of size 1 is fine here
   (RAFT's bilinear_sampler divides by W − 1 = 0 there; pixel units have no such problem).
 
+Kernels (``variant=``: `FORWARD_VARIANTS`, `BACKWARD_VARIANTS`): on CUDA a dot lookup takes the *window*
+kernels — per query, the (2r+2)² dot products of its base vector with the map pixels of its window, each
+one coalesced pass of a warp over channels-last copies, then the (2r+1)² outputs as bilinear mixes of
+those sums (4·(2r+1)² / (2r+2)² ≈ 3.2× fewer products at r = 4) — and the gradients in the same split.
+L1 lookups, radii beyond `RAFT_WINDOW_MAX_RADIUS` and the CPU take the *direct* kernels (a thread per output
+element).
+
 Determinism: the gradient w.r.t. the sampled map is a scatter at data-dependent positions.  It is
 computed as a gather: the queries are bucketed by cell (floor of their level coordinates) with integer
 atomics, each cell's queries sorted by index, and every map element then sums, in a fixed order, the
@@ -33,10 +40,11 @@ import math
 
 
 from gpuops import _constants as K
-from gpuops import _core, _ops, reference
+from gpuops import _core, _ops, _variants, reference
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
+from gpuops._variants import Variant
 
 _THREADS = K.RAFT_THREADS
 _SCAN_THREADS = K.RAFT_SCAN_THREADS
@@ -173,24 +181,59 @@ def _build_pyramid(geo, fmap2, work, stream):
                  n, fmap2, stream)
 
 
-def _forward(geo, base, fmap2, coords, out, stream):
+class _Call:
+    """One lookup call as the variants see it (``outs``: the forward output, or the three gradients)."""
+
+    __slots__ = ("geo", "g", "base", "fmap2", "coords", "outs", "stream")
+
+    def __init__(self, geo, g, base, fmap2, coords, outs, stream):
+        self.geo, self.g, self.base, self.fmap2, self.coords = geo, g, base, fmap2, coords
+        self.outs, self.stream = outs, stream
+
+
+def _window_can_run(call):
+    if call.base.device < 0:
+        return "the CPU runs the direct mirrors"
+    if call.geo.l1:
+        return "L1 lookups have no window form (|base − s| is not linear in the samples)"
+    if call.geo.radius > K.RAFT_WINDOW_MAX_RADIUS:
+        return f"radius {call.geo.radius} > {K.RAFT_WINDOW_MAX_RADIUS} (the window sums' shared memory is sized for it)"
+    return None
+
+
+def _forward(geo, base, fmap2, coords, out, stream, variant=None):
     if out.size == 0:
         return
+    _variants.choose("lookup", FORWARD_VARIANTS, _Call(geo, None, base, fmap2, coords, (out,), stream), variant)
+
+
+def _backward(geo, g, base, fmap2, coords, grad_base, grad_map, grad_coords, stream, variant=None):
+    if g.size == 0:
+        for arr in (grad_base, grad_map, grad_coords):
+            if arr.size:
+                _zero(arr, stream)
+        return
+    _variants.choose("lookup_backward", BACKWARD_VARIANTS,
+                     _Call(geo, g, base, fmap2, coords, (grad_base, grad_map, grad_coords), stream), variant)
+
+
+# ---------------------------------------------------------------------------------------------
+# the direct kernels: a thread per output element (every lookup, the only form of L1 and the CPU's)
+
+
+def _direct_forward(call):
+    geo, base, fmap2, coords, (out,), stream = call.geo, call.base, call.fmap2, call.coords, call.outs, call.stream
     work = _core.scratch(base, (max(1, geo.pyramid_size),), _compute(base), stream)
     _build_pyramid(geo, fmap2, work, stream)
     _run("lookup_forward", (In(base, _flat(base)), In(fmap2, _flat(fmap2)), In(work), In(coords, _flat(coords)),
                             Out(out, _flat(out))) + geo.ints() + geo.scalars(), out.size, base, stream)
 
 
-def _backward(geo, g, base, fmap2, coords, grad_base, grad_map, grad_coords, stream):
+def _direct_backward(call):
     """All three gradients.  Scratch: one compute-dtype buffer [pyramid | its gradient | coordinate
-    partials] and one int32 bucket buffer [counts | starts | items] (scratch buffers are per shape,
-    so each call takes exactly one of each)."""
-    if g.size == 0:
-        for arr in (grad_base, grad_map, grad_coords):
-            if arr.size:
-                _zero(arr, stream)
-        return
+    partials] and the int32 bucket buffer (scratch buffers are per shape: each call takes one of each)."""
+    geo, g, base, fmap2, coords, stream = call.geo, call.g, call.base, call.fmap2, call.coords, call.stream
+    grad_base, grad_map, grad_coords = call.outs
     pyr = geo.pyramid_size
     part_off = 2 * pyr
     work = _core.scratch(base, (part_off + 2 * g.size,), _compute(base), stream)
@@ -204,47 +247,149 @@ def _backward(geo, g, base, fmap2, coords, grad_base, grad_map, grad_coords, str
     _run("lookup_grad_coords_sum", (In(work), part_off, Out(grad_coords, _flat(grad_coords)), geo.N, geo.H1, geo.W1,
                                     geo.channels) + geo.strides + (0.5,), geo.N * geo.H1 * geo.W1, base, stream)
     if grad_map.size:
-        _map_gradient(geo, g, base, fmap2, coords, work, grad_map, stream)
+        _direct_map_gradient(geo, g, base, fmap2, coords, work, grad_map, stream)
 
 
-def _map_gradient(geo, g, base, fmap2, coords, work, grad_map, stream):
+def _buckets(geo, base, coords, stream):
+    """The int32 bucket buffer and its (counts, starts, items) offsets, sized for level 0."""
+    N, r = geo.N, geo.radius
+    ncell0 = (geo.H2 + 2 * r + 1) * (geo.W2 + 2 * r + 1)
+    offsets = (0, N * ncell0, 2 * N * ncell0)
+    return _core.scratch(base, (1, offsets[2] + N * geo.H1 * geo.W1), "float32", stream), offsets
+
+
+def _bucket_level(geo, level, base, coords, ints, offsets, stream):
+    """Bucket the queries by their cell on ``level``, each cell's queries sorted by index."""
+    N, r, Q = geo.N, geo.radius, geo.H1 * geo.W1
+    counts_off, starts_off, items_off = offsets
+    flat_ints = (ints.size,)
+    Hl, Wl = geo.level_size(level)
+    CH, CW = Hl + 2 * r + 1, Wl + 2 * r + 1
+    ncell = CH * CW
+    where = (level, r, CH, CW, 0.5)
+    _run("bucket_clear", (Out(ints, flat_ints), counts_off, N * ncell), N * ncell, base, stream)
+    _run("bucket_count", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, N, geo.H1, geo.W1)
+         + geo.strides + where, N * Q, base, stream)
+    _run("bucket_scan", (Out(ints, flat_ints), counts_off, starts_off, N, ncell), N, base, stream,
+         block=min(_SCAN_THREADS, _threads(ncell)), grid=(min(N, 2**31 - 1),))
+    _run("bucket_place", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, starts_off, items_off, N,
+                          geo.H1, geo.W1) + geo.strides + where, N * Q, base, stream)
+    _run("bucket_sort", (Out(ints, flat_ints), counts_off, starts_off, items_off, N, Q, ncell), N * ncell, base,
+         stream)
+
+
+def _direct_map_gradient(geo, g, base, fmap2, coords, work, grad_map, stream):
     """The gradient w.r.t. the sampled map, coarsest level first (each level adds the pooling adjoint of
     the coarser one's), as bucketed deterministic gathers (gpuops/cuda/raft.py)."""
     N, r = geo.N, geo.radius
-    Q = geo.H1 * geo.W1
-    ncell0 = (geo.H2 + 2 * r + 1) * (geo.W2 + 2 * r + 1)
-    counts_off, starts_off, items_off = 0, N * ncell0, 2 * N * ncell0
-    ints = _core.scratch(base, (1, items_off + N * Q), "float32", stream)
+    ints, offsets = _buckets(geo, base, coords, stream)
     flat_ints = (ints.size,)
     gpyr = geo.pyramid_size                       # start of the pyramid's gradient in ``work``
-    position = geo.strides
     for level in reversed(range(geo.levels)):
+        _bucket_level(geo, level, base, coords, ints, offsets, stream)
         Hl, Wl = geo.level_size(level)
-        CH, CW = Hl + 2 * r + 1, Wl + 2 * r + 1
-        ncell = CH * CW
-        where = (level, r, CH, CW, 0.5)
-        _run("bucket_clear", (Out(ints, flat_ints), counts_off, N * ncell), N * ncell, base, stream)
-        _run("bucket_count", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, N, geo.H1, geo.W1)
-             + position + where, N * Q, base, stream)
-        _run("bucket_scan", (Out(ints, flat_ints), counts_off, starts_off, N, ncell), N, base, stream,
-             block=min(_SCAN_THREADS, _threads(ncell)), grid=(min(N, 2**31 - 1),))
-        _run("bucket_place", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, starts_off, items_off, N,
-                              geo.H1, geo.W1) + position + where, N * Q, base, stream)
-        _run("bucket_sort", (Out(ints, flat_ints), counts_off, starts_off, items_off, N, Q, ncell), N * ncell, base,
-             stream)
         has_prev = int(level < geo.levels - 1)
         prev_off = gpyr + geo.level_offset(level + 1) if has_prev else 0
-        sizes = (N, geo.C, geo.H1, geo.W1, Hl, Wl, geo.levels, level, r) + position + (int(geo.l1),) + geo.scalars()
+        sizes = (N, geo.C, geo.H1, geo.W1, Hl, Wl, geo.levels, level, r) + geo.strides + (int(geo.l1),) \
+            + geo.scalars()
         n = N * geo.C * Hl * Wl
         head = (In(g, _flat(g)), In(base, _flat(base)), In(coords, _flat(coords)))
         if level == 0:
-            _run("lookup_grad_map", head + (In(fmap2, _flat(fmap2)), In(work), prev_off, has_prev, In(ints, flat_ints),
-                                            counts_off, starts_off, items_off, Out(grad_map, _flat(grad_map)))
-                 + sizes, n, base, stream)
+            _run("lookup_grad_map", head + (In(fmap2, _flat(fmap2)), In(work), prev_off, has_prev, In(ints, flat_ints))
+                 + offsets + (Out(grad_map, _flat(grad_map)),) + sizes, n, base, stream)
         else:
             _run("lookup_grad_map_pooled", head + (Out(work), geo.level_offset(level), prev_off, has_prev,
-                                                   In(ints, flat_ints), counts_off, starts_off, items_off,
-                                                   gpyr + geo.level_offset(level)) + sizes, n, base, stream)
+                                                   In(ints, flat_ints)) + offsets
+                 + (gpyr + geo.level_offset(level),) + sizes, n, base, stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# the window kernels (dot lookups on CUDA): a warp per query or map pixel over channels-last copies
+
+
+def _cl_offset(geo, level):
+    """Start of level ``level`` in the channels-last pyramid (gpuops.cuda.raft.cl_level_offset)."""
+    return sum(geo.N * geo.C * (geo.H2 >> j) * (geo.W2 >> j) for j in range(level))
+
+
+def _window_layout(geo):
+    """Offsets in the compute-dtype work buffer: [channels-last pyramid | base | gD (n, level, window pixel,
+    query) | level gradients]."""
+    bt = _cl_offset(geo, geo.levels)
+    gd = bt + geo.N * geo.H1 * geo.W1 * geo.C
+    gcl = gd + geo.N * geo.H1 * geo.W1 * geo.levels * (2 * geo.radius + 2) ** 2
+    return bt, gd, gcl, gcl + _cl_offset(geo, geo.levels) - _cl_offset(geo, 1)
+
+
+def _warp_run(kernel, args, items, like, stream):
+    """A launch with a warp per item (K.RAFT_WINDOW_WARPS per block)."""
+    _run(kernel, args, items * 32, like, stream, block=K.RAFT_WINDOW_WARPS * 32)
+
+
+def _window_prepare(geo, base, fmap2, work, bt_off, stream):
+    """Channels-last copies of fmap2 (level 0), its pooled levels and base into ``work``."""
+    _run("to_channels_last", (In(fmap2, _flat(fmap2)), Out(work), 0, geo.C, geo.H2 * geo.W2, 0.5), fmap2.size,
+         base, stream)
+    _run("to_channels_last", (In(base, _flat(base)), Out(work), bt_off, geo.C, geo.H1 * geo.W1, 0.5), base.size,
+         base, stream)
+    for level in range(1, geo.levels):
+        Hs, Ws = geo.level_size(level - 1)
+        _run("pool_channels_last", (Out(work), geo.N, geo.C, Hs, Ws, _cl_offset(geo, level - 1),
+                                    _cl_offset(geo, level), 0.5), geo.N * (Hs >> 1) * (Ws >> 1) * geo.C, base, stream)
+
+
+def _window_sizes(geo):
+    return (geo.N, geo.C, geo.H1, geo.W1, geo.H2, geo.W2, geo.levels, geo.radius) + geo.strides + geo.scalars()
+
+
+def _window_forward(call):
+    geo, base, coords, (out,), stream = call.geo, call.base, call.coords, call.outs, call.stream
+    bt_off, gd_off = _window_layout(geo)[:2]
+    work = _core.scratch(base, (gd_off,), _compute(base), stream)
+    _window_prepare(geo, base, call.fmap2, work, bt_off, stream)
+    _warp_run("window_forward", (In(work), bt_off, In(coords, _flat(coords)), Out(out, _flat(out)))
+              + _window_sizes(geo), geo.N * geo.H1 * geo.W1, base, stream)
+
+
+def _window_backward(call):
+    """grad_coords per query (a warp), gD (a thread per value), grad_base per query, then the map's gradient per level, coarsest first, each
+    level's pixels gathering from the bucketed queries whose window holds them."""
+    geo, g, base, coords, stream = call.geo, call.g, call.base, call.coords, call.stream
+    grad_base, grad_map, grad_coords = call.outs
+    bt_off, gd_off, gcl_off, size = _window_layout(geo)
+    work = _core.scratch(base, (size,), _compute(base), stream)
+    _window_prepare(geo, base, call.fmap2, work, bt_off, stream)
+    queries = geo.N * geo.H1 * geo.W1
+    _warp_run("window_grad_coords", (In(g, _flat(g)), In(work), bt_off, In(coords, _flat(coords)),
+                                     Out(grad_coords, _flat(grad_coords))) + _window_sizes(geo), queries, base, stream)
+    gd_size = queries * geo.levels * (2 * geo.radius + 2) ** 2
+    _run("window_gd", (In(g, _flat(g)), Out(work), gd_off, In(coords, _flat(coords)), geo.N, geo.H1, geo.W1,
+                       geo.levels, geo.radius) + geo.strides + geo.scalars(), gd_size, base, stream)
+    _warp_run("window_grad_base", (In(work), gd_off, In(coords, _flat(coords)), Out(grad_base, _flat(grad_base)))
+              + _window_sizes(geo)[:-2] + (0.5,), queries, base, stream)
+    if not grad_map.size:
+        return
+    ints, offsets = _buckets(geo, base, coords, stream)
+    flat_ints = (ints.size,)
+    sizes = (geo.N, geo.C, geo.H1, geo.W1)
+    for level in reversed(range(geo.levels)):
+        _bucket_level(geo, level, base, coords, ints, offsets, stream)
+        Hl, Wl = geo.level_size(level)
+        has_prev = int(level < geo.levels - 1)
+        prev = gcl_off + _cl_offset(geo, level + 1) - _cl_offset(geo, 1) if has_prev else 0
+        tail = sizes + (Hl, Wl, geo.levels, level, geo.radius, 0.5)
+        if level == 0:
+            _warp_run("window_grad_map", (Out(work), bt_off, gd_off, prev, has_prev, In(ints, flat_ints)) + offsets
+                      + (Out(grad_map, _flat(grad_map)),) + tail, geo.N * Hl * Wl, base, stream)
+        else:
+            _warp_run("window_grad_map_pooled", (Out(work), bt_off, gd_off, prev, has_prev,
+                                                 gcl_off + _cl_offset(geo, level) - _cl_offset(geo, 1),
+                                                 In(ints, flat_ints)) + offsets + tail, geo.N * Hl * Wl, base, stream)
+
+
+FORWARD_VARIANTS = (Variant("window", _window_can_run, _window_forward), Variant("direct", lambda c: None, _direct_forward))
+BACKWARD_VARIANTS = (Variant("window", _window_can_run, _window_backward),
+                     Variant("direct", lambda c: None, _direct_backward))
 
 
 def _zero(arr, stream):
@@ -262,7 +407,7 @@ def _outputs(out, names, like, shapes):
 
 
 @_ops.guards_out
-def patch_correlate(base, input, coords, *, radius=4, l1=False, out=None, stream=None):
+def patch_correlate(base, input, coords, *, radius=4, l1=False, out=None, stream=None, variant=None):
     """One level of RAFT's correlation lookup, on the fly (docs/ops.md §9): -> (N, L², Hg, Wg), L = 2r + 1.
 
     base: (N, C, Hg, Wg); input: (N, C, H2, W2); coords: (N, Hg, Wg, 2), [..., 0] = x (column),
@@ -279,12 +424,12 @@ def patch_correlate(base, input, coords, *, radius=4, l1=False, out=None, stream
     """
     b, i, c, geo = _patch_inputs(base, input, coords, radius, l1)
     res = _core.output(out, b, (geo.N, geo.channels, geo.H1, geo.W1))
-    _forward(geo, b, i, c, res, stream)
+    _forward(geo, b, i, c, res, stream, variant)
     return res.obj
 
 
 @_ops.guards_out
-def patch_correlate_backward(grad_out, base, input, coords, *, radius=4, l1=False, out=None, stream=None):
+def patch_correlate_backward(grad_out, base, input, coords, *, radius=4, l1=False, out=None, stream=None, variant=None):
     """Gradients of `patch_correlate`: ``(grad_base, grad_input, grad_coords)``.
 
     grad_out: (N, L², Hg, Wg), any strides.  With G = scale·grad_out[n, k, h, w] (scale 1/√C, or 1/C
@@ -297,7 +442,7 @@ def patch_correlate_backward(grad_out, base, input, coords, *, radius=4, l1=Fals
     b, i, c, geo = _patch_inputs(base, input, coords, radius, l1)
     g = _grad_input(grad_out, b, geo)
     gb, gi, gc = _outputs(out, ("grad_base", "grad_input", "grad_coords"), b, (b.shape, i.shape, c.shape))
-    _backward(geo, g, b, i, c, gb, gi, gc, stream)
+    _backward(geo, g, b, i, c, gb, gi, gc, stream, variant)
     return gb.obj, gi.obj, gc.obj
 
 
@@ -306,7 +451,7 @@ def patch_correlate_backward(grad_out, base, input, coords, *, radius=4, l1=Fals
 
 
 @_ops.guards_out
-def corr_lookup(fmap1, fmap2, coords, *, radius=4, num_levels=4, out=None, stream=None):
+def corr_lookup(fmap1, fmap2, coords, *, radius=4, num_levels=4, out=None, stream=None, variant=None):
     """RAFT's ``CorrBlock(fmap1, fmap2, num_levels, radius)(coords)`` without the all-pairs volume
     (docs/ops.md §10): -> (N, num_levels·L², H, W), L = 2·radius + 1, level-major.
 
@@ -322,12 +467,12 @@ def corr_lookup(fmap1, fmap2, coords, *, radius=4, num_levels=4, out=None, strea
     """
     f1, f2, c, geo = _lookup_inputs(fmap1, fmap2, coords, radius, num_levels)
     res = _core.output(out, f1, (geo.N, geo.channels, geo.H1, geo.W1))
-    _forward(geo, f1, f2, c, res, stream)
+    _forward(geo, f1, f2, c, res, stream, variant)
     return res.obj
 
 
 @_ops.guards_out
-def corr_lookup_backward(grad_out, fmap1, fmap2, coords, *, radius=4, num_levels=4, out=None, stream=None):
+def corr_lookup_backward(grad_out, fmap1, fmap2, coords, *, radius=4, num_levels=4, out=None, stream=None, variant=None):
     """Gradients of `corr_lookup`: ``(grad_fmap1, grad_fmap2, grad_coords)``.
 
     grad_out: (N, num_levels·L², H, W), any strides.  The sum over levels of `patch_correlate_backward`'s
@@ -338,7 +483,7 @@ def corr_lookup_backward(grad_out, fmap1, fmap2, coords, *, radius=4, num_levels
     f1, f2, c, geo = _lookup_inputs(fmap1, fmap2, coords, radius, num_levels)
     g = _grad_input(grad_out, f1, geo)
     g1, g2, gc = _outputs(out, ("grad_fmap1", "grad_fmap2", "grad_coords"), f1, (f1.shape, f2.shape, c.shape))
-    _backward(geo, g, f1, f2, c, g1, g2, gc, stream)
+    _backward(geo, g, f1, f2, c, g1, g2, gc, stream, variant)
     return g1.obj, g2.obj, gc.obj
 
 

@@ -35,12 +35,18 @@ Kernels (all arrays flat, offsets 64-bit, grid-stride loops):
 A cell (cy, cx) = (y0 + r + 1, x0 + r + 1) in [0, Hl + 2r] × [0, Wl + 2r]: the queries whose footprint
 (rows y0 − r … y0 + r + 1) intersects the level map; others touch no pixel and are not bucketed.
 
+The *window* kernels (`TO_CHANNELS_LAST`, `POOL_CHANNELS_LAST`, `WINDOW_FORWARD`, `WINDOW_GRAD_COORDS`,
+`WINDOW_GD`, `WINDOW_GRAD_BASE`, `WINDOW_GRAD_MAP`, `WINDOW_GRAD_MAP_POOLED`) compute dot lookups from
+the window sums of each query instead (their section below says how); the kernels above remain the
+form of L1 lookups, of radii beyond RAFT_WINDOW_MAX_RADIUS, and the CPU mirrors' form.
+
 Scalars ``half`` (0.5) and ``scale`` are in the compute type and every other constant is derived from
 them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 as float64).
 """
 import numpy as np
 
-from gpuops._constants import RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS
+from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS, RAFT_WINDOW_MAX_RADIUS,
+                               RAFT_WINDOW_WARPS)
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
@@ -520,6 +526,380 @@ def _lookup_grad_map_pooled(grad, base, coords, pyr_work, src_off, prev_off, has
 
 
 # ---------------------------------------------------------------------------------------------
+# window kernels (dot products): a warp per query, its lanes over the channels of channels-last maps
+#
+# Σ_c base_c · s_c(dx, dy) is the bilinear interpolation, with the query's (fx, fy), of the window sums
+# D(py, px) = Σ_c base_c · map_c(y0 − r + py, x0 − r + px) over the (2r+2)² window pixels, so a lookup
+# level costs (2r+2)² dot products of length C instead of 4·(2r+1)².  Each dot product is one coalesced
+# pass of the warp over a pixel's channels (maps and base transposed to channels-last once per call) and
+# a butterfly sum; D lives in shared memory (sized for RAFT_WINDOW_MAX_RADIUS, float64 for every dtype:
+# its values are exact there).  The backward keeps the same split: gD(p) = Σ_k G_k · (bilinear weight of
+# corner p in output k) per query (the `gd` buffer), then grad_base = Σ_p gD(p)·map(p) (per query) and
+# grad_map(pixel) = Σ over the bucketed queries whose window holds the pixel of gD·base (per pixel).
+# Loops that contain warp-wide sums have block-uniform trip counts (the simulator's stand-in is a block
+# barrier).
+
+WARPS = RAFT_WINDOW_WARPS
+AREA = (2 * RAFT_WINDOW_MAX_RADIUS + 2) ** 2
+WINDOW_THREADS = WARPS * 32
+_FULL_MASK = 0xFFFFFFFF
+
+
+def warp_sum(v, red):
+    """The sum of ``v`` over the 32 lanes of the calling warp, in every lane (simulator body: a block
+    barrier and a shared array ``red`` with a slot per thread)."""
+    t = cuda.threadIdx.x
+    red[t] = v
+    cuda.syncthreads()
+    first = t - t % 32
+    total = v - v
+    for j in range(32):
+        total += red[first + j]
+    cuda.syncthreads()
+    return type(v)(total)
+
+
+@overload(warp_sum, target="cuda")
+def _warp_sum_cuda(v, red):
+    def impl(v, red):
+        for d in (16, 8, 4, 2, 1):           # butterfly: every lane ends with the same, ordered sum
+            v += cuda.shfl_xor_sync(_FULL_MASK, v, d)
+        return v
+    return impl
+
+
+def warp_sync():
+    """Order the warp's shared and global memory accesses (simulator body: a block barrier)."""
+    cuda.syncthreads()
+
+
+@overload(warp_sync, target="cuda")
+def _warp_sync_cuda():
+    return lambda: cuda.syncwarp(_FULL_MASK)
+
+
+def like_type(v, like):
+    """``v`` converted to ``like``'s float type (window sums are kept in float64)."""
+    return type(like)(v)
+
+
+@overload(like_type, target="cuda")
+def _like_type_cuda(v, like):
+    if like == nt.float32:
+        return lambda v, like: nt.float32(v)
+    return lambda v, like: nt.float64(v)
+
+
+@cuda.jit(device=True, **_INLINE)
+def cl_level_offset(N, C, H2, W2, level):
+    """Start of level ``level`` (0 = the map itself) in a channels-last pyramid buffer."""
+    off = nt.int64(0)
+    for j in range(level):
+        off += N * C * (H2 >> j) * (W2 >> j)
+    return off
+
+
+@cuda.jit(device=True, **_INLINE)
+def _window_query(i, NQ, W1, Q, csn, csh, csw):
+    """(live, n, q, coordinate offset) of the query a warp takes at flat index i (dead warps read query 0)."""
+    live = i < NQ
+    if not live:
+        i = i - i
+    n = i // Q
+    q = i - n * Q
+    h = q // W1
+    return live, n, q, n * csn + h * csh + (q - h * W1) * csw
+
+
+@cuda.jit(device=True, **_INLINE)
+def _window_dots(bt, cl, D, red, warp, lane, boff, moff, valid, x0, y0, Hl, Wl, C, radius, zero):
+    """D[warp, p] = Σ_c bt[boff + c] · cl[moff + (y·Wl + x)·C + c] over the window pixels p = (py, px),
+    (y, x) = (y0 − r + py, x0 − r + px); 0 outside the map or for an invalid query."""
+    side = 2 * radius + 2
+    for p in range(side * side):
+        py = p // side
+        y = y0 - radius + py
+        x = x0 - radius + p - py * side
+        acc = zero
+        if valid and 0 <= y < Hl and 0 <= x < Wl:
+            off = moff + (y * Wl + x) * C
+            for c in range(lane, C, 32):
+                acc += bt[boff + c] * cl[off + c]
+        acc = warp_sum(acc, red)
+        if lane == 0:
+            D[warp, p] = acc
+    warp_sync()
+
+
+@cuda.jit(device=True, **_INLINE)
+def _corner_sums(D, warp, side, kx, ky, like):
+    """The window sums at the 4 corners of output (dx, dy) = (kx − r, ky − r): (d00, d01, d10, d11)."""
+    p = ky * side + kx
+    return (like_type(D[warp, p], like), like_type(D[warp, p + 1], like),
+            like_type(D[warp, p + side], like), like_type(D[warp, p + side + 1], like))
+
+
+def _to_channels_last(src, dst, dst_off, C, P, half):
+    """dst[dst_off + (n·P + p)·C + c] = src[(n·C + c)·P + p] in the compute type (base, fmap2)."""
+    start, step = _thread_range()
+    total = src.size
+    for i in range(start, total, step):
+        c = i % C
+        t = i // C
+        p = t % P
+        n = t // P
+        dst[dst_off + i] = load(src, (n * C + c) * P + p)
+
+
+def _pool_channels_last(work, N, C, Hs, Ws, src_off, dst_off, half):
+    """The next level of a channels-last pyramid: mean of 2×2 (floor), (N, Hs>>1, Ws>>1, C)."""
+    quarter = half * half
+    Hd = Hs >> 1
+    Wd = Ws >> 1
+    start, step = _thread_range()
+    for i in range(start, N * Hd * Wd * C, step):
+        c = i % C
+        t = i // C
+        x = t % Wd
+        t = t // Wd
+        y = t % Hd
+        n = t // Hd
+        s = src_off + ((n * Hs + 2 * y) * Ws + 2 * x) * C + c
+        work[dst_off + i] = (work[s] + work[s + C] + work[s + Ws * C] + work[s + Ws * C + C]) * quarter
+
+
+def _window_forward(work, bt_off, coords, out, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy, scale,
+                    half):
+    """out = the lookup (dot products), a warp per query; ``work`` holds the channels-last pyramid from 0 and
+    the channels-last base from ``bt_off``."""
+    D = cuda.shared.array((WARPS, AREA), nt.float64)
+    red = cuda.shared.array(WINDOW_THREADS, nt.float64)
+    one = half + half
+    zero = half - half
+    warp = cuda.threadIdx.x // 32
+    lane = cuda.threadIdx.x % 32
+    L = 2 * radius + 1
+    LL = L * L
+    side = L + 1
+    Q = H1 * W1
+    NQ = N * Q
+    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, NQ, nt.int64(cuda.gridDim.x) * WARPS):
+        live, n, q, coff = _window_query(first + warp, NQ, W1, Q, csn, csh, csw)
+        for level in range(levels):
+            valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
+            Hl = H2 >> level
+            Wl = W2 >> level
+            moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
+            _window_dots(work, work, D, red, warp, lane, bt_off + (n * Q + q) * C, moff, valid and live, x0, y0,
+                         Hl, Wl, C, radius, zero)
+            if live:
+                for k in range(lane, LL, 32):
+                    kx = k // L
+                    ky = k - kx * L
+                    d00, d01, d10, d11 = _corner_sums(D, warp, side, kx, ky, half)
+                    store(out, ((n * levels + level) * LL + k) * Q + q, scale * _bilinear(d00, d01, d10, d11, fx, fy,
+                                                                                          one))
+            warp_sync()
+
+
+def _window_grad_coords(grad, work, bt_off, coords, grad_coords, N, C, H1, W1, H2, W2, levels, radius, csn, csh,
+                        csw, csxy, scale, half):
+    """Per query (a warp): grad_coords = Σ_level 2**-level · Σ_k G_k · ∂(bilinear of the window sums)/∂(x, y)."""
+    D = cuda.shared.array((WARPS, AREA), nt.float64)
+    red = cuda.shared.array(WINDOW_THREADS, nt.float64)
+    one = half + half
+    zero = half - half
+    warp = cuda.threadIdx.x // 32
+    lane = cuda.threadIdx.x % 32
+    L = 2 * radius + 1
+    LL = L * L
+    side = L + 1
+    Q = H1 * W1
+    NQ = N * Q
+    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, NQ, nt.int64(cuda.gridDim.x) * WARPS):
+        live, n, q, coff = _window_query(first + warp, NQ, W1, Q, csn, csh, csw)
+        gx = zero
+        gy = zero
+        for level in range(levels):
+            valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
+            valid = valid and live
+            Hl = H2 >> level
+            Wl = W2 >> level
+            moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
+            _window_dots(work, work, D, red, warp, lane, bt_off + (n * Q + q) * C, moff, valid, x0, y0, Hl, Wl, C,
+                         radius, zero)
+            goff = (n * levels + level) * LL * Q + q
+            tx = zero
+            ty = zero
+            if valid:
+                for k in range(lane, LL, 32):
+                    kx = k // L
+                    ky = k - kx * L
+                    G = load(grad, goff + k * Q) * scale
+                    d00, d01, d10, d11 = _corner_sums(D, warp, side, kx, ky, half)
+                    tx += G * ((one - fy) * (d01 - d00) + fy * (d11 - d10))
+                    ty += G * ((one - fx) * (d10 - d00) + fx * (d11 - d01))
+            tx = warp_sum(tx, red)
+            ty = warp_sum(ty, red)
+            for _ in range(level):             # d(x / 2**level) / dx
+                tx = tx * half
+                ty = ty * half
+            gx += tx
+            gy += ty
+            warp_sync()
+        if live and lane == 0:
+            store(grad_coords, coff, gx)
+            store(grad_coords, coff + csxy, gy)
+
+
+def _window_gd(grad, work, gd_off, coords, N, H1, W1, levels, radius, csn, csh, csw, csxy, scale, half):
+    """work[gd_off + ((n·levels + level)·area + p)·Q + q] = gD = Σ_k G_k · (bilinear weight of window pixel p
+    as a corner of output k), scale included; a thread per element (queries fastest: coalesced)."""
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    side = L + 1
+    area = side * side
+    Q = H1 * W1
+    start, step = _thread_range()
+    for i in range(start, N * levels * area * Q, step):
+        q = i % Q
+        t = i // Q
+        p = t % area
+        t = t // area
+        level = t % levels
+        n = t // levels
+        h = q // W1
+        valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + (q - h * W1) * csw, csxy, level, half)
+        py = p // side
+        px = p - py * side
+        goff = (n * levels + level) * LL * Q + q
+        acc = zero
+        if valid:
+            for a in range(2):             # p as corner row a of output row ky
+                ky = py - a
+                if 0 <= ky < L:
+                    wy = fy if a else one - fy
+                    for e in range(2):     # and corner column e of output column kx
+                        kx = px - e
+                        if 0 <= kx < L:
+                            wx = fx if e else one - fx
+                            acc += load(grad, goff + (kx * L + ky) * Q) * (wy * wx)
+        work[gd_off + i] = acc * scale
+
+
+def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy,
+                      half):
+    """grad_base[n, c, q] = Σ_level Σ_p gD(q, level, p) · map_level[c, window pixel p]; a warp per query."""
+    zero = half - half
+    warp = cuda.threadIdx.x // 32
+    lane = cuda.threadIdx.x % 32
+    side = 2 * radius + 2
+    area = side * side
+    Q = H1 * W1
+    NQ = N * Q
+    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, NQ, nt.int64(cuda.gridDim.x) * WARPS):
+        live, n, q, coff = _window_query(first + warp, NQ, W1, Q, csn, csh, csw)
+        if live:
+            for c in range(lane, C, 32):
+                acc = zero
+                for level in range(levels):
+                    valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
+                    if valid:
+                        Hl = H2 >> level
+                        Wl = W2 >> level
+                        moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C + c
+                        gd_level = gd_off + (n * levels + level) * area * Q + q
+                        for py in range(side):
+                            y = y0 - radius + py
+                            if 0 <= y < Hl:
+                                for px in range(side):
+                                    x = x0 - radius + px
+                                    if 0 <= x < Wl:
+                                        acc += work[gd_level + (py * side + px) * Q] * work[moff + (y * Wl + x) * C]
+                store(grad_base, (n * C + c) * Q + q, acc)
+
+
+@cuda.jit(device=True, **_INLINE)
+def _window_grad_map_sum(work, bt_off, gd_off, vals, counts_off, starts_off, items_off, n, c, y, x, C, Q, CW, ncell,
+                         levels, level, radius, zero):
+    """Σ over the queries whose window holds pixel (y, x) of the level (cells in order, each cell's queries
+    in index order) of gD(query, level, pixel) · base[query, c]."""
+    side = 2 * radius + 2
+    area = side * side
+    acc = zero
+    for cy in range(y, y + side):
+        py = y - cy + side - 1
+        for cx in range(x, x + side):
+            p = py * side + x - cx + side - 1
+            cell = n * ncell + cy * CW + cx
+            first = items_off + n * Q + vals[starts_off + cell]
+            gd_pixel = gd_off + ((n * levels + level) * area + p) * Q
+            for j in range(first, first + vals[counts_off + cell]):
+                q = nt.int64(vals[j])
+                acc += work[gd_pixel + q] * work[bt_off + (n * Q + q) * C + c]
+    return acc
+
+
+def _window_grad_map(work, bt_off, gd_off, gcl_prev, has_prev, ints, counts_off, starts_off, items_off, grad_map, N, C,
+                     H1, W1, Hl, Wl, levels, level, radius, half):
+    """Level 0: grad_map[n, c, y, x] (storage dtype, NCHW) = the bucketed sum plus the pooling adjoint of
+    level 1's channels-last gradient at ``gcl_prev`` (when ``has_prev``); a warp per pixel."""
+    vals = ints.view(np.int32)
+    zero = half - half
+    quarter = half * half
+    warp = cuda.threadIdx.x // 32
+    lane = cuda.threadIdx.x % 32
+    Q = H1 * W1
+    CW = Wl + 2 * radius + 1
+    ncell = (Hl + 2 * radius + 1) * CW
+    Hp = Hl >> 1
+    Wp = Wl >> 1
+    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, N * Hl * Wl, nt.int64(cuda.gridDim.x) * WARPS):
+        i = first + warp
+        if i < N * Hl * Wl:
+            x = i % Wl
+            t = i // Wl
+            y = t % Hl
+            n = t // Hl
+            for c in range(lane, C, 32):
+                acc = _window_grad_map_sum(work, bt_off, gd_off, vals, counts_off, starts_off, items_off, n, c, y, x,
+                                           C, Q, CW, ncell, levels, level, radius, zero)
+                if has_prev and y < 2 * Hp and x < 2 * Wp:
+                    acc += work[gcl_prev + ((n * Hp + (y >> 1)) * Wp + (x >> 1)) * C + c] * quarter
+                store(grad_map, ((n * C + c) * Hl + y) * Wl + x, acc)
+
+
+def _window_grad_map_pooled(work, bt_off, gd_off, gcl_prev, has_prev, gcl_off, ints, counts_off, starts_off, items_off,
+                            N, C, H1, W1, Hl, Wl, levels, level, radius, half):
+    """Levels > 0: the level's gradient, channels-last in ``work`` from ``gcl_off``."""
+    vals = ints.view(np.int32)
+    zero = half - half
+    quarter = half * half
+    warp = cuda.threadIdx.x // 32
+    lane = cuda.threadIdx.x % 32
+    Q = H1 * W1
+    CW = Wl + 2 * radius + 1
+    ncell = (Hl + 2 * radius + 1) * CW
+    Hp = Hl >> 1
+    Wp = Wl >> 1
+    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, N * Hl * Wl, nt.int64(cuda.gridDim.x) * WARPS):
+        i = first + warp
+        if i < N * Hl * Wl:
+            x = i % Wl
+            t = i // Wl
+            y = t % Hl
+            n = t // Hl
+            for c in range(lane, C, 32):
+                acc = _window_grad_map_sum(work, bt_off, gd_off, vals, counts_off, starts_off, items_off, n, c, y, x,
+                                           C, Q, CW, ncell, levels, level, radius, zero)
+                if has_prev and y < 2 * Hp and x < 2 * Wp:
+                    acc += work[gcl_prev + ((n * Hp + (y >> 1)) * Wp + (x >> 1)) * C + c] * quarter
+                work[gcl_off + i * C + c] = acc
+
+
+# ---------------------------------------------------------------------------------------------
 # signatures: storage arrays (a), compute-dtype work arrays (w), int32-in-float32 bucket arrays (b)
 
 _I = nt.int64
@@ -562,3 +942,14 @@ LOOKUP_GRAD_MAP = Kernel(_lookup_grad_map, lambda d: (_a(d), _a(d), _a(d), _a(d)
 LOOKUP_GRAD_MAP_POOLED = Kernel(_lookup_grad_map_pooled,
                                 lambda d: (_a(d), _a(d), _a(d), _w(d), _I, _I, _I, _b(d), _I, _I, _I, _I)
                                 + (_I,) * 14 + (_f(d), _f(d)))
+TO_CHANNELS_LAST = Kernel(_to_channels_last, lambda d: (_a(d), _w(d)) + (_I,) * 3 + (_f(d),))
+POOL_CHANNELS_LAST = Kernel(_pool_channels_last, lambda d: (_w(d),) + (_I,) * 6 + (_f(d),))
+WINDOW_FORWARD = Kernel(_window_forward, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d), _f(d)))
+WINDOW_GRAD_COORDS = Kernel(_window_grad_coords, lambda d: (_a(d), _w(d), _I, _a(d), _a(d)) + (_I,) * 12
+                            + (_f(d), _f(d)))
+WINDOW_GD = Kernel(_window_gd, lambda d: (_a(d), _w(d), _I, _a(d)) + (_I,) * 9 + (_f(d), _f(d)))
+WINDOW_GRAD_BASE = Kernel(_window_grad_base, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d),))
+WINDOW_GRAD_MAP = Kernel(_window_grad_map, lambda d: (_w(d), _I, _I, _I, _I, _b(d), _I, _I, _I, _a(d)) + (_I,) * 9
+                         + (_f(d),))
+WINDOW_GRAD_MAP_POOLED = Kernel(_window_grad_map_pooled, lambda d: (_w(d), _I, _I, _I, _I, _I, _b(d), _I, _I, _I)
+                                + (_I,) * 9 + (_f(d),))

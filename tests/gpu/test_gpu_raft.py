@@ -64,22 +64,39 @@ def test_patch_correlate_every_dtype_vs_cpu_mirror(dtype, l1):
     _same_every_time(lambda: gpuops.patch_correlate_backward(g.cuda(), *cuda, radius=3, l1=l1))
 
 
+@pytest.mark.parametrize("variant", ["window", "direct"])
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_corr_lookup_every_dtype_vs_cpu_mirror_and_deterministic(dtype):
+def test_corr_lookup_every_dtype_vs_cpu_mirror_and_deterministic(dtype, variant):
     tdt, tol = DTYPES[dtype]
     f1, f2 = _features(2, 64, 23, 40, 3), _features(2, 64, 23, 40, 4)
     coords = _flow_coords(2, 23, 40, 5.0, 5)
+    coords[1, :, 4, 7] = float("inf")
     cuda = [t.to(tdt).cuda() for t in (f1, f2, coords)]
     cpu = [t.double().cpu() for t in cuda]
-    y = gpuops.corr_lookup(*cuda, radius=4, num_levels=4)
+    y = gpuops.corr_lookup(*cuda, radius=4, num_levels=4, variant=variant)
     assert y.shape == (2, 4 * 81, 23, 40) and y.dtype == tdt
     _compare(y, gpuops.corr_lookup(*cpu, radius=4, num_levels=4), tol)
     g = torch.randn(y.shape, dtype=torch.float64).to(tdt)
-    grads = gpuops.corr_lookup_backward(g.cuda(), *cuda, radius=4, num_levels=4)
+    grads = gpuops.corr_lookup_backward(g.cuda(), *cuda, radius=4, num_levels=4, variant=variant)
     wants = gpuops.corr_lookup_backward(g.double(), *cpu, radius=4, num_levels=4)
     for a, b in zip(grads, wants):
         _compare(a, b, tol * 10)
-    _same_every_time(lambda: gpuops.corr_lookup_backward(g.cuda(), *cuda, radius=4, num_levels=4))
+    _same_every_time(lambda: gpuops.corr_lookup_backward(g.cuda(), *cuda, radius=4, num_levels=4, variant=variant))
+
+
+@pytest.mark.parametrize("channels,radius", [(40, 3), (7, 0), (33, 8)])
+def test_corr_lookup_channel_counts_and_radii(channels, radius):
+    # lanes left idle (C not a multiple of 32), radius 0, and a radius beyond the window kernels (direct)
+    f1, f2 = _features(1, channels, 17, 21, 14), _features(1, channels, 17, 21, 15)
+    coords = _flow_coords(1, 17, 21, 6.0, 16)
+    cuda = [t.float().cuda() for t in (f1, f2, coords)]
+    cpu = [t.double().cpu() for t in cuda]
+    _compare(gpuops.corr_lookup(*cuda, radius=radius, num_levels=3), gpuops.corr_lookup(*cpu, radius=radius,
+                                                                                       num_levels=3), 1e-4)
+    g = torch.randn(1, 3 * (2 * radius + 1) ** 2, 17, 21, dtype=torch.float64)
+    got = gpuops.corr_lookup_backward(g.float().cuda(), *cuda, radius=radius, num_levels=3)
+    for a, b in zip(got, gpuops.corr_lookup_backward(g.float().double(), *cpu, radius=radius, num_levels=3)):
+        _compare(a, b, 1e-3)
 
 
 def test_many_queries_in_one_cell_deterministic():
@@ -131,3 +148,24 @@ def test_drop_in_on_cuda():
     want = 64 * gpuops.patch_correlate(base.cpu(), inp.cpu(), coords.cpu(), radius=2, l1=True)
     torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-4)
     assert pytorch_cuda_ops.patch_correlate(base, inp, coords, 0).shape == (1, 1, 10, 12)
+
+
+def _alternate_corr_block():
+    try:
+        from benchmarks.raft import _alt_cuda_corr_function, alternate_corr_block
+        apply = _alt_cuda_corr_function()
+    except ImportError as err:
+        pytest.skip(f"RAFT's alt_cuda_corr is not built here ({err})")
+    return lambda f1, f2, c: alternate_corr_block(f1, f2, c, apply)
+
+
+def test_corr_lookup_matches_raft_alt_cuda_corr():
+    alternate = _alternate_corr_block()
+    f1, f2 = (_features(2, 128, 30, 44, s).float().cuda().requires_grad_() for s in (17, 18))
+    coords = _flow_coords(2, 30, 44, 4.0, 19).float().cuda()
+    ours = gt.corr_lookup(f1, f2, coords, radius=4, num_levels=4)
+    theirs = alternate(f1, f2, coords)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    g = torch.randn_like(ours)
+    for a, b in zip(torch.autograd.grad(ours, (f1, f2), g), torch.autograd.grad(theirs, (f1, f2), g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -6,6 +6,7 @@ import pytest
 
 import gpuops.conv as cv
 import gpuops.correlations as gc
+import gpuops.raft as raft
 from gpuops._variants import names
 from helpers import assert_close, rounded, to_kind
 
@@ -67,3 +68,20 @@ def test_depthwise_strided_input_gradient_variants(variant):
     cuda = [to_kind(a, "torch", "float32", "cuda") for a in (g, x, w)]
     got = cv.conv2d_depthwise_backward(*cuda, stride=2, padding=1, variant=variant)[0]
     assert_close(got, cv.conv2d_depthwise_backward(g, x, w, stride=2, padding=1)[0], "float32", scale=4)
+
+
+@pytest.mark.parametrize("variant", names(raft.FORWARD_VARIANTS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_raft_lookup_variants(variant, dtype):
+    rng = np.random.default_rng(4)
+    f1, f2 = _u((2, 40, 9, 14), 5), _u((2, 40, 9, 14), 6)
+    coords = rng.uniform(-3, 16, (2, 2, 9, 14))
+    cuda = [to_kind(a, "torch", dtype, "cuda") for a in (f1, f2, coords)]
+    seen = [rounded(a, dtype) for a in (f1, f2, coords)]
+    y = raft.corr_lookup(*cuda, radius=2, num_levels=3, variant=variant)
+    assert_close(y, raft.corr_lookup(*seen, radius=2, num_levels=3), dtype, scale=8)
+    g = _u(tuple(y.shape), 7)
+    got = raft.corr_lookup_backward(to_kind(g, "torch", dtype, "cuda"), *cuda, radius=2, num_levels=3, variant=variant)
+    want = raft.corr_lookup_backward(rounded(g, dtype), *seen, radius=2, num_levels=3)
+    for a, e in zip(got, want):
+        assert_close(a, e, dtype, scale=64)

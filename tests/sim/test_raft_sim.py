@@ -52,31 +52,38 @@ def _patch_arrays(dtype, seed=0):
     return [a.astype(storage) for a in (base, inp, coords)]
 
 
-def _check_both(fwd, bwd, arrays, params, dtype, radius_channels):
+def _check_both(fwd, bwd, arrays, params, dtype, radius_channels, variant=None):
     tol = DTYPES[dtype][1]
     want = fwd(*arrays, **params)                                     # CPU mirror
-    got = fwd(*[_dev(a) for a in arrays], **params)                   # CUDA kernels, simulated
+    got = fwd(*[_dev(a) for a in arrays], **params, variant=variant)  # CUDA kernels, simulated
     assert type(got).__module__.startswith("numba.cuda.simulator")
     _close(got, want, tol)
     g = np.random.default_rng(1).standard_normal(want.shape).astype(arrays[0].dtype)
     wants = bwd(g, *arrays, **params)
-    gots = bwd(_dev(g), *[_dev(a) for a in arrays], **params)
+    gots = bwd(_dev(g), *[_dev(a) for a in arrays], **params, variant=variant)
     for a, b in zip(gots, wants):
         _close(a, b, tol * radius_channels)
-    again = bwd(_dev(g), *[_dev(a) for a in arrays], **params)
+    again = bwd(_dev(g), *[_dev(a) for a in arrays], **params, variant=variant)
     for a, b in zip(gots, again):
         np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host())
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("l1", [False, True])
-def test_patch_correlate_kernels(dtype, l1):
+@pytest.mark.parametrize("l1,variant", [(False, "window"), (False, "direct"), (True, "direct")])
+def test_patch_correlate_kernels(dtype, l1, variant):
     _check_both(gpuops.patch_correlate, gpuops.patch_correlate_backward, _patch_arrays(dtype), dict(radius=1, l1=l1),
-                dtype, 4)
+                dtype, 4, variant)
 
 
+def test_l1_has_no_window_form():
+    arrays = [_dev(a) for a in _patch_arrays("float32")]
+    with pytest.raises(ValueError, match="variant 'window' cannot run this call: L1 lookups"):
+        gpuops.patch_correlate(*arrays, radius=1, l1=True, variant="window")
+
+
+@pytest.mark.parametrize("variant", ["window", "direct"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
-def test_corr_lookup_kernels_three_levels(dtype):
+def test_corr_lookup_kernels_three_levels(dtype, variant):
     # 6x5 -> 3x2 -> 1x1: both pool kernels, both map-gradient kernels, the pooling adjoint
     rng = np.random.default_rng(2)
     f1 = rng.standard_normal((1, 2, 6, 5))
@@ -84,12 +91,15 @@ def test_corr_lookup_kernels_three_levels(dtype):
     coords = _coords(rng, (1, 2, 6, 5), -2, 7)
     coords[0, :, 2, 2] = [np.inf, 1.5]
     arrays = [a.astype(DTYPES[dtype][0]) for a in (f1, f2, coords)]
-    _check_both(gpuops.corr_lookup, gpuops.corr_lookup_backward, arrays, dict(radius=1, num_levels=3), dtype, 4)
+    _check_both(gpuops.corr_lookup, gpuops.corr_lookup_backward, arrays, dict(radius=1, num_levels=3), dtype, 4,
+                variant)
 
 
 def test_radius_zero_and_empty_grid():
     arrays = _patch_arrays("float32", seed=3)
-    _check_both(gpuops.patch_correlate, gpuops.patch_correlate_backward, arrays, dict(radius=0), "float32", 1)
+    for variant in ("window", "direct"):
+        _check_both(gpuops.patch_correlate, gpuops.patch_correlate_backward, arrays, dict(radius=0), "float32", 1,
+                    variant)
     base, inp, coords = arrays
     empty = [base[:, :, :0], inp, coords[:, :0]]                       # no queries: ZERO_FILL for grad_input
     y = gpuops.patch_correlate(*[_dev(a) for a in empty], radius=1)
