@@ -1,0 +1,48 @@
+"""Per-kernel GPU time of one gpuops call (torch.profiler's CUPTI trace sees numba's launches too):
+
+    python3 -m benchmarks.kernel_times corr_lookup_fwd corr_lookup_bwd ...
+
+Each case builds the inputs of the matching benchmark row, warms up, then profiles 5 calls and prints the
+kernels by total time.  A first look at where a call's time goes before reaching for Nsight Compute.
+"""
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import gpuops
+
+
+def _raft(backward, N=1, H=55, W=128):
+    from benchmarks.raft import LEVELS, RADIUS, _inputs
+    f1, f2, c = _inputs(N, 256, H, W, "float32")
+    if not backward:
+        return lambda: gpuops.corr_lookup(f1, f2, c, radius=RADIUS, num_levels=LEVELS)
+    g = torch.randn(N, LEVELS * (2 * RADIUS + 1) ** 2, H, W, device="cuda")
+    return lambda: gpuops.corr_lookup_backward(g, f1, f2, c, radius=RADIUS, num_levels=LEVELS)
+
+
+CASES = {
+    "corr_lookup_fwd": lambda: _raft(False),
+    "corr_lookup_bwd": lambda: _raft(True),
+    "corr_lookup_fwd_1080p": lambda: _raft(False, 1, 135, 240),
+    "corr_lookup_bwd_1080p": lambda: _raft(True, 1, 135, 240),
+}
+
+
+def main(names):
+    for name in names:
+        fn = CASES[name]()
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                fn()
+            torch.cuda.synchronize()
+        print(f"== {name} (5 calls)")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(CASES))
