@@ -201,3 +201,83 @@ if importlib.util.find_spec("alt_cuda_corr") is not None:
         for _mode in ("fwd", "bwd"):
             workload("corr_lookup", f"RAFT B{_n} C256 {_h}x{_w} L4 r4 {_mode} vs alt_cuda_corr", "float32")(
                 lambda n=_n, h=_h, w=_w, mode=_mode: _alt_case(n, 256, h, w, mode))
+
+
+# ---------------------------------------------------------------------------------------------
+# RAFT's fast path (issue #15): the pyramid built once per frame pair (corr_pyramid), looked up every
+# refinement iteration (corr_pyramid_lookup), through gpuops.torch.CorrBlock(alternate=False), against RAFT's
+# own CorrBlock (core/corr.py of the peer checkout in .peer/raft_peer when present, else the pure-torch
+# transcription above).  One timed call = construction + ITERS lookups at moving coordinates (+ one backward
+# of their weighted sum to the feature maps for "fwd+bwd", RAFT's training step; RAFT detaches coords).
+# The runner's last column is the peak memory of each side (both hold the O((H·W)²) pyramid).  No "bytes":
+# the volume is a GEMM, compute-bound, so a copy floor says nothing.
+
+ITERS = 12
+
+
+def _raft_peer_block():
+    """(CorrBlock class, its name): RAFT's core/corr.py when the peer checkout is importable, else the
+    transcription above (`_pyramid`, `_lookup`)."""
+    import pathlib
+    import sys
+    core = pathlib.Path(__file__).resolve().parents[1] / ".peer" / "raft_peer" / "core"
+    if (core / "corr.py").exists():
+        sys.path.insert(0, str(core))
+        try:
+            from corr import CorrBlock
+            return CorrBlock, "RAFT CorrBlock (core/corr.py)"
+        except ImportError:
+            pass
+        finally:
+            sys.path.remove(str(core))
+
+    class CorrBlock:
+        def __init__(self, fmap1, fmap2, num_levels=LEVELS, radius=RADIUS):
+            self.levels = _pyramid(fmap1, fmap2)
+
+        def __call__(self, coords):
+            return _lookup(self.levels, coords).float()
+    return CorrBlock, "torch CorrBlock (transcription of RAFT's)"
+
+
+def _pyramid_case(N, C, H, W, dtype, mode):
+    import torch
+
+    import gpuops.torch as gt
+    fmap1, fmap2, coords = _inputs(N, C, H, W, dtype)
+    steps = [coords + 0.25 * k for k in range(ITERS)]          # the flow moves the coordinates every iteration
+    Peer, peer_name = _raft_peer_block()
+
+    def ours_block(a, b):
+        return gt.CorrBlock(a, b, num_levels=LEVELS, radius=RADIUS)
+
+    def peer_block(a, b):
+        return Peer(a, b, num_levels=LEVELS, radius=RADIUS)
+
+    if mode == "fwd":
+        def forward(block_of):
+            block = block_of(fmap1, fmap2)
+            return [block(c) for c in steps]
+
+        def check():
+            return all(_rel(a, b) < _TOL[dtype] for a, b in zip(forward(ours_block), forward(peer_block)))
+        return dict(gpuops=lambda: forward(ours_block), peer=lambda: forward(peer_block),
+                    peer_name=f"{peer_name}, {ITERS} lookups", check=check)
+    channels = LEVELS * (2 * RADIUS + 1) ** 2
+    weights = [torch.randn(N, channels, H, W, device="cuda") for _ in steps]
+    f1, f2 = (t.detach().requires_grad_() for t in (fmap1, fmap2))
+
+    def train_step(block_of):
+        block = block_of(f1, f2)
+        loss = sum((block(c) * w).sum() for c, w in zip(steps, weights))
+        return torch.autograd.grad(loss, (f1, f2))
+
+    def check():
+        return all(_rel(a, b) < _TOL[dtype] * 10 for a, b in zip(train_step(ours_block), train_step(peer_block)))
+    return dict(gpuops=lambda: train_step(ours_block), peer=lambda: train_step(peer_block),
+                peer_name=f"{peer_name}, {ITERS} lookups, autograd", check=check)
+
+
+for _mode in ("fwd", "fwd+bwd"):
+    workload("corr_pyramid", f"RAFT B1 C256 55x128 L4 r4 pyramid + {ITERS} lookups {_mode}", "float32")(
+        lambda mode=_mode: _pyramid_case(1, 256, 55, 128, "float32", mode))
