@@ -31,7 +31,7 @@ import math
 
 from gpuops import _core, _ops, reference
 from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
-                               PERPIXEL_WGRAD_ROWS)
+                               PERPIXEL_WGRAD_FEW, PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
@@ -41,6 +41,8 @@ _CHUNK = PERPIXEL_CHUNK
 _CHUNK_F64 = PERPIXEL_CHUNK_F64
 _ROWS = PERPIXEL_ROWS
 _WGRAD_ROWS = PERPIXEL_WGRAD_ROWS
+_WGRAD_FEW = PERPIXEL_WGRAD_FEW
+_WGRAD_FEW_ROWS = PERPIXEL_WGRAD_FEW_ROWS
 _BIAS_THREADS = 65536   # stage-1 threads aimed at by the bias-gradient sum
 _BIAS_LANES = 256       # segments per channel left for the final (sequential) stage
 
@@ -166,11 +168,13 @@ def _transpose(src, w, bias, dst, geo, stream):
 
 
 def _wgrad(center, shifted, gw, geo, stream):
-    """gw (N, G, kh, kw, Ho, Wo) = Σ over each group's channels of center (Ho, Wo grid) × shifted windows."""
-    C, _, G, _, _, Ho, Wo, kh, kw = geo[:9]
-    items = _items(gw.size // (G * kh * kw * Ho * Wo), G, 1, Ho, Wo, _WGRAD_ROWS)
-    _core.run("perpixel", "pp_wgrad", (In(center, (center.size,)), In(shifted, (shifted.size,)),
-                                       Out(gw, (gw.size,))) + geo,
+    """gw (N, G, kh, kw, Ho, Wo) = Σ over each group's channels of center (Ho, Wo grid) × shifted windows;
+    groups of at most PERPIXEL_WGRAD_FEW channels take the kernel with the smaller channel tile."""
+    C, cpg, G, _, _, Ho, Wo, kh, kw = geo[:9]
+    kernel, rows = ("pp_wgrad_few", _WGRAD_FEW_ROWS) if cpg <= _WGRAD_FEW else ("pp_wgrad", _WGRAD_ROWS)
+    items = _items(gw.size // (G * kh * kw * Ho * Wo), G, 1, Ho, Wo, rows)
+    _core.run("perpixel", kernel, (In(center, (center.size,)), In(shifted, (shifted.size,)),
+                                   Out(gw, (gw.size,))) + geo,
               like=center, grid=_grid(items), block=(_THREADS,), stream=stream)
 
 

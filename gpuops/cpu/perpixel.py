@@ -110,3 +110,5 @@ def pp_bias_final(partial, gb, segments):
 
 # the middle stage of the CUDA bias sum: the same function on the partial sums
 pp_bias_partial_sums = pp_bias_partial
+# the CUDA weight gradient for groups of few channels (PP_WGRAD_FEW) differs in its register tile only
+pp_wgrad_few = pp_wgrad

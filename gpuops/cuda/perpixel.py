@@ -53,7 +53,8 @@ data, in float64 for float64 (`_local_sums`).
 import numpy as np
 
 from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
-                               PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_WGRAD_ROWS)
+                               PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_WGRAD_FEW,
+                               PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt, overload
 from gpuops.cuda._memory import load, store, zero
@@ -65,9 +66,12 @@ ROWS = PERPIXEL_ROWS
 WCHUNK = PERPIXEL_WGRAD_CHUNK
 WCHUNK64 = PERPIXEL_WGRAD_CHUNK_F64
 WROWS = PERPIXEL_WGRAD_ROWS
+FEW = PERPIXEL_WGRAD_FEW
+FEW_ROWS = PERPIXEL_WGRAD_FEW_ROWS
 # sizes of the register arrays (module constants: `_local_sums` needs literals)
 TILE, TILE64 = ROWS * CHUNK, ROWS * CHUNK64
 WTILE, WTILE64 = WROWS * WCHUNK, WROWS * WCHUNK64
+FEW_TILE = FEW_ROWS * FEW
 
 #: indices cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
 U = nt.uint64
@@ -148,10 +152,10 @@ def _load_chunk(a, vals, at, stride, nch):
 
 
 @cuda.jit(device=True, **_INLINE)
-def _load_centres(a, ctr, at, Wo, stride, rows, nch):
-    """ctr[q, cc] = a[at + q·Wo + cc·stride] for strip rows q < rows and channels cc < nch, else 0."""
-    n = ctr.size // WROWS
-    for q in range(WROWS):
+def _load_centres(a, ctr, at, Wo, stride, rows, nch, n):
+    """ctr[q, cc] = a[at + q·Wo + cc·stride] for strip rows q < rows and channels cc < nch, else 0 (``n``
+    channels per row of ctr)."""
+    for q in range(ctr.size // n):
         here = at + q * Wo
         for cc in range(n):
             ok = q < rows and cc < nch
@@ -326,24 +330,25 @@ def _pp_transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, 
             out += plane_size
 
 
-def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Thread = (n, g, strip of WROWS rows, column) of gw (N, G, kh, kw, Ho, Wo), all channels of group g;
-    center on the (Ho, Wo) grid, shifted (N, C, H, W).  Every gw entry of the thread is written once."""
+@cuda.jit(device=True, **_INLINE)
+def _wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, ctr, vals, sums, iq, wrow,
+           one_chunk):
+    """The weight-gradient kernels' body.  Thread = (n, g, strip of R = wrow.size rows, column) of gw
+    (N, G, kh, kw, Ho, Wo), all channels of group g, walked in chunks of vals.size whose centre values are
+    ``ctr`` (R × vals.size); center on the (Ho, Wo) grid, shifted (N, C, H, W).  Every gw entry of the thread
+    is written once.  ``one_chunk`` (a constant): the caller guarantees cpg <= vals.size, and the chunk loop
+    compiles away."""
+    R = wrow.size
+    wchunk = vals.size
     plane_size = Ho * Wo
     KK = kh * kw
     HW = H * W
     N = gw.size // (G * KK * plane_size)
-    strips = (Ho + WROWS - 1) // WROWS
+    strips = (Ho + R - 1) // R
     per_slab = strips * Wo
     items = N * G * per_slab
-    span = (WROWS - 1) * sh + (kh - 1) * dh + 1
-    ctr = _local_sums(gw, WTILE, WTILE64)
-    vals = _local_sums(gw, WCHUNK, WCHUNK64)
-    sums = _local_sums(gw, WROWS, WROWS)
-    wchunk = vals.size
-    chunks = (cpg + wchunk - 1) // wchunk           # 1: the centre values stay in registers for all taps
-    iq = cuda.local.array(WROWS, nt.int64)
-    wrow = cuda.local.array(WROWS, nt.int64)
+    span = (R - 1) * sh + (kh - 1) * dh + 1
+    chunks = 1 if one_chunk else (cpg + wchunk - 1) // wchunk     # 1: centre values in registers for all taps
     first = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
     for item in range(first, items, step):
@@ -354,11 +359,11 @@ def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, 
         n = ng // G
         c_first = (ng - n * G) * cpg
         c_end = min(C, c_first + cpg)
-        oy0 = s * WROWS
-        rows = min(WROWS, Ho - oy0)
+        oy0 = s * R
+        rows = min(R, Ho - oy0)
         pix = oy0 * Wo + ox
         ctr_base = (n * C + c_first) * plane_size + pix
-        _load_centres(center, ctr, ctr_base, Wo, plane_size, rows, min(wchunk, c_end - c_first))
+        _load_centres(center, ctr, ctr_base, Wo, plane_size, rows, min(wchunk, c_end - c_first), wchunk)
         gw_base = ng * KK * plane_size + pix
         sh_base = (n * C + c_first) * HW
         iy0 = oy0 * sh - ph
@@ -367,7 +372,7 @@ def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, 
         for t in range(span):
             if not _taps_of_row(iq, t, rows, sh, dh, kh, False):
                 continue
-            for q in range(WROWS):                  # gw of strip row q at tap (iq[q], 0); −1: none
+            for q in range(R):                      # gw of strip row q at tap (iq[q], 0); −1: none
                 wrow[q] = gw_base + iq[q] * kw * plane_size + q * Wo if iq[q] >= 0 else -1
             iy = iy0 + t
             lo, hi = j_lo, j_hi
@@ -376,23 +381,40 @@ def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, 
             at = sh_base + iy * W + ix0 + lo * dw
             wj = nt.int64(0)
             for j in range(kw):
-                for q in range(WROWS):
+                for q in range(R):
                     sums[q] = 0
                 if j >= lo and j < hi:              # else the tap reads padding: its gradient is 0
                     for k in range(chunks):
                         nch = min(wchunk, c_end - c_first - k * wchunk)
                         if chunks > 1:              # this chunk's centre values, again (from L1)
-                            _load_centres(center, ctr, ctr_base + k * wchunk * plane_size, Wo, plane_size, rows, nch)
+                            _load_centres(center, ctr, ctr_base + k * wchunk * plane_size, Wo, plane_size, rows, nch,
+                                          wchunk)
                         _load_chunk(shifted, vals, at + k * wchunk * HW, HW, nch)
-                        for q in range(WROWS):
+                        for q in range(R):
                             if wrow[q] >= 0:
                                 for cc in range(wchunk):
                                     sums[q] += ctr[q * wchunk + cc] * vals[cc]
                     at += dw
-                for q in range(WROWS):
+                for q in range(R):
                     if wrow[q] >= 0:
                         store(gw, U(wrow[q] + wj), sums[q])
                 wj += plane_size
+
+
+def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Any group size: strips of WROWS rows, the centre values of WCHUNK (float64: WCHUNK64) channels in
+    registers (`_wgrad`)."""
+    _wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+           _local_sums(gw, WTILE, WTILE64), _local_sums(gw, WCHUNK, WCHUNK64), _local_sums(gw, WROWS, WROWS),
+           cuda.local.array(WROWS, nt.int64), cuda.local.array(WROWS, nt.int64), False)
+
+
+def _pp_wgrad_few(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Groups of at most FEW channels (KPN's RGB, whose group is all C; the host launches it for cpg <= FEW
+    only): strips of FEW_ROWS rows, no registers for channels the group does not have (`_wgrad`)."""
+    _wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+           _local_sums(gw, FEW_TILE, FEW_TILE), _local_sums(gw, FEW, FEW), _local_sums(gw, FEW_ROWS, FEW_ROWS),
+           cuda.local.array(FEW_ROWS, nt.int64), cuda.local.array(FEW_ROWS, nt.int64), True)
 
 
 @cuda.jit(device=True)
@@ -445,6 +467,7 @@ _I = nt.int64
 PP_GATHER = Kernel(_pp_gather, lambda d: (_flat(d),) * 4 + (_I,) * 16)
 PP_TRANSPOSE = Kernel(_pp_transpose, lambda d: (_flat(d),) * 4 + (_I,) * 16)
 PP_WGRAD = Kernel(_pp_wgrad, lambda d: (_flat(d),) * 3 + (_I,) * 15)
+PP_WGRAD_FEW = Kernel(_pp_wgrad_few, lambda d: (_flat(d),) * 3 + (_I,) * 15)
 PP_BIAS_PARTIAL = Kernel(_pp_bias_partial, lambda d: (_flat(d), _partial(d)) + (_I,) * 3)
 PP_BIAS_PARTIAL_SUMS = Kernel(_pp_bias_partial_sums, lambda d: (_partial(d), _partial(d)) + (_I,) * 3)
 PP_BIAS_FINAL = Kernel(_pp_bias_final, lambda d: (_partial(d), _flat(d), _I))

@@ -69,6 +69,8 @@ INVOLUTION_CASES = [
     (1, 3, 3, 10, 7, (5, 5), (1, 3), 2, (2, 1)),      # one channel per group
     (1, 2, 1, 5, 5, (1, 1), 1, 0, 1),
     (1, 4, 2, 12, 11, (7, 7), 1, 3, 1),
+    (2, 32, 2, 9, 8, (7, 7), 1, 3, 1),              # RedNet's 16 channels per group
+    (1, 40, 1, 7, 9, (3, 5), (2, 1), (1, 2), (1, 2)),  # one group of 40
 ]
 
 
@@ -251,3 +253,15 @@ def test_weighted_filter_splat_must_be_a_bool():
     with pytest.raises(TypeError, match="splat must be a bool, got int"):
         gpuops.weighted_filter(x, w, splat=1)
     assert pp.kernel_size_of(49) == 7
+
+
+def test_launch_plan_covers_every_item():
+    """The host's work-item count is what the CUDA kernels walk: (image, group, chunk, strip, column); the
+    channel chunk is dtype-dependent, and small groups take the weight-gradient kernel with the small tile."""
+    from gpuops import _core
+    assert pp._items(2, 16, 2, 56, 56, 4) == 2 * 16 * 2 * 14 * 56
+    assert pp._items(1, 1, 1, 5, 7, 4) == 2 * 7
+    assert pp._chunks(16, _core.meta("x", (1,), "float32")) == -(-16 // pp._CHUNK)
+    assert pp._chunks(16, _core.meta("x", (1,), "bfloat16")) == -(-16 // pp._CHUNK)
+    assert pp._chunks(16, _core.meta("x", (1,), "float64")) == -(-16 // pp._CHUNK_F64)
+    assert pp._chunks(1, _core.meta("x", (1,), "float64")) == 1
