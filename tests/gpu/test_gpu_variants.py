@@ -6,6 +6,7 @@ import pytest
 
 import gpuops.conv as cv
 import gpuops.correlations as gc
+import gpuops.pyramid as pyramid
 import gpuops.raft as raft
 from gpuops._variants import names
 from helpers import assert_close, rounded, to_kind
@@ -85,3 +86,22 @@ def test_raft_lookup_variants(variant, dtype):
     want = raft.corr_lookup_backward(rounded(g, dtype), *seen, radius=2, num_levels=3)
     for a, e in zip(got, want):
         assert_close(a, e, dtype, scale=64)
+
+
+@pytest.mark.parametrize("variant", names(pyramid.GEMM_VARIANTS)[1:])         # the GPU GEMMs of corr_pyramid
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pyramid_gemm_variants(variant, dtype):
+    import importlib.util
+    if variant == "cupy" and (importlib.util.find_spec("cupy") is None or dtype == "bfloat16"):
+        pytest.skip("CuPy is not installed, or the dtype is bfloat16 (CuPy has none)")
+    f1, f2 = _u((2, 37, 5, 13), 0), _u((2, 37, 5, 13), 1)       # ragged tiles: 65 queries, 37 channels
+    cuda = [to_kind(a, "torch", dtype, "cuda") for a in (f1, f2)]
+    seen = [rounded(a, dtype) for a in (f1, f2)]
+    levels = pyramid.corr_pyramid(*cuda, num_levels=2, variant=variant)
+    for a, e in zip(levels, pyramid.corr_pyramid(*seen, num_levels=2)):
+        assert_close(a, e, dtype, scale=4)
+    g = tuple(_u(tuple(a.shape), 2 + i) for i, a in enumerate(levels))
+    got = pyramid.corr_pyramid_backward(tuple(to_kind(a, "torch", dtype, "cuda") for a in g), *cuda, num_levels=2,
+                                        variant=variant)
+    for a, e in zip(got, pyramid.corr_pyramid_backward(tuple(rounded(a, dtype) for a in g), *seen, num_levels=2)):
+        assert_close(a, e, dtype, scale=16)
