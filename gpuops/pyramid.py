@@ -31,7 +31,9 @@ Decisions where the spec is silent:
   raises `ValueError` (as `corr_lookup` and RAFT's avg_pool2d); a 1×1 level is fine.
 * 16-bit data: the GEMM and the pooling accumulate in float32; each level is stored in the features'
   dtype and the next level pools the stored one (as RAFT's avg_pool2d of a half volume).  The torch GEMM
-  follows torch's matmul settings (TF32, reduced-precision fp16 reductions), which are off by default.
+  follows torch's matmul settings: TF32 for float32 is off by default, but cuBLAS may reduce split-K
+  partial sums in 16 bits unless ``torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction``
+  (and its bf16 twin) are False (torch's defaults allow it; pass ``variant="numba"`` for float32 sums).
 * The lookup takes any sequence of levels with the relations corr_pyramid gives them: level i of
   shape (N, H, W, H0 >> i, W0 >> i) for level 0's (N, H, W, H0, W0) (an empty level is allowed: its
   samples are 0); coords (N, 2, H, W) in the pyramid's dtype.  Coordinates are scaled by exact halvings;
