@@ -109,9 +109,12 @@ PERPIXEL_WGRAD_CHUNK = 16
 PERPIXEL_WGRAD_CHUNK_F64 = 8
 #: rows (one column) of the weight gradient a PP_WGRAD thread owns
 PERPIXEL_WGRAD_ROWS = 2
-#: groups of at most this many channels take PP_WGRAD_FEW (KPN's RGB): its register tile is
-#: PERPIXEL_WGRAD_FEW_ROWS rows × PERPIXEL_WGRAD_FEW channels, in every dtype
-PERPIXEL_WGRAD_FEW = 4
+#: groups of at most this many channels (KPN's RGB) take the _FEW kernels, whose register tiles are
+#: PERPIXEL_FEW_ROWS rows × PERPIXEL_FEW channels (PP_GATHER_FEW, PP_TRANSPOSE_FEW; float64:
+#: PERPIXEL_FEW_F64 channels) and PERPIXEL_WGRAD_FEW_ROWS rows × PERPIXEL_FEW channels (PP_WGRAD_FEW, every dtype)
+PERPIXEL_FEW = 4
+PERPIXEL_FEW_F64 = 2
+PERPIXEL_FEW_ROWS = 8
 PERPIXEL_WGRAD_FEW_ROWS = 4
 
 # ---------------------------------------------------------------------------------------------

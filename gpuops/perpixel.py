@@ -30,8 +30,8 @@ import math
 
 
 from gpuops import _core, _ops, reference
-from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
-                               PERPIXEL_WGRAD_FEW, PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
+from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_FEW, PERPIXEL_FEW_F64, PERPIXEL_FEW_ROWS,
+                               PERPIXEL_ROWS, PERPIXEL_THREADS, PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
 from gpuops._core import In, Out
 from gpuops._dtypes import STORAGE
 from gpuops._ops import OpSpec, Param
@@ -41,7 +41,9 @@ _CHUNK = PERPIXEL_CHUNK
 _CHUNK_F64 = PERPIXEL_CHUNK_F64
 _ROWS = PERPIXEL_ROWS
 _WGRAD_ROWS = PERPIXEL_WGRAD_ROWS
-_WGRAD_FEW = PERPIXEL_WGRAD_FEW
+_FEW = PERPIXEL_FEW
+_FEW_F64 = PERPIXEL_FEW_F64
+_FEW_ROWS = PERPIXEL_FEW_ROWS
 _WGRAD_FEW_ROWS = PERPIXEL_WGRAD_FEW_ROWS
 _BIAS_THREADS = 65536   # stage-1 threads aimed at by the bias-gradient sum
 _BIAS_LANES = 256       # segments per channel left for the final (sequential) stage
@@ -138,9 +140,13 @@ def _items(N, G, chunks, rows_out, cols, rows_per_thread):
     return N * G * chunks * -(-rows_out // rows_per_thread) * cols
 
 
-def _chunks(cpg, like):
-    """Channel chunks per group of PP_GATHER / PP_TRANSPOSE (the kernels' register block is dtype-dependent)."""
-    return -(-cpg // (_CHUNK_F64 if like.dtype == "float64" else _CHUNK))
+def _plan(cpg, like):
+    """``(kernel suffix, rows, chunks)`` of PP_GATHER / PP_TRANSPOSE for groups of cpg channels: groups of at
+    most PERPIXEL_FEW channels take the _FEW kernels; the channel tile is dtype-dependent."""
+    f64 = like.dtype == "float64"
+    if cpg <= _FEW:
+        return "_few", _FEW_ROWS, -(-cpg // (_FEW_F64 if f64 else _FEW))
+    return "", _ROWS, -(-cpg // (_CHUNK_F64 if f64 else _CHUNK))
 
 
 def _grid(items):
@@ -151,9 +157,10 @@ def _gather(src, w, bias, dst, geo, stream):
     """dst (N, C, Ho, Wo) = the window sums of src (N, C, H, W) with per-pixel taps w (+ bias)."""
     has_bias, b = (0, w) if bias is None else (1, bias)      # a stand-in the kernel never reads
     C, cpg, G, _, _, Ho, Wo = geo[:7]
-    items = _items(dst.size // (C * Ho * Wo), G, _chunks(cpg, src), Ho, Wo, _ROWS)
-    _core.run("perpixel", "pp_gather", (In(src, (src.size,)), In(w, (w.size,)), In(b, (b.size,)),
-                                        Out(dst, (dst.size,)), has_bias) + geo,
+    suffix, rows, chunks = _plan(cpg, src)
+    items = _items(dst.size // (C * Ho * Wo), G, chunks, Ho, Wo, rows)
+    _core.run("perpixel", "pp_gather" + suffix, (In(src, (src.size,)), In(w, (w.size,)), In(b, (b.size,)),
+                                                 Out(dst, (dst.size,)), has_bias) + geo,
               like=src, grid=_grid(items), block=(_THREADS,), stream=stream)
 
 
@@ -161,17 +168,18 @@ def _transpose(src, w, bias, dst, geo, stream):
     """dst (N, C, H, W) = the adjoint of `_gather` applied to src (N, C, Ho, Wo) (+ bias)."""
     has_bias, b = (0, w) if bias is None else (1, bias)
     C, cpg, G, H, W = geo[:5]
-    items = _items(dst.size // (C * H * W), G, _chunks(cpg, src), H, W, _ROWS)
-    _core.run("perpixel", "pp_transpose", (In(src, (src.size,)), In(w, (w.size,)), In(b, (b.size,)),
-                                           Out(dst, (dst.size,)), has_bias) + geo,
+    suffix, rows, chunks = _plan(cpg, src)
+    items = _items(dst.size // (C * H * W), G, chunks, H, W, rows)
+    _core.run("perpixel", "pp_transpose" + suffix, (In(src, (src.size,)), In(w, (w.size,)), In(b, (b.size,)),
+                                                    Out(dst, (dst.size,)), has_bias) + geo,
               like=src, grid=_grid(items), block=(_THREADS,), stream=stream)
 
 
 def _wgrad(center, shifted, gw, geo, stream):
     """gw (N, G, kh, kw, Ho, Wo) = Σ over each group's channels of center (Ho, Wo grid) × shifted windows;
-    groups of at most PERPIXEL_WGRAD_FEW channels take the kernel with the smaller channel tile."""
+    groups of at most PERPIXEL_FEW channels take the kernel with the smaller channel tile (PP_WGRAD_FEW)."""
     C, cpg, G, _, _, Ho, Wo, kh, kw = geo[:9]
-    kernel, rows = ("pp_wgrad_few", _WGRAD_FEW_ROWS) if cpg <= _WGRAD_FEW else ("pp_wgrad", _WGRAD_ROWS)
+    kernel, rows = ("pp_wgrad_few", _WGRAD_FEW_ROWS) if cpg <= _FEW else ("pp_wgrad", _WGRAD_ROWS)
     items = _items(gw.size // (G * kh * kw * Ho * Wo), G, 1, Ho, Wo, rows)
     _core.run("perpixel", kernel, (In(center, (center.size,)), In(shifted, (shifted.size,)),
                                    Out(gw, (gw.size,))) + geo,

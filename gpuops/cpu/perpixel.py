@@ -110,5 +110,7 @@ def pp_bias_final(partial, gb, segments):
 
 # the middle stage of the CUDA bias sum: the same function on the partial sums
 pp_bias_partial_sums = pp_bias_partial
-# the CUDA weight gradient for groups of few channels (PP_WGRAD_FEW) differs in its register tile only
+# the CUDA kernels for groups of few channels (PP_GATHER_FEW, ...) differ from the others in their register tiles only
+pp_gather_few = pp_gather
+pp_transpose_few = pp_transpose
 pp_wgrad_few = pp_wgrad

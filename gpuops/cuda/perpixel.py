@@ -36,6 +36,9 @@ of a group, so a thread loads each weight entry it needs once and uses it for a 
   t, column j) it loads the shifted values once and writes the finished sum of every strip row that uses the
   tap (0 for taps in the padding), so each weight-gradient entry is written once, in one piece: no partial
   sums, no second stage.
+* The _FEW kernels (PP_GATHER_FEW, PP_TRANSPOSE_FEW, PP_WGRAD_FEW) are the same bodies with register tiles for
+  groups of at most ``FEW`` channels (KPN's RGB): taller strips (``FEW_ROWS``, ``WFEW_ROWS``) instead of
+  registers and loads spent on channels the group does not have.  The host picks them by cpg.
 
 Every output element is one thread's sum in a fixed order (taps in (i, j) order, channels in ascending
 order), whatever CHUNK and ROWS are: deterministic, no atomics.  The bias gradient
@@ -53,8 +56,8 @@ data, in float64 for float64 (`_local_sums`).
 import numpy as np
 
 from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
-                               PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_WGRAD_FEW,
-                               PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
+                               PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_FEW, PERPIXEL_FEW_F64,
+                               PERPIXEL_FEW_ROWS, PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt, overload
 from gpuops.cuda._memory import load, store, zero
@@ -66,12 +69,15 @@ ROWS = PERPIXEL_ROWS
 WCHUNK = PERPIXEL_WGRAD_CHUNK
 WCHUNK64 = PERPIXEL_WGRAD_CHUNK_F64
 WROWS = PERPIXEL_WGRAD_ROWS
-FEW = PERPIXEL_WGRAD_FEW
-FEW_ROWS = PERPIXEL_WGRAD_FEW_ROWS
+FEW = PERPIXEL_FEW
+FEW64 = PERPIXEL_FEW_F64
+FEW_ROWS = PERPIXEL_FEW_ROWS
+WFEW_ROWS = PERPIXEL_WGRAD_FEW_ROWS
 # sizes of the register arrays (module constants: `_local_sums` needs literals)
 TILE, TILE64 = ROWS * CHUNK, ROWS * CHUNK64
 WTILE, WTILE64 = WROWS * WCHUNK, WROWS * WCHUNK64
-FEW_TILE = FEW_ROWS * FEW
+FEW_TILE, FEW_TILE64 = FEW_ROWS * FEW, FEW_ROWS * FEW64
+WFEW_TILE = WFEW_ROWS * FEW
 
 #: indices cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
 U = nt.uint64
@@ -182,21 +188,20 @@ def _chunk_of(cpg, C, g, k, chunks):
     return c0, nt.int32(max(0, min(size, cpg - k * size, C - c0)))
 
 
-def _pp_gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Thread = (n, g, chunk, strip of ROWS output rows, column); dst (N, C, Ho, Wo), src (N, C, H, W)."""
+@cuda.jit(device=True, **_INLINE)
+def _gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, acc, vals, iq, wrow):
+    """PP_GATHER's body.  Thread = (n, g, chunk of vals.size channels, strip of R = wrow.size output rows,
+    column); acc holds its R × vals.size sums; dst (N, C, Ho, Wo), src (N, C, H, W)."""
+    ROWS = wrow.size
     plane_size = Ho * Wo
     KK = kh * kw
     HW = H * W
     N = dst.size // (C * plane_size)
     strips = (Ho + ROWS - 1) // ROWS
     span = (ROWS - 1) * sh + (kh - 1) * dh + 1      # source rows the windows of a strip cover
-    acc = _local_sums(dst, TILE, TILE64)
-    vals = _local_sums(dst, CHUNK, CHUNK64)
     chunks = (cpg + vals.size - 1) // vals.size
     per_slab = strips * Wo
     items = N * G * chunks * per_slab
-    iq = cuda.local.array(ROWS, nt.int64)
-    wrow = cuda.local.array(ROWS, nt.int64)
     first = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
     for item in range(first, items, step):
@@ -246,22 +251,22 @@ def _pp_gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh,
             out += plane_size
 
 
-def _pp_transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Thread = (n, g, chunk, strip of ROWS rows of dst, column); dst (N, C, H, W), src and w on the (Ho, Wo)
-    grid.  Row y of the strip reads grid row (y + ph − i·dh) / sh with tap row i where that is exact."""
+@cuda.jit(device=True, **_INLINE)
+def _transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, acc, vals, iq,
+               wrow):
+    """PP_TRANSPOSE's body.  Thread = (n, g, chunk of vals.size channels, strip of R = wrow.size rows of dst,
+    column); dst (N, C, H, W), src and w on the (Ho, Wo) grid.  Row y of the strip reads grid row
+    (y + ph − i·dh) / sh with tap row i where that is exact."""
+    ROWS = wrow.size
     plane_size = H * W
     out_plane = Ho * Wo
     KK = kh * kw
     N = dst.size // (C * plane_size)
     strips = (H + ROWS - 1) // ROWS
     span = ROWS + (kh - 1) * dh                     # t = q + (kh − 1 − i)·dh: grid rows y0 + ph − (kh−1)·dh + t
-    acc = _local_sums(dst, TILE, TILE64)
-    vals = _local_sums(dst, CHUNK, CHUNK64)
     chunks = (cpg + vals.size - 1) // vals.size
     per_slab = strips * W
     items = N * G * chunks * per_slab
-    iq = cuda.local.array(ROWS, nt.int64)
-    wrow = cuda.local.array(ROWS, nt.int64)
     first = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
     for item in range(first, items, step):
@@ -328,6 +333,34 @@ def _pp_transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, 
                             v += b
                         store(dst, U(out + q * W), v)
             out += plane_size
+
+
+def _pp_gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Strips of ROWS rows × chunks of CHUNK (float64: CHUNK64) channels (`_gather`)."""
+    _gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+            _local_sums(dst, TILE, TILE64), _local_sums(dst, CHUNK, CHUNK64),
+            cuda.local.array(ROWS, nt.int64), cuda.local.array(ROWS, nt.int64))
+
+
+def _pp_gather_few(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Groups of at most FEW channels (KPN's RGB): strips of FEW_ROWS rows × FEW (float64: FEW64) channels."""
+    _gather(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+            _local_sums(dst, FEW_TILE, FEW_TILE64), _local_sums(dst, FEW, FEW64),
+            cuda.local.array(FEW_ROWS, nt.int64), cuda.local.array(FEW_ROWS, nt.int64))
+
+
+def _pp_transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Strips of ROWS rows × chunks of CHUNK (float64: CHUNK64) channels (`_transpose`)."""
+    _transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+               _local_sums(dst, TILE, TILE64), _local_sums(dst, CHUNK, CHUNK64),
+               cuda.local.array(ROWS, nt.int64), cuda.local.array(ROWS, nt.int64))
+
+
+def _pp_transpose_few(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Groups of at most FEW channels: strips of FEW_ROWS rows × FEW (float64: FEW64) channels."""
+    _transpose(src, w, bias, dst, has_bias, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
+               _local_sums(dst, FEW_TILE, FEW_TILE64), _local_sums(dst, FEW, FEW64),
+               cuda.local.array(FEW_ROWS, nt.int64), cuda.local.array(FEW_ROWS, nt.int64))
 
 
 @cuda.jit(device=True, **_INLINE)
@@ -411,10 +444,10 @@ def _pp_wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, 
 
 def _pp_wgrad_few(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
     """Groups of at most FEW channels (KPN's RGB, whose group is all C; the host launches it for cpg <= FEW
-    only): strips of FEW_ROWS rows, no registers for channels the group does not have (`_wgrad`)."""
+    only): strips of WFEW_ROWS rows, no registers for channels the group does not have (`_wgrad`)."""
     _wgrad(center, shifted, gw, C, cpg, G, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw,
-           _local_sums(gw, FEW_TILE, FEW_TILE), _local_sums(gw, FEW, FEW), _local_sums(gw, FEW_ROWS, FEW_ROWS),
-           cuda.local.array(FEW_ROWS, nt.int64), cuda.local.array(FEW_ROWS, nt.int64), True)
+           _local_sums(gw, WFEW_TILE, WFEW_TILE), _local_sums(gw, FEW, FEW), _local_sums(gw, WFEW_ROWS, WFEW_ROWS),
+           cuda.local.array(WFEW_ROWS, nt.int64), cuda.local.array(WFEW_ROWS, nt.int64), True)
 
 
 @cuda.jit(device=True)
@@ -465,7 +498,9 @@ def _partial(d):
 _I = nt.int64
 
 PP_GATHER = Kernel(_pp_gather, lambda d: (_flat(d),) * 4 + (_I,) * 16)
+PP_GATHER_FEW = Kernel(_pp_gather_few, lambda d: (_flat(d),) * 4 + (_I,) * 16)
 PP_TRANSPOSE = Kernel(_pp_transpose, lambda d: (_flat(d),) * 4 + (_I,) * 16)
+PP_TRANSPOSE_FEW = Kernel(_pp_transpose_few, lambda d: (_flat(d),) * 4 + (_I,) * 16)
 PP_WGRAD = Kernel(_pp_wgrad, lambda d: (_flat(d),) * 3 + (_I,) * 15)
 PP_WGRAD_FEW = Kernel(_pp_wgrad_few, lambda d: (_flat(d),) * 3 + (_I,) * 15)
 PP_BIAS_PARTIAL = Kernel(_pp_bias_partial, lambda d: (_flat(d), _partial(d)) + (_I,) * 3)

@@ -256,12 +256,15 @@ def test_weighted_filter_splat_must_be_a_bool():
 
 
 def test_launch_plan_covers_every_item():
-    """The host's work-item count is what the CUDA kernels walk: (image, group, chunk, strip, column); the
-    channel chunk is dtype-dependent, and small groups take the weight-gradient kernel with the small tile."""
+    """The host's work-item count is what the CUDA kernels walk: (image, group, chunk, strip, column); groups
+    of at most PERPIXEL_FEW channels take the _FEW kernels; the channel tile is dtype-dependent."""
     from gpuops import _core
+    f32, bf16, f64 = (_core.meta("x", (1,), d) for d in ("float32", "bfloat16", "float64"))
     assert pp._items(2, 16, 2, 56, 56, 4) == 2 * 16 * 2 * 14 * 56
     assert pp._items(1, 1, 1, 5, 7, 4) == 2 * 7
-    assert pp._chunks(16, _core.meta("x", (1,), "float32")) == -(-16 // pp._CHUNK)
-    assert pp._chunks(16, _core.meta("x", (1,), "bfloat16")) == -(-16 // pp._CHUNK)
-    assert pp._chunks(16, _core.meta("x", (1,), "float64")) == -(-16 // pp._CHUNK_F64)
-    assert pp._chunks(1, _core.meta("x", (1,), "float64")) == 1
+    assert pp._plan(16, f32) == ("", pp._ROWS, -(-16 // pp._CHUNK))
+    assert pp._plan(16, bf16) == ("", pp._ROWS, -(-16 // pp._CHUNK))
+    assert pp._plan(16, f64) == ("", pp._ROWS, -(-16 // pp._CHUNK_F64))
+    assert pp._plan(3, f32) == ("_few", pp._FEW_ROWS, 1)
+    assert pp._plan(pp._FEW, f64) == ("_few", pp._FEW_ROWS, -(-pp._FEW // pp._FEW_F64))
+    assert pp._plan(pp._FEW + 1, f32)[0] == ""

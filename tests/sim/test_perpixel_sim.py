@@ -2,11 +2,11 @@
 
 Simulated device arrays take the CUDA path of the core; shapes are tiny (one OS thread per CUDA thread).
 Every case runs twice: with the shipped launch constants and with small ones (`SMALL`: 3-channel chunks,
-3-row strips, 2-channel weight-gradient chunks, PP_WGRAD_FEW for groups of at most 2 channels, 16-thread blocks
-and a grid of at most two blocks), so that on these shapes a group is cut into several chunks (the last one
-shorter), strips end early, the weight gradient walks several chunks of centre values and threads loop over
-several work items.  Groups of at most 4 channels (2 with the small constants) take PP_WGRAD_FEW, larger ones
-PP_WGRAD.  The cases cover strides,
+3-row strips, 2-channel weight-gradient chunks, the _FEW kernels for groups of at most 2 channels, 16-thread
+blocks and a grid of at most two blocks), so that on these shapes a group is cut into several chunks (the last
+one shorter), strips end early, the weight gradient walks several chunks of centre values and threads loop
+over several work items.  Groups of at most 4 channels (2 with the small constants) take PP_GATHER_FEW,
+PP_TRANSPOSE_FEW and PP_WGRAD_FEW, larger ones the others: the cases have both.  The cases cover strides,
 padding, dilation, even and non-square kernels, strides larger than the window, windows wholly in the
 padding, gather and splat with a bias, float64 (its own register tile) and 16-bit data; outputs start as NaN,
 so an element no thread writes fails.  The kernels are also called directly with a last group of fewer
@@ -32,8 +32,9 @@ DTYPES = {"float32": (np.float32, 1e-5), "bfloat16": (ml_dtypes.bfloat16, 2e-2),
 RNG = np.random.default_rng(11)
 
 #: small launch constants: (kernel-module values, host values)
-SMALL = (dict(CHUNK=3, CHUNK64=2, ROWS=3, WCHUNK=2, WCHUNK64=3, WROWS=3, FEW=2, FEW_ROWS=2),
-         dict(_CHUNK=3, _CHUNK_F64=2, _ROWS=3, _WGRAD_ROWS=3, _WGRAD_FEW=2, _WGRAD_FEW_ROWS=2, _THREADS=16))
+SMALL = (dict(CHUNK=3, CHUNK64=2, ROWS=3, WCHUNK=2, WCHUNK64=3, WROWS=3, FEW=2, FEW64=1, FEW_ROWS=5, WFEW_ROWS=2),
+         dict(_CHUNK=3, _CHUNK_F64=2, _ROWS=3, _WGRAD_ROWS=3, _FEW=2, _FEW_F64=1, _FEW_ROWS=5, _WGRAD_FEW_ROWS=2,
+              _THREADS=16))
 
 
 @pytest.fixture(params=["shipped", "small"])
@@ -48,6 +49,8 @@ def constants(request, monkeypatch):
         monkeypatch.setattr(kernels, "WTILE", device["WROWS"] * device["WCHUNK"])
         monkeypatch.setattr(kernels, "WTILE64", device["WROWS"] * device["WCHUNK64"])
         monkeypatch.setattr(kernels, "FEW_TILE", device["FEW_ROWS"] * device["FEW"])
+        monkeypatch.setattr(kernels, "FEW_TILE64", device["FEW_ROWS"] * device["FEW64"])
+        monkeypatch.setattr(kernels, "WFEW_TILE", device["WFEW_ROWS"] * device["FEW"])
         for name, value in host.items():
             monkeypatch.setattr(pp, name, value)
         monkeypatch.setattr(pp, "_grid", lambda items: lambda: (min(2, -(-items // 16)),))
