@@ -16,7 +16,9 @@ splat               transpose(x)                gather(grad_out)             wgr
 ==================  ==========================  ===========================  ==========================
 
 No unfold-sized temporaries; the weight gradient is one thread's sum per entry (deterministic), the
-bias gradient a fixed-order two/three-stage sum.
+bias gradient a fixed-order two/three-stage sum.  The kernels are register-blocked (a thread owns a strip of
+rows × a chunk of one group's channels and reads each weight entry once for the chunk); groups of at most
+PERPIXEL_FEW channels (KPN's RGB) take their _FEW forms, with tiles for few channels (`_plan`, `_wgrad`).
 
 Decisions where the spec is silent:
 

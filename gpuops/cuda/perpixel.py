@@ -55,9 +55,9 @@ data, in float64 for float64 (`_local_sums`).
 """
 import numpy as np
 
-from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_ROWS, PERPIXEL_THREADS,
-                               PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_FEW, PERPIXEL_FEW_F64,
-                               PERPIXEL_FEW_ROWS, PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
+from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_FEW, PERPIXEL_FEW_F64, PERPIXEL_FEW_ROWS,
+                               PERPIXEL_ROWS, PERPIXEL_THREADS, PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64,
+                               PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt, overload
 from gpuops.cuda._memory import load, store, zero
