@@ -132,6 +132,10 @@ RAFT_WINDOW_WARPS = 4
 #: the window kernels keep a query's (2r+2)² window sums in shared memory sized for this radius; larger
 #: radii take the direct kernels
 RAFT_WINDOW_MAX_RADIUS = 7
+#: lanes that share one window dot product (a warp computes 32 / this many window sums at once)
+RAFT_WINDOW_DOT_LANES = 8
+#: the map gradient splits each pixel's cells into ranges until about this many warps run per level
+RAFT_WINDOW_MAP_WARPS = 16384
 
 # ---------------------------------------------------------------------------------------------
 # RAFT pyramid (corr_pyramid, corr_pyramid_lookup)

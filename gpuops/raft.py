@@ -312,13 +312,21 @@ def _cl_offset(geo, level):
     return sum(geo.N * geo.C * (geo.H2 >> j) * (geo.W2 >> j) for j in range(level))
 
 
+def _map_splits(geo, level):
+    """Cell ranges per pixel of the map gradient on ``level``: about K.RAFT_WINDOW_MAP_WARPS warps in all."""
+    Hl, Wl = geo.level_size(level)
+    return max(1, min((2 * geo.radius + 2) ** 2, K.RAFT_WINDOW_MAP_WARPS // max(1, geo.N * Hl * Wl)))
+
+
 def _window_layout(geo):
     """Offsets in the compute-dtype work buffer: [channels-last pyramid | base | gD (n, level, window pixel,
-    query) | level gradients]."""
+    query) | level gradients | the map gradient's partial sums], and its size."""
     bt = _cl_offset(geo, geo.levels)
     gd = bt + geo.N * geo.H1 * geo.W1 * geo.C
     gcl = gd + geo.N * geo.H1 * geo.W1 * geo.levels * (2 * geo.radius + 2) ** 2
-    return bt, gd, gcl, gcl + _cl_offset(geo, geo.levels) - _cl_offset(geo, 1)
+    part = gcl + _cl_offset(geo, geo.levels) - _cl_offset(geo, 1)
+    parts = max(geo.N * geo.C * (geo.H2 >> i) * (geo.W2 >> i) * _map_splits(geo, i) for i in range(geo.levels))
+    return bt, gd, gcl, part, part + parts
 
 
 def _warp_run(kernel, args, items, like, stream):
@@ -352,11 +360,13 @@ def _window_forward(call):
 
 
 def _window_backward(call):
-    """grad_coords per query (a warp), gD (a thread per value), grad_base per query, then the map's gradient per level, coarsest first, each
-    level's pixels gathering from the bucketed queries whose window holds them."""
+    """grad_coords per query (a warp), gD (a thread per value), grad_base per query (a warp), then the map's
+    gradient per level, coarsest first: each pixel gathers from the bucketed queries whose window holds it,
+    its cells cut into ranges (a warp each) for parallelism on the coarse levels, the partial sums then
+    added in range order with the coarser level's pooling adjoint."""
     geo, g, base, coords, stream = call.geo, call.g, call.base, call.coords, call.stream
     grad_base, grad_map, grad_coords = call.outs
-    bt_off, gd_off, gcl_off, size = _window_layout(geo)
+    bt_off, gd_off, gcl_off, part_off, size = _window_layout(geo)
     work = _core.scratch(base, (size,), _compute(base), stream)
     _window_prepare(geo, base, call.fmap2, work, bt_off, stream)
     queries = geo.N * geo.H1 * geo.W1
@@ -371,20 +381,24 @@ def _window_backward(call):
         return
     ints, offsets = _buckets(geo, base, coords, stream)
     flat_ints = (ints.size,)
-    sizes = (geo.N, geo.C, geo.H1, geo.W1)
     for level in reversed(range(geo.levels)):
         _bucket_level(geo, level, base, coords, ints, offsets, stream)
         Hl, Wl = geo.level_size(level)
+        splits = _map_splits(geo, level)
+        pixels = geo.N * Hl * Wl
+        _warp_run("window_grad_map_partial", (Out(work), bt_off, gd_off, part_off, splits, In(ints, flat_ints))
+                  + offsets + (geo.N, geo.C, geo.H1, geo.W1, Hl, Wl, geo.levels, level, geo.radius, 0.5),
+                  pixels * splits, base, stream)
         has_prev = int(level < geo.levels - 1)
         prev = gcl_off + _cl_offset(geo, level + 1) - _cl_offset(geo, 1) if has_prev else 0
-        tail = sizes + (Hl, Wl, geo.levels, level, geo.radius, 0.5)
+        tail = (geo.N, geo.C, Hl, Wl, 0.5)
         if level == 0:
-            _warp_run("window_grad_map", (Out(work), bt_off, gd_off, prev, has_prev, In(ints, flat_ints)) + offsets
-                      + (Out(grad_map, _flat(grad_map)),) + tail, geo.N * Hl * Wl, base, stream)
+            _run("window_grad_map", (In(work), part_off, splits, prev, has_prev, Out(grad_map, _flat(grad_map)))
+                 + tail, pixels * geo.C, base, stream)
         else:
-            _warp_run("window_grad_map_pooled", (Out(work), bt_off, gd_off, prev, has_prev,
-                                                 gcl_off + _cl_offset(geo, level) - _cl_offset(geo, 1),
-                                                 In(ints, flat_ints)) + offsets + tail, geo.N * Hl * Wl, base, stream)
+            _run("window_grad_map_pooled", (Out(work), part_off, splits, prev, has_prev,
+                                            gcl_off + _cl_offset(geo, level) - _cl_offset(geo, 1)) + tail,
+                 pixels * geo.C, base, stream)
 
 
 FORWARD_VARIANTS = (Variant("window", _window_can_run, _window_forward), Variant("direct", lambda c: None, _direct_forward))

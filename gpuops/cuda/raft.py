@@ -45,8 +45,8 @@ them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 a
 """
 import numpy as np
 
-from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS, RAFT_WINDOW_MAX_RADIUS,
-                               RAFT_WINDOW_WARPS)
+from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS, RAFT_WINDOW_DOT_LANES,
+                               RAFT_WINDOW_MAX_RADIUS, RAFT_WINDOW_WARPS)
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
@@ -542,28 +542,34 @@ def _lookup_grad_map_pooled(grad, base, coords, pyr_work, src_off, prev_off, has
 WARPS = RAFT_WINDOW_WARPS
 AREA = (2 * RAFT_WINDOW_MAX_RADIUS + 2) ** 2
 WINDOW_THREADS = WARPS * 32
+#: lanes per window dot product: a warp takes 32 // DOT_LANES window pixels at once
+DOT_LANES = RAFT_WINDOW_DOT_LANES
+#: channels per lane per pass of the channel loops (a fixed set of accumulators: loads in flight)
+CHUNKS = 8
 _FULL_MASK = 0xFFFFFFFF
 
 
-def warp_sum(v, red):
-    """The sum of ``v`` over the 32 lanes of the calling warp, in every lane (simulator body: a block
-    barrier and a shared array ``red`` with a slot per thread)."""
+def lane_sum(v, red, width):
+    """The sum of ``v`` over each aligned group of ``width`` lanes (a power of two <= 32), in every lane of
+    the group (simulator body: a block barrier and a shared array ``red`` with a slot per thread)."""
     t = cuda.threadIdx.x
     red[t] = v
     cuda.syncthreads()
-    first = t - t % 32
+    first = t - t % width
     total = v - v
-    for j in range(32):
+    for j in range(width):
         total += red[first + j]
     cuda.syncthreads()
     return type(v)(total)
 
 
-@overload(warp_sum, target="cuda")
-def _warp_sum_cuda(v, red):
-    def impl(v, red):
-        for d in (16, 8, 4, 2, 1):           # butterfly: every lane ends with the same, ordered sum
+@overload(lane_sum, target="cuda")
+def _lane_sum_cuda(v, red, width):
+    def impl(v, red, width):
+        d = width >> 1
+        while d > 0:                         # butterfly: every lane ends with the same, ordered sum
             v += cuda.shfl_xor_sync(_FULL_MASK, v, d)
+            d >>= 1
         return v
     return impl
 
@@ -614,19 +620,35 @@ def _window_query(i, NQ, W1, Q, csn, csh, csw):
 @cuda.jit(device=True, **_INLINE)
 def _window_dots(bt, cl, D, red, warp, lane, boff, moff, valid, x0, y0, Hl, Wl, C, radius, zero):
     """D[warp, p] = Σ_c bt[boff + c] · cl[moff + (y·Wl + x)·C + c] over the window pixels p = (py, px),
-    (y, x) = (y0 − r + py, x0 − r + px); 0 outside the map or for an invalid query."""
+    (y, x) = (y0 − r + py, x0 − r + px); 0 outside the map or for an invalid query.  The warp takes
+    32 // DOT_LANES pixels at a time, DOT_LANES lanes each (adjacent lanes: adjacent channels), four
+    partial sums per lane in flight; (2r+2)² is a multiple of 4, so every pass is full."""
     side = 2 * radius + 2
-    for p in range(side * side):
+    sub = lane % DOT_LANES
+    stop = C - 3 * DOT_LANES
+    for first in range(0, side * side, 32 // DOT_LANES):
+        p = first + lane // DOT_LANES
         py = p // side
         y = y0 - radius + py
         x = x0 - radius + p - py * side
-        acc = zero
+        a0 = zero
+        a1 = zero
+        a2 = zero
+        a3 = zero
         if valid and 0 <= y < Hl and 0 <= x < Wl:
             off = moff + (y * Wl + x) * C
-            for c in range(lane, C, 32):
-                acc += bt[boff + c] * cl[off + c]
-        acc = warp_sum(acc, red)
-        if lane == 0:
+            c = nt.int64(sub)
+            while c < stop:
+                a0 += bt[boff + c] * cl[off + c]
+                a1 += bt[boff + c + DOT_LANES] * cl[off + c + DOT_LANES]
+                a2 += bt[boff + c + 2 * DOT_LANES] * cl[off + c + 2 * DOT_LANES]
+                a3 += bt[boff + c + 3 * DOT_LANES] * cl[off + c + 3 * DOT_LANES]
+                c += 4 * DOT_LANES
+            while c < C:
+                a0 += bt[boff + c] * cl[off + c]
+                c += DOT_LANES
+        acc = lane_sum((a0 + a1) + (a2 + a3), red, DOT_LANES)
+        if sub == 0:
             D[warp, p] = acc
     warp_sync()
 
@@ -739,8 +761,8 @@ def _window_grad_coords(grad, work, bt_off, coords, grad_coords, N, C, H1, W1, H
                     d00, d01, d10, d11 = _corner_sums(D, warp, side, kx, ky, half)
                     tx += G * ((one - fy) * (d01 - d00) + fy * (d11 - d10))
                     ty += G * ((one - fx) * (d10 - d00) + fx * (d11 - d01))
-            tx = warp_sum(tx, red)
-            ty = warp_sum(ty, red)
+            tx = lane_sum(tx, red, 32)
+            ty = lane_sum(ty, red, 32)
             for _ in range(level):             # d(x / 2**level) / dx
                 tx = tx * half
                 ty = ty * half
@@ -789,9 +811,28 @@ def _window_gd(grad, work, gd_off, coords, N, H1, W1, levels, radius, csn, csh, 
         work[gd_off + i] = acc * scale
 
 
+@cuda.jit(device=True, **_INLINE)
+def _chunk(src, off, c, C, zero):
+    """src[off + c] for a channel c < C, else 0."""
+    if c < C:
+        return src[off + c]
+    return zero
+
+
+@cuda.jit(device=True, **_INLINE)
+def _axpy(acc, g, src, off, c0, C, zero):
+    """acc[j] + g · src[off + c0 + 32·j] for the CHUNKS channels c0 + 32·j of a lane (0 beyond C)."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = acc
+    return (a0 + g * _chunk(src, off, c0, C, zero), a1 + g * _chunk(src, off, c0 + 32, C, zero),
+            a2 + g * _chunk(src, off, c0 + 64, C, zero), a3 + g * _chunk(src, off, c0 + 96, C, zero),
+            a4 + g * _chunk(src, off, c0 + 128, C, zero), a5 + g * _chunk(src, off, c0 + 160, C, zero),
+            a6 + g * _chunk(src, off, c0 + 192, C, zero), a7 + g * _chunk(src, off, c0 + 224, C, zero))
+
+
 def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy,
                       half):
-    """grad_base[n, c, q] = Σ_level Σ_p gD(q, level, p) · map_level[c, window pixel p]; a warp per query."""
+    """grad_base[n, c, q] = Σ_level Σ_p gD(q, level, p) · map_level[c, window pixel p]; a warp per query, its
+    lanes over channels, CHUNKS channels per lane per pass."""
     zero = half - half
     warp = cuda.threadIdx.x // 32
     lane = cuda.threadIdx.x % 32
@@ -802,14 +843,14 @@ def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, lev
     for first in range(nt.int64(cuda.blockIdx.x) * WARPS, NQ, nt.int64(cuda.gridDim.x) * WARPS):
         live, n, q, coff = _window_query(first + warp, NQ, W1, Q, csn, csh, csw)
         if live:
-            for c in range(lane, C, 32):
-                acc = zero
+            for c0 in range(lane, C, 32 * CHUNKS):
+                acc = (zero, zero, zero, zero, zero, zero, zero, zero)
                 for level in range(levels):
                     valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
                     if valid:
                         Hl = H2 >> level
                         Wl = W2 >> level
-                        moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C + c
+                        moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
                         gd_level = gd_off + (n * levels + level) * area * Q + q
                         for py in range(side):
                             y = y0 - radius + py
@@ -817,86 +858,98 @@ def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, lev
                                 for px in range(side):
                                     x = x0 - radius + px
                                     if 0 <= x < Wl:
-                                        acc += work[gd_level + (py * side + px) * Q] * work[moff + (y * Wl + x) * C]
-                store(grad_base, (n * C + c) * Q + q, acc)
+                                        acc = _axpy(acc, work[gd_level + (py * side + px) * Q], work,
+                                                    moff + (y * Wl + x) * C, c0, C, zero)
+                for j in range(CHUNKS):
+                    if c0 + 32 * j < C:
+                        store(grad_base, (n * C + c0 + 32 * j) * Q + q, acc[j])
+
+
+def _window_grad_map_partial(work, bt_off, gd_off, part_off, splits, ints, counts_off, starts_off, items_off, N, C,
+                             H1, W1, Hl, Wl, levels, level, radius, half):
+    """work[part_off + ((pixel·splits + s)·C + c] = Σ over the queries bucketed in the cells of split s of
+    pixel (n, y, x) (the (2r+2)² cells whose queries' windows hold the pixel, in order, cut into ``splits``
+    ranges; each cell's queries in index order) of gD(query, level, pixel) · base[query, c].  A warp per
+    (pixel, split), lanes over channels: coarse levels have few pixels and many queries per cell."""
+    vals = ints.view(np.int32)
+    zero = half - half
+    warp = cuda.threadIdx.x // 32
+    lane = cuda.threadIdx.x % 32
+    side = 2 * radius + 2
+    area = side * side
+    Q = H1 * W1
+    CW = Wl + 2 * radius + 1
+    ncell = (Hl + 2 * radius + 1) * CW
+    per_split = (area + splits - 1) // splits
+    total = N * Hl * Wl * splits
+    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, total, nt.int64(cuda.gridDim.x) * WARPS):
+        i = first + warp
+        if i < total:
+            split = i % splits
+            pixel = i // splits
+            x = pixel % Wl
+            t = pixel // Wl
+            y = t % Hl
+            n = t // Hl
+            for c0 in range(lane, C, 32 * CHUNKS):
+                acc = (zero, zero, zero, zero, zero, zero, zero, zero)
+                for k in range(split * per_split, min(area, (split + 1) * per_split)):
+                    ky = k // side
+                    kx = k - ky * side
+                    p = (side - 1 - ky) * side + side - 1 - kx      # the pixel's place in those windows
+                    cell = n * ncell + (y + ky) * CW + x + kx
+                    first_item = items_off + n * Q + vals[starts_off + cell]
+                    gd_pixel = gd_off + ((n * levels + level) * area + p) * Q
+                    for j in range(first_item, first_item + vals[counts_off + cell]):
+                        q = nt.int64(vals[j])
+                        acc = _axpy(acc, work[gd_pixel + q], work, bt_off + (n * Q + q) * C, c0, C, zero)
+                out = part_off + i * C + c0
+                for j in range(CHUNKS):
+                    if c0 + 32 * j < C:
+                        work[out + 32 * j] = acc[j]
 
 
 @cuda.jit(device=True, **_INLINE)
-def _window_grad_map_sum(work, bt_off, gd_off, vals, counts_off, starts_off, items_off, n, c, y, x, C, Q, CW, ncell,
-                         levels, level, radius, zero):
-    """Σ over the queries whose window holds pixel (y, x) of the level (cells in order, each cell's queries
-    in index order) of gD(query, level, pixel) · base[query, c]."""
-    side = 2 * radius + 2
-    area = side * side
+def _window_grad_map_value(work, part_off, splits, gcl_prev, has_prev, i, C, Hl, Wl, quarter, zero):
+    """The map gradient at element i = (pixel, c) of a level: its partial sums in split order, plus the
+    pooling adjoint of the coarser level's channels-last gradient (when ``has_prev``)."""
+    c = i % C
+    pixel = i // C
     acc = zero
-    for cy in range(y, y + side):
-        py = y - cy + side - 1
-        for cx in range(x, x + side):
-            p = py * side + x - cx + side - 1
-            cell = n * ncell + cy * CW + cx
-            first = items_off + n * Q + vals[starts_off + cell]
-            gd_pixel = gd_off + ((n * levels + level) * area + p) * Q
-            for j in range(first, first + vals[counts_off + cell]):
-                q = nt.int64(vals[j])
-                acc += work[gd_pixel + q] * work[bt_off + (n * Q + q) * C + c]
+    for s in range(splits):
+        acc += work[part_off + (pixel * splits + s) * C + c]
+    x = pixel % Wl
+    t = pixel // Wl
+    y = t % Hl
+    n = t // Hl
+    Hp = Hl >> 1
+    Wp = Wl >> 1
+    if has_prev and y < 2 * Hp and x < 2 * Wp:
+        acc += work[gcl_prev + ((n * Hp + (y >> 1)) * Wp + (x >> 1)) * C + c] * quarter
     return acc
 
 
-def _window_grad_map(work, bt_off, gd_off, gcl_prev, has_prev, ints, counts_off, starts_off, items_off, grad_map, N, C,
-                     H1, W1, Hl, Wl, levels, level, radius, half):
-    """Level 0: grad_map[n, c, y, x] (storage dtype, NCHW) = the bucketed sum plus the pooling adjoint of
-    level 1's channels-last gradient at ``gcl_prev`` (when ``has_prev``); a warp per pixel."""
-    vals = ints.view(np.int32)
+def _window_grad_map(work, part_off, splits, gcl_prev, has_prev, grad_map, N, C, Hl, Wl, half):
+    """Level 0: grad_map[n, c, y, x] (storage dtype, NCHW); a thread per (pixel, c)."""
     zero = half - half
     quarter = half * half
-    warp = cuda.threadIdx.x // 32
-    lane = cuda.threadIdx.x % 32
-    Q = H1 * W1
-    CW = Wl + 2 * radius + 1
-    ncell = (Hl + 2 * radius + 1) * CW
-    Hp = Hl >> 1
-    Wp = Wl >> 1
-    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, N * Hl * Wl, nt.int64(cuda.gridDim.x) * WARPS):
-        i = first + warp
-        if i < N * Hl * Wl:
-            x = i % Wl
-            t = i // Wl
-            y = t % Hl
-            n = t // Hl
-            for c in range(lane, C, 32):
-                acc = _window_grad_map_sum(work, bt_off, gd_off, vals, counts_off, starts_off, items_off, n, c, y, x,
-                                           C, Q, CW, ncell, levels, level, radius, zero)
-                if has_prev and y < 2 * Hp and x < 2 * Wp:
-                    acc += work[gcl_prev + ((n * Hp + (y >> 1)) * Wp + (x >> 1)) * C + c] * quarter
-                store(grad_map, ((n * C + c) * Hl + y) * Wl + x, acc)
+    start, step = _thread_range()
+    for i in range(start, N * Hl * Wl * C, step):
+        acc = _window_grad_map_value(work, part_off, splits, gcl_prev, has_prev, i, C, Hl, Wl, quarter, zero)
+        c = i % C
+        pixel = i // C
+        n = pixel // (Hl * Wl)
+        store(grad_map, (n * C + c) * Hl * Wl + pixel - n * Hl * Wl, acc)
 
 
-def _window_grad_map_pooled(work, bt_off, gd_off, gcl_prev, has_prev, gcl_off, ints, counts_off, starts_off, items_off,
-                            N, C, H1, W1, Hl, Wl, levels, level, radius, half):
+def _window_grad_map_pooled(work, part_off, splits, gcl_prev, has_prev, gcl_off, N, C, Hl, Wl, half):
     """Levels > 0: the level's gradient, channels-last in ``work`` from ``gcl_off``."""
-    vals = ints.view(np.int32)
     zero = half - half
     quarter = half * half
-    warp = cuda.threadIdx.x // 32
-    lane = cuda.threadIdx.x % 32
-    Q = H1 * W1
-    CW = Wl + 2 * radius + 1
-    ncell = (Hl + 2 * radius + 1) * CW
-    Hp = Hl >> 1
-    Wp = Wl >> 1
-    for first in range(nt.int64(cuda.blockIdx.x) * WARPS, N * Hl * Wl, nt.int64(cuda.gridDim.x) * WARPS):
-        i = first + warp
-        if i < N * Hl * Wl:
-            x = i % Wl
-            t = i // Wl
-            y = t % Hl
-            n = t // Hl
-            for c in range(lane, C, 32):
-                acc = _window_grad_map_sum(work, bt_off, gd_off, vals, counts_off, starts_off, items_off, n, c, y, x,
-                                           C, Q, CW, ncell, levels, level, radius, zero)
-                if has_prev and y < 2 * Hp and x < 2 * Wp:
-                    acc += work[gcl_prev + ((n * Hp + (y >> 1)) * Wp + (x >> 1)) * C + c] * quarter
-                work[gcl_off + i * C + c] = acc
+    start, step = _thread_range()
+    for i in range(start, N * Hl * Wl * C, step):
+        work[gcl_off + i] = _window_grad_map_value(work, part_off, splits, gcl_prev, has_prev, i, C, Hl, Wl, quarter,
+                                                   zero)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -944,12 +997,14 @@ LOOKUP_GRAD_MAP_POOLED = Kernel(_lookup_grad_map_pooled,
                                 + (_I,) * 14 + (_f(d), _f(d)))
 TO_CHANNELS_LAST = Kernel(_to_channels_last, lambda d: (_a(d), _w(d)) + (_I,) * 3 + (_f(d),))
 POOL_CHANNELS_LAST = Kernel(_pool_channels_last, lambda d: (_w(d),) + (_I,) * 6 + (_f(d),))
-WINDOW_FORWARD = Kernel(_window_forward, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d), _f(d)))
+# capped: 5 blocks per SM instead of 4, without spills (tests/compile checks)
+WINDOW_FORWARD = Kernel(_window_forward, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d), _f(d)),
+                        max_registers=96)
 WINDOW_GRAD_COORDS = Kernel(_window_grad_coords, lambda d: (_a(d), _w(d), _I, _a(d), _a(d)) + (_I,) * 12
-                            + (_f(d), _f(d)))
+                            + (_f(d), _f(d)), max_registers=96)
 WINDOW_GD = Kernel(_window_gd, lambda d: (_a(d), _w(d), _I, _a(d)) + (_I,) * 9 + (_f(d), _f(d)))
 WINDOW_GRAD_BASE = Kernel(_window_grad_base, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d),))
-WINDOW_GRAD_MAP = Kernel(_window_grad_map, lambda d: (_w(d), _I, _I, _I, _I, _b(d), _I, _I, _I, _a(d)) + (_I,) * 9
-                         + (_f(d),))
-WINDOW_GRAD_MAP_POOLED = Kernel(_window_grad_map_pooled, lambda d: (_w(d), _I, _I, _I, _I, _I, _b(d), _I, _I, _I)
-                                + (_I,) * 9 + (_f(d),))
+WINDOW_GRAD_MAP_PARTIAL = Kernel(_window_grad_map_partial, lambda d: (_w(d), _I, _I, _I, _I, _b(d)) + (_I,) * 12
+                                 + (_f(d),))
+WINDOW_GRAD_MAP = Kernel(_window_grad_map, lambda d: (_w(d), _I, _I, _I, _I, _a(d)) + (_I,) * 4 + (_f(d),))
+WINDOW_GRAD_MAP_POOLED = Kernel(_window_grad_map_pooled, lambda d: (_w(d),) + (_I,) * 9 + (_f(d),))

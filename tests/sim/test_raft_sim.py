@@ -106,3 +106,16 @@ def test_radius_zero_and_empty_grid():
     assert y.shape == (2, 9, 0, 4)
     grads = gpuops.patch_correlate_backward(_dev(np.zeros(y.shape, np.float32)), *[_dev(a) for a in empty], radius=1)
     assert grads[1].shape == inp.shape and not np.any(grads[1].copy_to_host())
+
+
+@pytest.mark.parametrize("map_warps", [1, 7])
+def test_window_map_gradient_cell_ranges(map_warps, monkeypatch):
+    # one range per pixel, and ranges that do not divide the (2r+2)² cells evenly (the last one short)
+    from gpuops import _constants
+    monkeypatch.setattr(_constants, "RAFT_WINDOW_MAP_WARPS", map_warps)
+    rng = np.random.default_rng(4)
+    f1, f2 = rng.standard_normal((1, 3, 4, 6)), rng.standard_normal((1, 3, 4, 6))
+    coords = _coords(rng, (1, 2, 4, 6), -2, 6)
+    arrays = [a.astype(np.float32) for a in (f1, f2, coords)]
+    _check_both(gpuops.corr_lookup, gpuops.corr_lookup_backward, arrays, dict(radius=1, num_levels=2), "float32", 4,
+                "window")
