@@ -18,6 +18,7 @@ from gpuops._core import In, Out
 from gpuops._ops import OpSpec, Param
 from gpuops._variants import Variant
 from gpuops._dtypes import STORAGE
+from gpuops.cuda import _conv_source   # numba-free: the generated kernels' per-thread shapes
 
 _THREADS = K.CONV_THREADS
 _TW = K.CONV_TILE_W
@@ -48,7 +49,9 @@ def _ceil(a, b):
 
 
 def _check_depthwise(x, weight, bias, stride, padding, dilation):
-    x = _core.contiguous(_core.floating("x", x, ndim=4))
+    """(x, weight, bias, dims) checked; weight and bias C-contiguous, x as given (`_layout_of` picks its
+    layout, then `_in_layout` makes it contiguous in it)."""
+    x = _core.floating("x", x, ndim=4)
     weight = _core.contiguous(_core.floating("weight", weight, ndim=4))
     _core.same_dtype_and_device(x, weight)
     if bias is not None:
@@ -144,10 +147,10 @@ class _Correlation:
     (flip 1: the taps flipped, grad_out as src)."""
 
     __slots__ = ("src", "w", "bias", "dst", "n_src_ch", "n_dst_ch", "terms", "div", "Hs", "Ws", "Hd", "Wd",
-                 "kh", "kw", "sh", "sw", "offy", "offx", "dh", "dw", "flip", "stream", "key", "planes")
+                 "kh", "kw", "sh", "sw", "offy", "offx", "dh", "dw", "flip", "stream", "key", "planes", "nhwc")
 
-    def __init__(self, src, w, bias, dst, **values):
-        self.src, self.w, self.bias, self.dst = src, w, bias, dst
+    def __init__(self, src, w, bias, dst, nhwc=False, **values):
+        self.src, self.w, self.bias, self.dst, self.nhwc = src, w, bias, dst, nhwc
         for name, value in values.items():
             setattr(self, name, value)
         self.key = _fast_key(src, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) if self.terms == 1 else None
@@ -240,7 +243,7 @@ CORRELATE_VARIANTS = (Variant("tile", _tile_can_run, _tile_run), Variant("fast",
 def _strided_grad_x(c, fixed):
     """The strided input gradient: a gather per input pixel; ``fixed``: the generated kernel with the sizes
     and stride as constants.  ``c`` = (grad_out, weight, grad_x, dims, stream)."""
-    g, weight, grad_x, dims, stream = c
+    g, weight, grad_x, dims, stream = c[:5]
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
     threads = min(_THREADS, _ceil(W, 32) * 32)
     if fixed:
@@ -261,9 +264,193 @@ def _fixed_can_run(c):
     return None
 
 
-#: the input gradient at stride > 1: generated per (K, stride), or the general gather (also the CPU mirror)
-STRIDED_GRAD_X_VARIANTS = (Variant("fixed", _fixed_can_run, lambda c: _strided_grad_x(c, True)),
-                           Variant("strided", lambda c: None, lambda c: _strided_grad_x(c, False)))
+# ---------------------------------------------------------------------------------------------
+# channels-last (NHWC) variants: every array an (N, H, W, C) C-contiguous `Arr` (see `_in_layout`)
+
+_NHWC_THREADS = 256          # most threads per block of the generated channels-last kernels
+_NHWC_WORD = 32              # most 64-bit channel words per block row (a warp's 256 contiguous bytes)
+_NHWC_STRIPS = 4             # strips per thread the forward and input-gradient grids aim at
+_NHWC_BLOCKS = 1024          # blocks the grids aim at, at least (if there is that much work)
+_NHWC_WGRAD_SHARE = 16       # partial sums of the weight gradient: at most 1/this of grad_out's pixels × slots
+
+
+def _word_values(dtype):
+    """Channels per 64-bit word of the generated channels-last kernels (0 for float64: none)."""
+    return 0 if dtype == "float64" else 8 // STORAGE[dtype][1]
+
+
+def _nhwc_chunks(CW):
+    """(channel chunks, words per chunk): the words split evenly into chunks of at most `_NHWC_WORD`."""
+    chunks = _ceil(CW, _NHWC_WORD)
+    return chunks, _ceil(CW, chunks)
+
+
+def _nhwc_grid_y(strips, pb, chunks):
+    """Strip groups (grid y) of the forward / input-gradient kernels: `_NHWC_STRIPS` strips per thread, but
+    at least `_NHWC_BLOCKS` blocks where there are strips for them."""
+    want = max(_ceil(strips, pb * _NHWC_STRIPS), min(_ceil(strips, pb), _ceil(_NHWC_BLOCKS, chunks)))
+    return max(1, min(K.MAX_GRID_YZ, want))
+
+
+def _nhwc_fast_why(src, dst, channels, why_key):
+    """Why the generated channels-last kernels cannot run on ``src`` -> ``dst`` (None when they can)."""
+    if why_key:
+        return why_key
+    V = _word_values(src.dtype)
+    if channels % V:
+        return f"needs channels in whole 64-bit words (a multiple of {V})"
+    if not _core.word_aligned(src, dst):
+        return "needs 8-byte aligned arrays"
+    N, H, W, _ = dst.shape
+    Hs, Ws = src.shape[1:3]
+    if N * H * (_ceil(W, 4) + 1) >= 2**31 or max(Ws, W) * channels >= 2**31 or N * max(H, Hs) >= 2**31:
+        return "its indices are 32-bit"
+    return None
+
+
+def _nhwc_correlate_can_run(c):
+    if not c.nhwc:
+        return "needs channels-last (NHWC) arrays"
+    return _nhwc_fast_why(c.src, c.dst, c.n_src_ch, None if c.key is not None and c.div == 1 else
+                          "needs a CUDA 16/32-bit array, K = 3/5/7, stride 1 or 2, dilation 1, depth multiplier 1")
+
+
+def _nhwc_correlate_run(c):
+    V = _word_values(c.src.dtype)
+    (k, s), CW = c.key, c.n_src_ch // V
+    chunks, cwb = _nhwc_chunks(CW)
+    N = c.dst.shape[0]
+    xstrips = _ceil(c.Wd, _conv_source.nhwc_tx(k, s, V))
+    strips = N * c.Hd * xstrips
+    pb = max(1, min(_NHWC_THREADS // cwb, strips))
+    shmem = 0 if _conv_source.nhwc_reg_taps(k, V) else k * k * V * cwb * 4
+    has_bias, b = c.bias_or_w()
+    _core.run("conv", f"dw_nhwc_fast_{k}_{s}",
+              (In(c.src, (c.src.size,)), In(c.w, (c.w.size,)), In(b, (b.size,)), Out(c.dst, (c.dst.size,)), has_bias,
+               CW, c.Hs, c.Ws, c.Hd, c.Wd, c.offy, c.offx, c.flip, cwb, xstrips, strips),
+              like=c.src, grid=(chunks, _nhwc_grid_y(strips, pb, chunks)), block=(cwb * pb,), stream=c.stream,
+              shmem=shmem)
+
+
+def _nhwc_direct_run(c):
+    _core.run("conv", "dw_nhwc_direct", _general_args(c), like=c.src,
+              grid=_grid(_core.blocks_for(c.dst.size, _THREADS)), block=(_THREADS,), stream=c.stream)
+
+
+def _nhwc_only(c):
+    return None if c.nhwc else "needs channels-last (NHWC) arrays"
+
+
+def _nchw_only(can_run):
+    """``can_run`` of an NCHW variant, refusing channels-last calls first (used where a list holds both)."""
+    return lambda c: "needs NCHW (C-contiguous) arrays" if c.nhwc else can_run(c)
+
+
+_NCHW_CORRELATE = CORRELATE_VARIANTS
+_NHWC_CORRELATE = (Variant("nhwc_fast", _nhwc_correlate_can_run, _nhwc_correlate_run),
+                   Variant("nhwc", _nhwc_only, _nhwc_direct_run))
+#: every kernel of one depthwise correlation (forward, stride-1 input gradient), by layout: the NCHW ones
+#: above, then the channels-last ones (generated per K and stride, on 64-bit words of channels; the general
+#: one, also on the host, as the CPU mirror).  A call tries its layout's list (`_layout_of`).
+CORRELATE_VARIANTS = tuple(Variant(v.name, _nchw_only(v.can_run), v.run) for v in _NCHW_CORRELATE) + _NHWC_CORRELATE
+
+
+def _nhwc_strided_can_run(c):
+    g, weight, grad_x, dims, stream, nhwc = c
+    if not nhwc:
+        return "needs channels-last (NHWC) arrays"
+    kh, kw, sh, sw, dh, dw = (dims[i] for i in (5, 6, 9, 10, 13, 14))
+    key = _fast_key(grad_x, kh, kw, sh, sw, dh, dw)
+    return _nhwc_fast_why(g, grad_x, dims[1], None if key is not None and sh > 1 and dims[4] == dims[1] else
+                          "needs a CUDA 16/32-bit array, K = 3/5/7, stride 2, dilation 1, depth multiplier 1")
+
+
+def _nhwc_strided_run(c):
+    g, weight, grad_x, dims, stream, _ = c
+    N, C, H, W, Cm, k, _, Ho, Wo, s, _, ph, pw, _, _ = dims
+    V = _word_values(g.dtype)
+    CW = C // V
+    chunks, cwb = _nhwc_chunks(CW)
+    xstrips = _ceil(W + pw % s, s * _conv_source.NHWC_TP)
+    strips = N * H * xstrips
+    pb = max(1, min(_NHWC_THREADS // cwb, strips))
+    shmem = 0 if _conv_source.nhwc_reg_taps(k, V) else k * k * V * cwb * 4
+    _core.run("conv", f"dw_nhwc_grad_x_fast_{k}_{s}",
+              (In(g, (g.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)), CW, H, W, Ho, Wo, ph, pw,
+               cwb, xstrips, strips),
+              like=g, grid=(chunks, _nhwc_grid_y(strips, pb, chunks)), block=(cwb * pb,), stream=stream, shmem=shmem)
+
+
+def _nhwc_gather_run(c):
+    g, weight, grad_x, dims, stream, _ = c
+    N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
+    _core.run("conv", "dw_nhwc_grad_x", (In(g, (g.size,)), In(weight, (weight.size,)), Out(grad_x, (grad_x.size,)),
+                                         C, Cm // C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw),
+              like=grad_x, grid=_grid(_core.blocks_for(grad_x.size, _THREADS)), block=(_THREADS,), stream=stream)
+
+
+def _strided_nchw_only(can_run):
+    return lambda c: "needs NCHW (C-contiguous) arrays" if c[5] else can_run(c)
+
+
+_NCHW_STRIDED = (Variant("fixed", _fixed_can_run, lambda c: _strided_grad_x(c, True)),
+                 Variant("strided", lambda c: None, lambda c: _strided_grad_x(c, False)))
+_NHWC_STRIDED = (Variant("nhwc_fast", _nhwc_strided_can_run, _nhwc_strided_run),
+                 Variant("nhwc", lambda c: None if c[5] else "needs channels-last (NHWC) arrays", _nhwc_gather_run))
+#: the input gradient at stride > 1: generated per (K, stride), or the general gather (also the CPU mirror);
+#: then the channels-last ones (generated per K and stride 2; the general gather, also the CPU mirror)
+STRIDED_GRAD_X_VARIANTS = tuple(Variant(v.name, _strided_nchw_only(v.can_run), v.run)
+                                for v in _NCHW_STRIDED) + _NHWC_STRIDED
+
+
+def _forced_nhwc(op, *forced):
+    """The layout forced variants compute in (True: channels-last), or None when none is forced."""
+    names = [f for f in forced if f is not None]
+    if not names:
+        return None
+    layouts = {isinstance(f, str) and f.startswith("nhwc") for f in names}
+    if len(layouts) > 1:
+        raise ValueError(f"{op}: the forced variants {names} compute in different layouts (the nhwc* ones "
+                         f"channels-last, the others NCHW): force variants of one layout")
+    return layouts.pop()
+
+
+def _takes_channels_last(arr) -> bool:
+    """The automatic layout rule: a CUDA torch tensor stored channels-last (`gpuops._core.channels_last`),
+    as PyTorch's convolutions decide.  CPU tensors keep the NCHW path for now: the torch fakes (which
+    torch.compile checks real outputs against) do not yet allocate channels-last outputs, and CPU training is
+    not what the channels-last kernels are for."""
+    return arr.device >= 0 and _core.channels_last(arr)
+
+
+def channels_last_output(x) -> bool:
+    """Whether `conv2d_depthwise` (and its backward's grad_x) stores its result channels-last for the array
+    ``x`` (real or a torch fake), with no ``out`` and no forced variant: for adapters allocating outputs."""
+    return _takes_channels_last(_core.wrap("x", x))
+
+
+def _layout_of(op, x, out, *forced):
+    """True when the call computes channels-last (NHWC): a forced variant's layout, else the input's
+    (`_takes_channels_last`), unless a given ``out`` is not channels-last itself."""
+    nhwc = _forced_nhwc(op, *forced)
+    if nhwc is None:
+        return _takes_channels_last(x) and (out is None or _core.channels_last(_core.wrap("out", out)))
+    if nhwc and not _core.has_nhwc(x):
+        raise ValueError(f"{op}: a channels-last (nhwc*) variant needs torch, numpy, CuPy or simulated arrays, "
+                         f"got {x.kind.name}")
+    return nhwc
+
+
+def _in_layout(arr, nhwc):
+    """``arr`` C-contiguous in the call's layout: its (N, H, W, C) form for channels-last calls."""
+    return _core.nhwc(arr) if nhwc else _core.contiguous(arr)
+
+
+def _result(arr, given, nhwc):
+    """What the caller gets: its own ``out``, else the new array (its (N, C, H, W) form when channels-last)."""
+    if given is not None:
+        return given
+    return _core.nchw(arr) if nhwc else arr.obj
 
 
 @_ops.guards_out
@@ -282,12 +469,19 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
     """
     x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
-    out = _core.output(out, x, (N, Cm, Ho, Wo))
-    if out.size:
-        _variants.choose("conv2d_depthwise", CORRELATE_VARIANTS, _Correlation(
-            x, weight, bias, out, n_src_ch=C, n_dst_ch=Cm, terms=1, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo, kh=kh,
-            kw=kw, sh=sh, sw=sw, offy=-ph, offx=-pw, dh=dh, dw=dw, flip=0, stream=stream), variant)
-    return out.obj
+    nhwc = _layout_of("conv2d_depthwise", x, out, variant)
+    x = _in_layout(x, nhwc)
+    y = _core.output(out, x, (N, Cm, Ho, Wo), channels_last=nhwc)
+    if y.size:
+        _variants.choose("conv2d_depthwise", _correlate_variants(nhwc, variant), _Correlation(
+            x, weight, bias, y, n_src_ch=C, n_dst_ch=Cm, terms=1, div=Cm // C, Hs=H, Ws=W, Hd=Ho, Wd=Wo, kh=kh,
+            kw=kw, sh=sh, sw=sw, offy=-ph, offx=-pw, dh=dh, dw=dw, flip=0, stream=stream, nhwc=nhwc), variant)
+    return _result(y, out, nhwc)
+
+
+def _correlate_variants(nhwc, forced):
+    """The list a call chooses from: every variant when one is forced (by name), else its layout's."""
+    return CORRELATE_VARIANTS if forced is not None else _NHWC_CORRELATE if nhwc else _NCHW_CORRELATE
 
 
 @_ops.guards_out
@@ -304,36 +498,41 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
     x, weight, bias, dims = _check_depthwise(x, weight, bias, stride, padding, dilation)
     N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
     m = Cm // C
-    grad_out = _core.contiguous(_core.floating("grad_out", grad_out, ndim=4))
+    grad_out = _core.floating("grad_out", grad_out, ndim=4)
     _core.same_dtype_and_device(x, grad_out)
     if grad_out.shape != (N, Cm, Ho, Wo):
         raise ValueError(f"grad_out must have shape {[N, Cm, Ho, Wo]}, got {list(grad_out.shape)}")
     out_x, out_w, out_b = _core.out_tuple(out, ("grad_x", "grad_weight", "grad_bias"))
-    grad_x = _core.output(out_x, x, x.shape)
+    nhwc = _layout_of("conv2d_depthwise_backward", x, out_x, variant, weight_variant)
+    x, grad_out = _in_layout(x, nhwc), _in_layout(grad_out, nhwc)
+    grad_x = _core.output(out_x, x, (N, C, H, W), channels_last=nhwc)
     grad_w = _core.output(out_w, x, weight.shape)
     grad_b = None if bias is None else _core.output(out_b, x, (Cm,))
     # input gradient: a correlation of grad_out with the flipped taps at stride 1, else a strided gather
     if grad_x.size and sh == 1 and sw == 1:
-        _variants.choose("conv2d_depthwise_backward", CORRELATE_VARIANTS, _Correlation(
+        _variants.choose("conv2d_depthwise_backward", _correlate_variants(nhwc, variant), _Correlation(
             grad_out, weight, None, grad_x, n_src_ch=Cm, n_dst_ch=C, terms=m, div=1, Hs=Ho, Ws=Wo, Hd=H, Wd=W,
             kh=kh, kw=kw, sh=1, sw=1, offy=ph - (kh - 1) * dh, offx=pw - (kw - 1) * dw, dh=dh, dw=dw, flip=1,
-            stream=stream), variant)
+            stream=stream, nhwc=nhwc), variant)
     elif grad_x.size:
-        _variants.choose("conv2d_depthwise_backward", STRIDED_GRAD_X_VARIANTS,
-                         (grad_out, weight, grad_x, dims, stream), variant)
+        variants = STRIDED_GRAD_X_VARIANTS if variant is not None else _NHWC_STRIDED if nhwc else _NCHW_STRIDED
+        _variants.choose("conv2d_depthwise_backward", variants, (grad_out, weight, grad_x, dims, stream, nhwc),
+                         variant)
     # weight (and bias) gradient
-    _variants.choose("conv2d_depthwise_backward (weight)", WEIGHT_GRAD_VARIANTS,
-                     _WeightGrad(x, grad_out, grad_w, grad_b, dims, stream), weight_variant)
-    return grad_x.obj, grad_w.obj, None if grad_b is None else grad_b.obj
+    variants = WEIGHT_GRAD_VARIANTS if weight_variant is not None else _NHWC_WEIGHT_GRAD if nhwc else _NCHW_WEIGHT_GRAD
+    _variants.choose("conv2d_depthwise_backward (weight)", variants,
+                     _WeightGrad(x, grad_out, grad_w, grad_b, dims, stream, nhwc), weight_variant)
+    return _result(grad_x, out_x, nhwc), grad_w.obj, None if grad_b is None else grad_b.obj
 
 
 class _WeightGrad:
     """One depthwise weight (and bias) gradient call, as its variants see it."""
 
-    __slots__ = ("x", "grad_out", "grad_w", "grad_b", "dims", "stream", "key")
+    __slots__ = ("x", "grad_out", "grad_w", "grad_b", "dims", "stream", "key", "nhwc")
 
-    def __init__(self, x, grad_out, grad_w, grad_b, dims, stream):
+    def __init__(self, x, grad_out, grad_w, grad_b, dims, stream, nhwc=False):
         self.x, self.grad_out, self.grad_w, self.grad_b, self.dims, self.stream = x, grad_out, grad_w, grad_b, dims, stream
+        self.nhwc = nhwc
         N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw = dims
         self.key = _fast_key(x, kh, kw, sh, sw, dh, dw)
 
@@ -458,13 +657,73 @@ def _wgrad_final(c, partial, groups):
               like=x, grid=_grid(_core.blocks_for(Cm * c.slots, _THREADS)), block=(_THREADS,), stream=c.stream)
 
 
-#: the weight gradient's first stage, fastest first (each followed by the fixed-order final sum)
-WEIGHT_GRAD_VARIANTS = (
+def _nhwc_wgrad_can_run(c):
+    if not c.nhwc:
+        return "needs channels-last (NHWC) arrays"
+    N, C, H, W, Cm = c.dims[:5]
+    if c.key is None or Cm != C:
+        return "needs a CUDA 16/32-bit array, K = 3/5/7, stride 1 or 2, dilation 1, depth multiplier 1"
+    if not N:
+        return "needs a non-empty batch"
+    return _nhwc_fast_why(c.x, c.grad_out, C, None)
+
+
+def _nhwc_wgrad_run(c):
+    """Stage 1 by the generated channels-last kernel (block = channel words × tap rows × strips), then the
+    fixed-order sum over the groups."""
+    x, g, (N, C, H, W, Cm, k, _, Ho, Wo, s, _, ph, pw, _, _) = c.x, c.grad_out, c.dims
+    V = _word_values(x.dtype)
+    CW = C // V
+    chunks, cwb = _nhwc_chunks(CW)
+    xstrips = _ceil(Wo, _conv_source.nhwc_tx(k, s, V))
+    strips = N * Ho * xstrips
+    pb = max(1, min(_NHWC_THREADS // (cwb * k), strips))
+    groups = max(1, min(K.MAX_GRID_YZ, _ceil(strips, pb), _ceil(_NHWC_BLOCKS, chunks),
+                        N * Ho * Wo // (_NHWC_WGRAD_SHARE * c.slots)))
+    partial = _core.scratch(x, (groups * c.slots * Cm,), STORAGE[x.dtype][2], c.stream)
+    threads = cwb * k * pb
+    _core.run("conv", f"dw_nhwc_wgrad_fast_{k}_{s}",
+              (In(x, (x.size,)), In(g, (g.size,)), Out(partial), CW, H, W, Ho, Wo, ph, pw, cwb, xstrips, strips,
+               int(c.grad_b is not None)),
+              like=x, grid=(chunks, groups), block=(threads,), stream=c.stream, shmem=threads * (k + 1) * V * 4)
+    _nhwc_wgrad_final(c, partial, groups)
+
+
+def _nhwc_wgrad_general_run(c):
+    """Stage 1 by the general kernel (one thread per group, slot and channel; one group on the host)."""
+    x, (N, C, H, W, Cm, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw) = c.x, c.dims
+    P = N * Ho * Wo
+    groups = max(1, min(P, _ceil(_WGRAD_BLOCKS * _THREADS, c.slots * Cm))) if x.is_cuda else 1
+    partial = _core.scratch(x, (groups * c.slots * Cm,), STORAGE[x.dtype][2], c.stream)
+    _core.run("conv", "dw_nhwc_wgrad", (In(x, (x.size,)), In(c.grad_out, (c.grad_out.size,)), Out(partial), N, C,
+                                        Cm // C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                                        int(c.grad_b is not None)),
+              like=x, grid=_grid(_core.blocks_for(partial.size, _THREADS)), block=(_THREADS,), stream=c.stream)
+    _nhwc_wgrad_final(c, partial, groups)
+
+
+def _nhwc_wgrad_final(c, partial, groups):
+    """Stage 2 of the channels-last weight gradient: partial[group, slot, channel] summed over the groups in
+    order (deterministic)."""
+    x, Cm, KK = c.x, c.dims[4], c.dims[5] * c.dims[6]
+    gb = Out(_core.scratch(x, (1,), stream=c.stream) if c.grad_b is None else c.grad_b)
+    _core.run("conv", "dw_nhwc_wgrad_final",
+              (In(partial), Out(c.grad_w, (c.grad_w.size,)), gb, groups, KK, int(c.grad_b is not None)),
+              like=x, grid=_grid(_core.blocks_for(Cm * c.slots, _THREADS)), block=(_THREADS,), stream=c.stream)
+
+
+_NCHW_WEIGHT_GRAD = (
     Variant("tile", _wgrad_tile_can_run, _wgrad_tile_run),
     Variant("fast", _wgrad_fast_can_run, _wgrad_fast_run),
     Variant("tiled", lambda c: None if _wgrad_tile_height(c) else "no tile fits in shared memory",
             lambda c: _wgrad_general_run(c, True)),
     Variant("direct", lambda c: None, lambda c: _wgrad_general_run(c, False)))
+_NHWC_WEIGHT_GRAD = (Variant("nhwc_fast", _nhwc_wgrad_can_run, _nhwc_wgrad_run),
+                     Variant("nhwc", _nhwc_only, _nhwc_wgrad_general_run))
+#: the weight gradient's first stage, fastest first (each followed by the fixed-order final sum): the NCHW
+#: kernels, then the channels-last ones (generated per K and stride; the general one, also the CPU mirror)
+WEIGHT_GRAD_VARIANTS = tuple(Variant(v.name, _nchw_only(v.can_run), v.run) for v in _NCHW_WEIGHT_GRAD) \
+    + _NHWC_WEIGHT_GRAD
 
 
 def _zero_fill(arr):

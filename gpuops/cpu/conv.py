@@ -163,6 +163,124 @@ def dw_wgrad_final(partial, gw, gb, groups, KK, with_bias):
                 gb[o] = acc
 
 
+# ---------------------------------------------------------------------------------------------
+# channels-last (NHWC) depthwise: mirrors of the general kernels (C-contiguous (N, H, W, C) arrays; the
+# generated CUDA kernels run on CUDA only).  The channel is the inner loop, over taps laid out per channel.
+
+
+@njit(**CPU_JIT)
+def dw_nhwc_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                   kh, kw, sh, sw, offy, offx, dh, dw, flip):
+    KK = kh * kw
+    rows = dst.size // (Wd * n_dst_ch)          # N·Hd
+    taps = np.empty((terms, KK, n_dst_ch), dst.dtype)
+    source = np.empty((terms, n_dst_ch), np.int64)
+    for q in range(terms):
+        for d in range(n_dst_ch):
+            source[q, d] = (d * terms + q) // div
+            for k in range(KK):
+                taps[q, k, d] = w[(d * terms + q) * KK + (KK - 1 - k if flip else k)]
+    for r in prange(rows):
+        n = r // Hd
+        oy = r - n * Hd
+        acc = np.zeros((Wd, n_dst_ch), dst.dtype)
+        for q in range(terms):
+            for a in range(kh):
+                iy = oy * sh + offy + a * dh
+                if iy < 0 or iy >= Hs:
+                    continue
+                for b in range(kw):
+                    k = a * kw + b
+                    lo, hi = span(Wd, sw, offx + b * dw, Ws)
+                    for ox in range(lo, hi):
+                        base = ((n * Hs + iy) * Ws + ox * sw + offx + b * dw) * n_src_ch
+                        for d in range(n_dst_ch):
+                            acc[ox, d] += taps[q, k, d] * src[base + source[q, d]]
+        if has_bias:
+            for ox in range(Wd):
+                for d in range(n_dst_ch):
+                    acc[ox, d] += bias[d]
+        dst[r * Wd * n_dst_ch:(r + 1) * Wd * n_dst_ch] = acc.ravel()
+
+
+@njit(**CPU_JIT)
+def dw_nhwc_grad_x(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    KK = kh * kw
+    Cm = C * m
+    rows = gx.size // (W * C)                   # N·H
+    taps = np.empty((KK, Cm), gx.dtype)
+    for o in range(Cm):
+        for k in range(KK):
+            taps[k, o] = w[o * KK + k]
+    for r in prange(rows):
+        n = r // H
+        y = r - n * H
+        acc = np.zeros((W, C), gx.dtype)
+        for a in range(kh):
+            ty = y + ph - a * dh
+            if ty < 0 or ty % sh != 0 or ty // sh >= Ho:
+                continue
+            for b in range(kw):
+                k = a * kw + b
+                for x in range(W):
+                    tx = x + pw - b * dw
+                    if tx < 0 or tx % sw != 0 or tx // sw >= Wo:
+                        continue
+                    base = ((n * Ho + ty // sh) * Wo + tx // sw) * Cm
+                    for c in range(C):
+                        for q in range(m):
+                            acc[x, c] += taps[k, c * m + q] * g[base + c * m + q]
+        gx[r * W * C:(r + 1) * W * C] = acc.ravel()
+
+
+@njit(**CPU_JIT)
+def dw_nhwc_wgrad(x, g, partial, N, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias):
+    """Every sum in group 0 (pixels in order), zeros in the others: stage 2 gives the CUDA result up to
+    rounding."""
+    KK = kh * kw
+    slots = KK + with_bias
+    Cm = C * m
+    for k in prange(slots):
+        a = k // kw
+        b = k - a * kw
+        acc = np.zeros(Cm, partial.dtype)
+        for n in range(N):
+            for oy in range(Ho):
+                iy = oy * sh - ph + a * dh
+                if k < KK and (iy < 0 or iy >= H):
+                    continue
+                for ox in range(Wo):
+                    gb = ((n * Ho + oy) * Wo + ox) * Cm
+                    if k < KK:
+                        ix = ox * sw - pw + b * dw
+                        if ix < 0 or ix >= W:
+                            continue
+                        xb = ((n * H + iy) * W + ix) * C
+                        for o in range(Cm):
+                            acc[o] += g[gb + o] * x[xb + o // m]
+                    else:
+                        for o in range(Cm):
+                            acc[o] += g[gb + o]
+        partial[k * Cm:(k + 1) * Cm] = acc
+    partial[slots * Cm:] = 0.0
+
+
+@njit(**CPU_JIT)
+def dw_nhwc_wgrad_final(partial, gw, gb, groups, KK, with_bias):
+    slots = KK + with_bias
+    n = partial.size // groups
+    Cm = n // slots
+    for o in prange(Cm):
+        for k in range(slots):
+            acc = partial[k * Cm + o]
+            for grp in range(1, groups):
+                acc += partial[grp * n + k * Cm + o]
+            if k < KK:
+                gw[o * KK + k] = acc
+            else:
+                gb[o] = acc
+
+
 @njit(**CPU_JIT)
 def im2col(x, cols, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
     planes = x.size // (H * W)

@@ -27,6 +27,7 @@ image (each pixel sums the column entries that came from it).
 """
 from gpuops._constants import CONV_FAST_SIZES, CONV_FAST_STRIDES, CONV_NY, CONV_THREADS, CONV_TILE_H, CONV_TILE_W
 from gpuops._constants import SHARED_BYTES  # noqa: F401  (the budget gpuops.conv plans DW_TILED launches with)
+from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda import _conv_source, _generate
@@ -403,6 +404,142 @@ def _dw_wgrad_final(partial, gw, gb, groups, KK, with_bias):
 
 
 # ---------------------------------------------------------------------------------------------
+# channels-last (NHWC) depthwise: the general kernels (any taps, stride, dilation, multiplier, dtype)
+#
+# Arrays are C-contiguous (N, H, W, C): the channel is the contiguous axis, and consecutive threads take
+# consecutive channels of one pixel, so every load and store of a warp is coalesced.  The generated
+# kernels (`gpuops.cuda._conv_source`, "channels-last kernels") are the fast path; these run the rest.
+
+
+def _dw_nhwc_direct(src, w, bias, dst, has_bias, n_src_ch, n_dst_ch, terms, div, Hs, Ws, Hd, Wd,
+                    kh, kw, sh, sw, offy, offx, dh, dw, flip):
+    """`_dw_direct` on channels-last arrays: dst[n, y, x, d] = bias[d] + Σ_{q<terms} Σ_{i,j}
+    w'[d·terms + q, i, j] · src[n, y·sh + offy + i·dh, x·sw + offx + j·dw, (d·terms + q) // div];
+    one thread per output, the channel fastest."""
+    KK = kh * kw
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n_out = dst.size
+    while i < n_out:
+        d = i % n_dst_ch
+        r = i // n_dst_ch
+        ox = r % Wd
+        r = r // Wd
+        oy = r % Hd
+        n = r // Hd
+        acc = nt.float32(0.0)
+        for q in range(terms):
+            s = (d * terms + q) // div
+            w_off = (d * terms + q) * KK
+            for a in range(kh):
+                iy = oy * sh + offy + a * dh
+                if iy >= 0 and iy < Hs:
+                    row = (n * Hs + iy) * Ws
+                    for b in range(kw):
+                        ix = ox * sw + offx + b * dw
+                        if ix >= 0 and ix < Ws:
+                            kk = a * kw + b
+                            if flip:
+                                kk = KK - 1 - kk
+                            acc += load(w, w_off + kk) * load(src, (row + ix) * n_src_ch + s)
+        if has_bias:
+            acc += load(bias, d)
+        store(dst, i, acc)
+        i += step
+
+
+def _dw_nhwc_grad_x(g, w, gx, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """The input gradient on channels-last arrays, any stride (the gather of `_grad_x_gather`):
+    gx[n, y, x, c] = Σ_{q<m} Σ_{i,j} w[c·m+q, i, j] · g[n, (y+ph-i·dh)/sh, (x+pw-j·dw)/sw, c·m+q] over the
+    taps whose divisions are exact and in range; one thread per input element, the channel fastest."""
+    KK = kh * kw
+    Cm = C * m
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n_out = gx.size
+    while i < n_out:
+        c = i % C
+        r = i // C
+        x = r % W
+        r = r // W
+        y = r % H
+        n = r // H
+        acc = nt.float32(0.0)
+        for a in range(kh):
+            ty = y + ph - a * dh
+            if ty >= 0 and ty % sh == 0 and ty // sh < Ho:
+                row = (n * Ho + ty // sh) * Wo
+                for b in range(kw):
+                    tx = x + pw - b * dw
+                    if tx >= 0 and tx % sw == 0 and tx // sw < Wo:
+                        at = (row + tx // sw) * Cm + c * m
+                        for q in range(m):
+                            acc += load(w, (c * m + q) * KK + a * kw + b) * load(g, at + q)
+        store(gx, i, acc)
+        i += step
+
+
+def _dw_nhwc_wgrad(x, g, partial, N, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups, with_bias):
+    """Weight-gradient stage 1 on channels-last arrays: partial[grp, k, o] = Σ over the output pixels
+    p = grp, grp + groups, … (in that order) of g[p, o] · x[the pixel tap k of p reads, o // m] (k = KK:
+    the bias, Σ g[p, o]); one thread per (group, slot, channel), the channel fastest (coalesced)."""
+    KK = kh * kw
+    slots = KK + with_bias
+    Cm = C * m
+    P = N * Ho * Wo
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    total = groups * slots * Cm
+    while i < total:
+        o = i % Cm
+        r = i // Cm
+        k = r % slots
+        grp = r // slots
+        c = o // m
+        a = k // kw
+        b = k - a * kw
+        acc = nt.float32(0.0)
+        p = grp
+        while p < P:
+            gv = load(g, p * Cm + o)
+            if k < KK:
+                ox = p % Wo
+                r2 = p // Wo
+                oy = r2 % Ho
+                n = r2 // Ho
+                iy = oy * sh - ph + a * dh
+                ix = ox * sw - pw + b * dw
+                if iy >= 0 and iy < H and ix >= 0 and ix < W:
+                    acc += gv * load(x, ((n * H + iy) * W + ix) * C + c)
+            else:
+                acc += gv
+            p += groups
+        partial[i] = acc
+        i += step
+
+
+def _dw_nhwc_wgrad_final(partial, gw, gb, groups, KK, with_bias):
+    """gw[o, k] (and gb[o]) = Σ_group partial[group, k, o], the groups summed in order (the stage 2 of
+    every channels-last weight gradient; reads coalesced along o)."""
+    slots = KK + with_bias
+    Cm = partial.size // (groups * slots)
+    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = slots * Cm
+    while i < n:
+        k = i // Cm
+        o = i - k * Cm
+        acc = partial[i]
+        for grp in range(1, groups):
+            acc += partial[grp * n + i]
+        if k < KK:
+            store(gw, o * KK + k, acc)
+        else:
+            store(gb, o, acc)
+        i += step
+
+
+# ---------------------------------------------------------------------------------------------
 # im2col / col2im
 
 
@@ -501,6 +638,10 @@ DW_WGRAD_TILED = ByDtype(Kernel(_dw_wgrad_tiled_f32, _wgrad_tiled_sig, dtypes=_N
 DW_WGRAD_DIRECT = ByDtype(Kernel(_dw_wgrad_direct_f32, _wgrad_direct_sig, dtypes=_NARROW),
                           Kernel(_dw_wgrad_direct_f64, _wgrad_direct_sig, dtypes=_WIDE))
 DW_WGRAD_FINAL = Kernel(_dw_wgrad_final, lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3)
+DW_NHWC_DIRECT = Kernel(_dw_nhwc_direct, _direct_sig)
+DW_NHWC_GRAD_X = Kernel(_dw_nhwc_grad_x, lambda d: (_flat(d),) * 3 + (_I,) * 14)
+DW_NHWC_WGRAD = Kernel(_dw_nhwc_wgrad, lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 17)
+DW_NHWC_WGRAD_FINAL = Kernel(_dw_nhwc_wgrad_final, lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3)
 IM2COL = Kernel(_im2col, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
 COL2IM = Kernel(_col2im, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
 
@@ -548,3 +689,53 @@ def _build_fast(ny=NY, sizes=FAST_SIZES, strides=FAST_STRIDES):
 
 
 _build_fast()
+
+
+# ---------------------------------------------------------------------------------------------
+# generated channels-last kernels: per (K, stride), one kernel per word width (gpuops.cuda._conv_source,
+# "channels-last kernels"): V = 2 float32 values per 64-bit word, V = 4 16-bit ones
+
+
+class ByWord:
+    """The kernels of one generated channels-last entry, one per word width, chosen by the storage dtype."""
+
+    def __init__(self, kernels: dict):
+        self.kernels = kernels          # V -> Kernel
+
+    def kernel(self, dtype) -> Kernel:
+        return self.kernels[8 // STORAGE[dtype][1]]
+
+    def launch(self, dtype, *args, **kwargs):
+        self.kernel(dtype).launch(dtype, *args, **kwargs)
+
+    def prepare(self, dtype, *args, **kwargs):
+        return self.kernel(dtype).prepare(dtype, *args, **kwargs)
+
+
+_WORD_DTYPES = {2: ("float32",), 4: ("float16", "bfloat16")}
+NHWC_MAX_REGISTERS = 128   # ≥ 2 blocks of 256 threads per SM
+_NHWC_SIGS = {"DW_NHWC_FAST": lambda d: (_flat(d),) * 4 + (_I,) * 12,
+              "DW_NHWC_GRAD_X_FAST": lambda d: (_flat(d),) * 3 + (_I,) * 10,
+              "DW_NHWC_WGRAD_FAST": lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 11}
+#: (K, stride) -> ByWord: the channels-last correlation (forward / stride-1 input gradient), the strided input
+#: gradient (stride > 1) and the weight gradient's stage 1
+DW_NHWC_FAST = {}
+DW_NHWC_GRAD_X_FAST = {}
+DW_NHWC_WGRAD_FAST = {}
+
+
+def _build_nhwc(sizes=FAST_SIZES, strides=FAST_STRIDES):
+    entries = _conv_source.nhwc_kernels(sizes, strides)
+    module = _generate.load("conv_nhwc", _conv_source.nhwc_source(entries=entries))
+    tables = {"DW_NHWC_FAST": DW_NHWC_FAST, "DW_NHWC_GRAD_X_FAST": DW_NHWC_GRAD_X_FAST,
+              "DW_NHWC_WGRAD_FAST": DW_NHWC_WGRAD_FAST}
+    for table, (k, s, v), function, _ in entries:
+        entry = tables[table].setdefault((k, s), ByWord({}))
+        # capped: unrolled straight-line code lets the compiler hoist loads (latency) until registers run out
+        entry.kernels[v] = Kernel(getattr(module, function), _NHWC_SIGS[table], dtypes=_WORD_DTYPES[v],
+                                  max_registers=NHWC_MAX_REGISTERS)
+        # gpuops._core.run finds them as DW_NHWC_FAST_<K>_<S>, DW_NHWC_GRAD_X_FAST_<K>_<S>, DW_NHWC_WGRAD_FAST_<K>_<S>
+        globals()[f"{table}_{k}_{s}"] = entry
+
+
+_build_nhwc()
