@@ -134,6 +134,8 @@ RAFT_WINDOW_WARPS = 4
 RAFT_WINDOW_MAX_RADIUS = 7
 #: lanes that share one window dot product (a warp computes 32 / this many window sums at once)
 RAFT_WINDOW_DOT_LANES = 8
+#: threads per block of the channels-last transposes (32×32 tiles, 32 / 8 rows per pass)
+RAFT_TRANSPOSE_THREADS = 256
 #: the map gradient splits each pixel's cells into ranges until about this many warps run per level
 RAFT_WINDOW_MAP_WARPS = 16384
 

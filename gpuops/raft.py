@@ -334,12 +334,18 @@ def _warp_run(kernel, args, items, like, stream):
     _run(kernel, args, items * 32, like, stream, block=K.RAFT_WINDOW_WARPS * 32)
 
 
+def _to_channels_last(src, work, offset, C, P, like, stream):
+    """work[offset:] = src (N, C, P) as (N, P, C) in the compute dtype: a block per 32×32 tile."""
+    tiles = src.size // (C * P) * -(-P // 32) * -(-C // 32) if src.size else 0
+    block = K.RAFT_TRANSPOSE_THREADS
+    _run("to_channels_last", (In(src, _flat(src)), Out(work), offset, C, P, 0.5), tiles * block, like, stream,
+         block=block)
+
+
 def _window_prepare(geo, base, fmap2, work, bt_off, stream):
     """Channels-last copies of fmap2 (level 0), its pooled levels and base into ``work``."""
-    _run("to_channels_last", (In(fmap2, _flat(fmap2)), Out(work), 0, geo.C, geo.H2 * geo.W2, 0.5), fmap2.size,
-         base, stream)
-    _run("to_channels_last", (In(base, _flat(base)), Out(work), bt_off, geo.C, geo.H1 * geo.W1, 0.5), base.size,
-         base, stream)
+    _to_channels_last(fmap2, work, 0, geo.C, geo.H2 * geo.W2, base, stream)
+    _to_channels_last(base, work, bt_off, geo.C, geo.H1 * geo.W1, base, stream)
     for level in range(1, geo.levels):
         Hs, Ws = geo.level_size(level - 1)
         _run("pool_channels_last", (Out(work), geo.N, geo.C, Hs, Ws, _cl_offset(geo, level - 1),

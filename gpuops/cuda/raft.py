@@ -45,8 +45,8 @@ them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 a
 """
 import numpy as np
 
-from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS, RAFT_WINDOW_DOT_LANES,
-                               RAFT_WINDOW_MAX_RADIUS, RAFT_WINDOW_WARPS)
+from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS, RAFT_TRANSPOSE_THREADS,
+                               RAFT_WINDOW_DOT_LANES, RAFT_WINDOW_MAX_RADIUS, RAFT_WINDOW_WARPS)
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
@@ -542,6 +542,7 @@ def _lookup_grad_map_pooled(grad, base, coords, pyr_work, src_off, prev_off, has
 WARPS = RAFT_WINDOW_WARPS
 AREA = (2 * RAFT_WINDOW_MAX_RADIUS + 2) ** 2
 WINDOW_THREADS = WARPS * 32
+TRANSPOSE_THREADS = RAFT_TRANSPOSE_THREADS
 #: lanes per window dot product: a warp takes 32 // DOT_LANES window pixels at once
 DOT_LANES = RAFT_WINDOW_DOT_LANES
 #: channels per lane per pass of the channel loops (a fixed set of accumulators: loads in flight)
@@ -662,15 +663,32 @@ def _corner_sums(D, warp, side, kx, ky, like):
 
 
 def _to_channels_last(src, dst, dst_off, C, P, half):
-    """dst[dst_off + (n·P + p)·C + c] = src[(n·C + c)·P + p] in the compute type (base, fmap2)."""
-    start, step = _thread_range()
-    total = src.size
-    for i in range(start, total, step):
-        c = i % C
-        t = i // C
-        p = t % P
-        n = t // P
-        dst[dst_off + i] = load(src, (n * C + c) * P + p)
+    """dst[dst_off + (n·P + p)·C + c] = src[(n·C + c)·P + p] in the compute type (base, fmap2): 32×32 tiles
+    through shared memory, so that both the reads (along p) and the writes (along c) are coalesced.
+    Blocks of TRANSPOSE_THREADS threads."""
+    tile = cuda.shared.array((32, 33), nt.float64)
+    lane = cuda.threadIdx.x % 32
+    row = cuda.threadIdx.x // 32
+    ptiles = (P + 31) // 32
+    ctiles = (C + 31) // 32
+    tiles = src.size // (C * P) * ptiles * ctiles
+    for t in range(nt.int64(cuda.blockIdx.x), tiles, nt.int64(cuda.gridDim.x)):
+        ct = t % ctiles
+        r = t // ctiles
+        pt = r % ptiles
+        n = r // ptiles
+        p = pt * 32 + lane
+        for j in range(row, 32, TRANSPOSE_THREADS // 32):
+            c = ct * 32 + j
+            if c < C and p < P:
+                tile[j, lane] = load(src, (n * C + c) * P + p)
+        cuda.syncthreads()
+        c = ct * 32 + lane
+        for j in range(row, 32, TRANSPOSE_THREADS // 32):
+            p = pt * 32 + j
+            if c < C and p < P:
+                dst[dst_off + (n * P + p) * C + c] = like_type(tile[lane, j], half)
+        cuda.syncthreads()
 
 
 def _pool_channels_last(work, N, C, Hs, Ws, src_off, dst_off, half):
