@@ -17,7 +17,8 @@ if SIMULATOR:
 
     import gpuops.conv as cv
 
-DTYPES = {"float32": (np.float32, 1e-5), "bfloat16": (ml_dtypes.bfloat16, 2e-2), "float64": (np.float64, 1e-12)}
+DTYPES = {"float32": (np.float32, 1e-5), "bfloat16": (ml_dtypes.bfloat16, 2e-2), "float16": (np.float16, 4e-3),
+          "float64": (np.float64, 1e-12)}
 RNG = np.random.default_rng(7)
 
 CASES = [
@@ -222,3 +223,147 @@ def test_depthwise_every_strided_input_gradient_variant(variant):
     want = cv.conv2d_depthwise_backward(g, x, w, stride=2, padding=1)[0]
     got = cv.conv2d_depthwise_backward(_dev(g), _dev(x), _dev(w), stride=2, padding=1, variant=variant)[0]
     _close(got, want, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# channels-last (NHWC) kernels: forced with variant=/weight_variant= on NCHW simulated arrays (the core
+# converts them to NHWC and returns channels-last results), against the CPU mirror (NCHW kernels, numpy)
+
+NHWC_FAST_CASES = [
+    # N, C, m, H, W, k, stride, padding, dilation, bias, dtype: the generated kernels, every (K, stride) with
+    # both word widths (2 float32 / 4 16-bit channels), taps in registers (K3) and in shared memory (K5, K7),
+    # odd and even padding at stride 2
+    (1, 4, 1, 6, 7, 3, 1, 1, 1, True, "float32"),
+    (2, 8, 1, 5, 9, 3, 1, 0, 1, False, "bfloat16"),
+    (1, 8, 1, 7, 9, 3, 2, 1, 1, False, "bfloat16"),
+    (1, 4, 1, 9, 11, 3, 2, 0, 1, True, "float32"),
+    (1, 4, 1, 6, 9, 5, 1, 2, 1, True, "float32"),
+    (1, 8, 1, 6, 5, 5, 1, 2, 1, True, "float16"),
+    (1, 2, 1, 5, 7, 5, 2, 1, 1, False, "float32"),
+    (1, 4, 1, 7, 8, 5, 2, 2, 1, True, "bfloat16"),
+    (1, 2, 1, 8, 9, 7, 1, 3, 1, True, "float32"),
+    (1, 4, 1, 9, 8, 7, 1, 3, 1, False, "bfloat16"),
+    (2, 4, 1, 7, 6, 7, 2, 3, 1, True, "float16"),
+    (1, 2, 1, 9, 9, 7, 2, 2, 1, True, "float32"),
+]
+
+
+def _nhwc(case, variant, weight_variant=None, tol=None):
+    """The forward and backward of ``case`` with the channels-last variants forced; returns the kernels run."""
+    from gpuops import _core
+    N, C, m, H, W, k, s, p, d, with_bias, dtype = case
+    dt, tol0 = DTYPES[dtype]
+    tol = tol or tol0
+    x = RNG.standard_normal((N, C, H, W)).astype(dt)
+    w = RNG.standard_normal((C * m, 1, *((k, k) if isinstance(k, int) else k))).astype(dt)
+    b = RNG.standard_normal(C * m).astype(dt) if with_bias else None
+    kw = dict(stride=s, padding=p, dilation=d)
+    y = cv.conv2d_depthwise(x, w, b, **kw)
+    g = RNG.standard_normal(y.shape).astype(dt)
+    want = cv.conv2d_depthwise_backward(g, x, w, b, **kw)
+    names = []
+    real_run = _core.run
+
+    def spy(family, kernel, *args, **kwargs):
+        names.append(kernel)
+        return real_run(family, kernel, *args, **kwargs)
+    _core.run = spy
+    try:
+        dev_b = None if b is None else _dev(b)
+        got_y = cv.conv2d_depthwise(_dev(x), _dev(w), dev_b, variant=variant, **kw)
+        got = cv.conv2d_depthwise_backward(_dev(g), _dev(x), _dev(w), dev_b, variant=variant,
+                                           weight_variant=weight_variant or variant, **kw)
+    finally:
+        _core.run = real_run
+    _close(got_y, y, tol)
+    for r, o in zip(want, got):
+        assert (r is None) == (o is None)
+        if r is not None:
+            _close(o, r, tol)
+    return names
+
+
+@pytest.mark.parametrize("case", NHWC_FAST_CASES, ids=lambda c: f"k{c[5]}s{c[6]}-{c[10]}")
+def test_nhwc_fast_kernels(case):
+    """Every generated channels-last kernel (forward, strided input gradient, weight-gradient stage 1) runs
+    and matches the CPU mirror."""
+    names = _nhwc(case, "nhwc_fast")
+    k, s = case[5], case[6]
+    assert names.count(f"dw_nhwc_fast_{k}_{s}") == (2 if s == 1 else 1), names
+    if s > 1:
+        assert f"dw_nhwc_grad_x_fast_{k}_{s}" in names
+    assert f"dw_nhwc_wgrad_fast_{k}_{s}" in names and "dw_nhwc_wgrad_final" in names
+
+
+@pytest.mark.parametrize("blocks", [1, 8], ids=["one-block-row", "groups"])
+def test_nhwc_fast_grid_stride_loops_chunks_and_groups(monkeypatch, blocks):
+    """Small blocks and grids: the channels span several chunks of words; with one block per chunk each thread
+    walks several strips, with 8 the weight gradient sums several groups; several strips per (word, tap row)
+    add up in shared memory."""
+    monkeypatch.setattr(cv, "_NHWC_THREADS", 48)
+    monkeypatch.setattr(cv, "_NHWC_BLOCKS", blocks)
+    monkeypatch.setattr(cv, "_NHWC_STRIPS", 8)
+    monkeypatch.setattr(cv, "_NHWC_WGRAD_SHARE", 1)
+    monkeypatch.setattr(cv, "_NHWC_WORD", 4)
+    grids = []
+    real_run = cv._core.run
+
+    def spy(family, kernel, *args, **kwargs):
+        grids.append((kernel, kwargs["grid"], kwargs["block"]))
+        return real_run(family, kernel, *args, **kwargs)
+    monkeypatch.setattr(cv._core, "run", spy)
+    for case in [(2, 12, 1, 7, 9, 3, 1, 1, 1, True, "float32"), (1, 20, 1, 6, 7, 5, 2, 2, 1, True, "bfloat16")]:
+        _nhwc(case, "nhwc_fast")
+    fast = {kernel: (grid, block) for kernel, grid, block in grids if "fast" in kernel}
+    assert all(grid[0] >= 2 for grid, _ in fast.values())                     # several chunks of words
+    if blocks == 1:
+        assert fast["dw_nhwc_fast_3_1"][0][1] * fast["dw_nhwc_fast_3_1"][1][0] // 3 < 2 * 7 * 3   # strips to walk
+    else:
+        assert fast["dw_nhwc_wgrad_fast_3_1"][0][1] > 1                       # several groups
+
+
+NHWC_GENERAL_CASES = [
+    # the general channels-last kernels: any taps, stride, dilation, depth multiplier, dtype
+    (1, 2, 2, 7, 6, (2, 3), (2, 1), (1, 2), (1, 2), True, "float32"),
+    (2, 3, 1, 6, 7, (3, 3), 2, 1, 1, False, "float32"),
+    (1, 1, 3, 6, 5, (3, 2), 1, (1, 0), 1, True, "float64"),
+    (1, 3, 1, 5, 6, (3, 3), 1, 1, 2, True, "bfloat16"),
+]
+
+
+@pytest.mark.parametrize("case", NHWC_GENERAL_CASES, ids=["m2-dilated-strided", "s2", "m3-f64", "dilated-bf16"])
+def test_nhwc_general_kernels(case):
+    names = _nhwc(case, "nhwc")
+    s = case[6]
+    assert "dw_nhwc_direct" in names and "dw_nhwc_wgrad" in names and "dw_nhwc_wgrad_final" in names
+    if s != 1:
+        assert "dw_nhwc_grad_x" in names
+
+
+def test_nhwc_fast_refuses_what_it_does_not_cover():
+    x, w = _dev(np.ones((1, 3, 6, 6), np.float32)), _dev(np.ones((3, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="variant 'nhwc_fast' cannot run this call: needs channels in whole"):
+        cv.conv2d_depthwise(x, w, variant="nhwc_fast")                  # 3 float32 channels: not whole words
+    x4, w8 = _dev(np.ones((1, 4, 6, 6), np.float32)), _dev(np.ones((8, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="depth multiplier 1"):
+        cv.conv2d_depthwise(x4, w8, variant="nhwc_fast")
+    with pytest.raises(ValueError, match="different layouts"):
+        cv.conv2d_depthwise_backward(_dev(np.ones((1, 4, 4, 4), np.float32)), x4,
+                                     _dev(np.ones((4, 1, 3, 3), np.float32)), variant="nhwc", weight_variant="tile")
+
+
+def test_nhwc_inputs_given_channels_last_are_used_in_place():
+    """A channels-last simulated input (a transposed NHWC array) is read as it is (no copy); the output of a
+    forced channels-last variant is channels-last, and an ``out`` must be."""
+    from numba import cuda as sim
+    x = RNG.standard_normal((1, 4, 6, 7)).astype(np.float32)
+    w = RNG.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    xl = sim.to_device(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).transpose((0, 3, 1, 2))
+    y = cv.conv2d_depthwise(xl, _dev(w), padding=1, variant="nhwc_fast")
+    assert y._ary.transpose(0, 2, 3, 1).flags.c_contiguous
+    _close(y, cv.conv2d_depthwise(x, w, padding=1), 1e-5)
+    out = sim.to_device(np.zeros((1, 6, 7, 4), np.float32)).transpose((0, 3, 1, 2))
+    assert cv.conv2d_depthwise(xl, _dev(w), padding=1, variant="nhwc", out=out) is out
+    _close(out, cv.conv2d_depthwise(x, w, padding=1), 1e-5)
+    with pytest.raises(ValueError, match="out must be channels-last"):
+        cv.conv2d_depthwise(xl, _dev(w), padding=1, variant="nhwc", out=_dev(np.zeros((1, 4, 6, 7), np.float32)))
