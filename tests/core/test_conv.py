@@ -191,6 +191,81 @@ def test_depthwise_bad_inputs():
 
 
 # ---------------------------------------------------------------------------------------------
+# conv2d_depthwise, channels-last: the general NHWC kernels' CPU mirrors (forced with variant="nhwc") and the
+# layout rule
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=[str(i) for i in range(len(DW_CASES))])
+def test_depthwise_nhwc_mirrors_float64(case):
+    """The channels-last mirrors (forced) equal F.conv2d and its gradients; their results are channels-last."""
+    N, C, m, H, W, k, s, p, d, with_bias = case
+    x, w = _rand(N, C, H, W), _rand(C * m, 1, *k)
+    b = _rand(C * m) if with_bias else None
+    kw = dict(stride=s, padding=p, dilation=d)
+    y = cv.conv2d_depthwise(x, w, b, variant="nhwc", **kw)
+    g = _rand(*y.shape)
+    ry, rgx, rgw, rgb = _dw_reference(x, w, b, s, p, d, g)
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
+    gx, gw, gb = cv.conv2d_depthwise_backward(g, x, w, b, variant="nhwc", weight_variant="nhwc", **kw)
+    assert gx.transpose(0, 2, 3, 1).flags.c_contiguous and gw.flags.c_contiguous
+    np.testing.assert_allclose(gx, rgx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, rgw, rtol=1e-12, atol=1e-11)
+    if with_bias:
+        np.testing.assert_allclose(gb, rgb, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_depthwise_nhwc_mirrors_torch_channels_last(dtype):
+    """torch tensors stored channels-last, through the channels-last mirrors: read in place, results
+    channels-last; grad_out of any layout (contiguous, expanded)."""
+    x = torch.randn(2, 4, 7, 6).to(dtype).to(memory_format=torch.channels_last)
+    w, b = torch.randn(4, 1, 3, 3).to(dtype), torch.randn(4).to(dtype)
+    y = cv.conv2d_depthwise(x, w, b, padding=1, variant="nhwc")
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    ref = F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 4)
+    torch.testing.assert_close(y.double(), ref, rtol=2e-2, atol=2e-2)
+    for g in (torch.randn(y.shape).to(dtype), torch.ones((), dtype=dtype).expand(y.shape)):
+        gx, gw, gb = cv.conv2d_depthwise_backward(g, x, w, b, padding=1, variant="nhwc", weight_variant="nhwc")
+        assert gx.is_contiguous(memory_format=torch.channels_last) and gw.is_contiguous()
+        xr, wr, br = (t.double().requires_grad_() for t in (x, w, b))
+        F.conv2d(xr, wr, br, 1, 1, 1, 4).backward(g.double())
+        for got, want in ((gx, xr.grad), (gw, wr.grad), (gb, br.grad)):
+            torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=3e-2 * max(1.0, want.abs().max().item()))
+
+
+def test_depthwise_layout_rule():
+    """Only CUDA torch tensors stored channels-last take the channels-last path by themselves (documented in
+    gpuops/conv.py); a CPU one keeps NCHW, a forced variant decides, and forced variants must agree."""
+    from gpuops import _core
+    x = torch.randn(2, 4, 5, 6)
+    xl = x.to(memory_format=torch.channels_last)
+    assert _core.channels_last(_core.wrap("x", xl)) and not _core.channels_last(_core.wrap("x", x))
+    assert not _core.channels_last(_core.wrap("x", torch.randn(2, 1, 5, 6).to(memory_format=torch.channels_last)))
+    assert not _core.channels_last(_core.wrap("x", xl.numpy()))          # numpy keeps NCHW
+    assert not cv.channels_last_output(xl)                               # CPU: NCHW for now
+    fake_cuda = _core.Arr(xl, _core.TORCH, xl.shape, "float32", 0, "x")  # the rule as a CUDA tensor sees it
+    assert cv._takes_channels_last(fake_cuda)
+    w = torch.randn(4, 1, 3, 3)
+    y = cv.conv2d_depthwise(xl, w, padding=1)
+    assert y.is_contiguous()
+    torch.testing.assert_close(y, F.conv2d(xl, w, None, 1, 1, 1, 4))
+    with pytest.raises(ValueError, match="different layouts"):
+        cv.conv2d_depthwise_backward(torch.randn(2, 4, 5, 6), x, w, padding=1, variant="tile", weight_variant="nhwc")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        cv.conv2d_depthwise(x, w, variant="nhwc_typo_is_not_a_variant")
+
+
+def test_depthwise_nhwc_out_argument():
+    x, w = _rand(1, 2, 5, 5), _rand(2, 1, 3, 3)
+    out = np.empty((1, 3, 3, 2)).transpose(0, 3, 1, 2)                   # channels-last (N, C, H, W)
+    assert cv.conv2d_depthwise(x, w, out=out, variant="nhwc") is out
+    np.testing.assert_allclose(out, F.conv2d(_t(x), _t(w), None, 1, 0, 1, 2).numpy())
+    with pytest.raises(ValueError, match="out must be channels-last"):
+        cv.conv2d_depthwise(x, w, out=np.empty((1, 2, 3, 3)), variant="nhwc")
+
+
+# ---------------------------------------------------------------------------------------------
 # im2col / col2im
 
 IM_CASES = [
