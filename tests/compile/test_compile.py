@@ -46,6 +46,20 @@ def test_registry_is_populated():
     assert {"_gsmelu_forward", "_gsmelu_backward", "_ncrelu_forward", "_ncrelu_backward"} <= names
 
 
+def test_conv_nhwc_kernels_are_checked():
+    """The channels-last depthwise kernels are rows of the checks below: the general ones for every dtype,
+    the generated ones per (K, stride) for the dtypes of their word width (2 float32 / 4 16-bit values)."""
+    from gpuops.cuda import _conv_source, conv
+    cases = {(k.name.rsplit(".", 1)[-1], d) for k, d in CASES}
+    for name in ("_dw_nhwc_direct", "_dw_nhwc_grad_x", "_dw_nhwc_wgrad", "_dw_nhwc_wgrad_final"):
+        assert {(name, d) for d in ("float16", "bfloat16", "float32", "float64")} <= cases
+    entries = _conv_source.nhwc_kernels()
+    assert len(entries) == sum(len(t) * 2 for t in (conv.DW_NHWC_FAST, conv.DW_NHWC_GRAD_X_FAST,
+                                                    conv.DW_NHWC_WGRAD_FAST))
+    for _, (k, s, v), function, _ in entries:
+        assert {(function, d) for d in {2: ("float32",), 4: ("float16", "bfloat16")}[v]} <= cases
+
+
 @pytest.mark.parametrize("kernel,dtype", CASES, ids=[f"{k.name.rsplit('.', 1)[-1]}-{d}" for k, d in CASES])
 def test_ptx_sm80_and_abi(kernel, dtype):
     """PTX for sm_80 (Ampere, the oldest bf16 GPU); sm_90 is built by the resource check below."""
