@@ -9,6 +9,21 @@ Decisions where the spec is silent:
 * ``col2im`` checks that ``input_size`` (when given) is consistent: the windowed output size of
   ``(H, W)`` must be the columns' ``(Ho, Wo)``, else `ValueError` (otherwise it is not an adjoint).
 * Empty batches/channels give empty outputs (no launch).
+* Channels-last memory (``conv2d_depthwise`` and its backward).  A CUDA torch tensor ``x`` stored
+  channels-last (``torch.channels_last``: C the contiguous axis, and not C-contiguous as well) is computed
+  by channels-last kernels on its own memory (no transposing copy), and the output — and, in the
+  backward, ``grad_x`` — is freshly allocated channels-last, as cuDNN returns it: "freshly allocated" holds,
+  "C-contiguous" becomes "contiguous in the input's memory format".  ``grad_out`` of another layout is
+  copied to channels-last first; grad_weight and grad_bias stay C-contiguous.  A given ``out`` (``grad_x``'s
+  in the backward) that is not channels-last keeps the NCHW path (the input is then copied).  Every other
+  input (numpy, CuPy, CPU torch tensors, NCHW or any other strides) takes the NCHW path and gets a
+  C-contiguous output, as before.  CPU torch tensors are left out for now because the torch fakes, which
+  torch.compile checks real outputs against, do not allocate channels-last outputs yet (the rule is
+  `channels_last_output`, for adapters to follow).
+* ``variant=`` / ``weight_variant=`` choose the layout too: the ``nhwc*`` variants compute channels-last
+  (an NCHW input is converted, and the result is channels-last, for numpy, torch, CuPy and simulated arrays),
+  the others NCHW (a channels-last input is copied to C-contiguous, the result C-contiguous); forcing one of
+  each kind in one backward call is a `ValueError`.
 """
 import functools
 
@@ -459,7 +474,8 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
 
     x: (N, C, H, W); weight: (C·m, 1, kh, kw) with depth multiplier m >= 1 (output channel o reads
     input channel o // m); bias: (C·m,) or None.  stride/padding/dilation: int or (h, w).
-    Returns (N, C·m, Ho, Wo), ``Ho = (H + 2·ph - dh·(kh-1) - 1) // sh + 1`` (`ValueError` if < 1).
+    Returns (N, C·m, Ho, Wo), ``Ho = (H + 2·ph - dh·(kh-1) - 1) // sh + 1`` (`ValueError` if < 1),
+    stored channels-last for a CUDA torch ``x`` stored channels-last (module docstring), else C-contiguous.
     ``variant`` forces one of `CORRELATE_VARIANTS` (tests; ``GPUOPS_LOG=1`` shows the choice).
 
     >>> import numpy as np, gpuops
@@ -491,7 +507,8 @@ def conv2d_depthwise_backward(grad_out, x, weight, bias=None, *, stride=1, paddi
     ``out``: optional arrays to write them into, one per gradient (None for grad_bias without bias).
 
     grad_out: (N, C·m, Ho, Wo), any strides.  grad_x is the transposed convolution (a gather, tiled
-    for stride 1); grad_weight and grad_bias are deterministic two-stage reductions (no atomics).
+    for stride 1), in ``x``'s memory format as the forward's output; grad_weight and grad_bias are
+    deterministic two-stage reductions (no atomics), in either layout.
     ``variant`` forces one of `CORRELATE_VARIANTS` for the stride-1 input gradient (of
     `STRIDED_GRAD_X_VARIANTS` at larger strides), ``weight_variant`` one of `WEIGHT_GRAD_VARIANTS`.
     """

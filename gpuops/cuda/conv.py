@@ -22,6 +22,14 @@ Depthwise convolution (docs/ops.md §4), block = ``THREADS`` threads viewed as 3
   block's lifetime and a lane of the pixels; lanes are tree-reduced in shared memory and written
   to ``partial[o, group, tap]``; the final kernel sums the groups in a fixed order.
 
+Channels-last depthwise (C-contiguous (N, H, W, C) arrays, the channel fastest, so that a warp reads
+consecutive channels of one pixel): ``DW_NHWC_DIRECT`` (one thread per output, the correlation of
+``DW_DIRECT``), ``DW_NHWC_GRAD_X`` (the strided input gradient, a gather) and ``DW_NHWC_WGRAD`` +
+``DW_NHWC_WGRAD_FINAL`` (the weight gradient: partial[group, tap, channel] over fixed pixel subsets, then
+the groups summed in order) take any taps, stride, dilation, multiplier and dtype; the generated
+``DW_NHWC_FAST``, ``DW_NHWC_GRAD_X_FAST`` and ``DW_NHWC_WGRAD_FAST`` (64-bit words of channels, see
+gpuops.cuda._conv_source) are the fast path.
+
 im2col is a gather over the columns; col2im is the exact adjoint computed as a gather over the
 image (each pixel sums the column entries that came from it).
 """
