@@ -98,3 +98,90 @@ def test_torch_module_and_jax_on_gpu():
     np.testing.assert_allclose(np.asarray(cols), gpuops.im2col(np.asarray(xj), 3, padding=1), rtol=1e-6)
     gd = jax.grad(lambda a: gj.dgmm(a, jnp.ones(8)).sum())(jnp.ones((5, 8)))
     np.testing.assert_allclose(np.asarray(gd), np.ones((5, 8)))
+
+
+# ---------------------------------------------------------------------------------------------
+# channels-last (NHWC) depthwise: CUDA torch tensors stored channels_last take the channels-last kernels
+
+CL_CASES = [
+    # C, m, k, stride, padding, dilation: the generated kernels (K 3/5/7, stride 1/2; odd and even padding at
+    # stride 2), then the general ones (multiplier, dilation, channels in no whole 64-bit word)
+    dict(C=16, m=1, k=3, stride=1, padding=1, dilation=1), dict(C=24, m=1, k=3, stride=2, padding=1, dilation=1),
+    dict(C=8, m=1, k=5, stride=1, padding=2, dilation=1), dict(C=40, m=1, k=5, stride=2, padding=2, dilation=1),
+    dict(C=72, m=1, k=7, stride=1, padding=3, dilation=1), dict(C=8, m=1, k=7, stride=2, padding=2, dilation=1),
+    dict(C=6, m=2, k=3, stride=2, padding=(1, 2), dilation=(1, 2)), dict(C=6, m=1, k=3, stride=1, padding=2,
+                                                                         dilation=2),
+    dict(C=10, m=1, k=3, stride=1, padding=1, dilation=1),
+]
+
+
+def _cl_case_id(c):
+    return f"C{c['C']}m{c['m']}k{c['k']}s{c['stride']}d{c['dilation'] if isinstance(c['dilation'], int) else 'x'}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("case", CL_CASES, ids=_cl_case_id)
+def test_depthwise_channels_last_matches_cpu_mirror(case, dtype):
+    """Channels-last CUDA inputs: outputs and grad_x channels-last (as cuDNN gives them), values equal to the
+    CPU mirror on the same (rounded) inputs, forward and backward, with and without a contiguous grad_out."""
+    rng = np.random.default_rng(5)
+    C, m, k = case["C"], case["m"], case["k"]
+    p = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
+    x, w, b = rng.uniform(-1, 1, (2, C, 23, 19)), rng.uniform(-1, 1, (C * m, 1, k, k)), rng.uniform(-1, 1, C * m)
+    dev = [to_kind(a, "torch", dtype, "cuda") for a in (x, w, b)]
+    dev[0] = dev[0].contiguous(memory_format=torch.channels_last)
+    cpu = [rounded(a, dtype) for a in (x, w, b)]
+    y = gpuops.conv2d_depthwise(*dev, **p)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    ref = gpuops.conv2d_depthwise(*cpu, **p)
+    assert_close(y, ref, dtype, scale=k)
+    g = rng.uniform(-1, 1, ref.shape)
+    want = gpuops.conv2d_depthwise_backward(rounded(g, dtype), *cpu, **p)
+    gd = to_kind(g, "torch", dtype, "cuda")
+    for grad_out in (gd.contiguous(memory_format=torch.channels_last), gd):
+        got = gpuops.conv2d_depthwise_backward(grad_out, *dev, **p)
+        assert got[0].is_contiguous(memory_format=torch.channels_last) and got[1].is_contiguous()
+        for name, a, e in zip(("grad_x", "grad_w", "grad_b"), got, want):
+            assert_close(a, e, dtype, scale=k * k if name == "grad_x" else 300.0)
+
+
+@pytest.mark.parametrize("variant", ["nhwc_fast", "nhwc"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_channels_last_weight_gradient_is_deterministic(variant, dtype):
+    """The channels-last weight gradients are fixed-order sums: two calls give the same bits."""
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    x = torch.randn(8, 64, 56, 56, device="cuda", dtype=dt).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(64, 1, 3, 3, device="cuda", dtype=dt), torch.randn(64, device="cuda", dtype=dt)
+    g = torch.randn(8, 64, 56, 56, device="cuda", dtype=dt).contiguous(memory_format=torch.channels_last)
+    first = gpuops.conv2d_depthwise_backward(g, x, w, b, padding=1, weight_variant=variant, variant=variant)
+    second = gpuops.conv2d_depthwise_backward(g, x, w, b, padding=1, weight_variant=variant, variant=variant)
+    for a, e in zip(first, second):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_depthwise_channels_last_torch_autograd(dtype):
+    """gpuops.torch on channels-last CUDA tensors requiring grad: values and gradients as F.conv2d's (cuDNN),
+    outputs and input gradients channels-last like cuDNN's."""
+    import torch.nn.functional as F
+
+    import gpuops.torch as gt
+    torch.manual_seed(1)
+    x = torch.randn(4, 32, 28, 28, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w = (torch.randn(32, 1, 5, 5, device="cuda", dtype=dtype) / 5).requires_grad_()
+    b = torch.randn(32, device="cuda", dtype=dtype).requires_grad_()
+    for stride in (1, 2):
+        y = gt.conv2d_depthwise(x, w, b, stride=stride, padding=2)
+        ref = F.conv2d(x, w, b, stride, 2, 1, 32)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=5e-2)
+        torch.testing.assert_close(y, ref, **tol)
+        g = torch.randn_like(ref)
+        got = torch.autograd.grad(y, (x, w, b), g)
+        want = torch.autograd.grad(ref, (x, w, b), g)
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
+        for a, e in zip(got, want):
+            scale = max(1.0, e.abs().max().item())
+            torch.testing.assert_close(a.float(), e.float(), rtol=tol["rtol"], atol=tol["atol"] * scale)
