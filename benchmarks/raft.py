@@ -112,8 +112,17 @@ def _case(N, C, H, W, dtype, mode):
 
     def check():
         d1, d2, dc = (t.detach().double().requires_grad_() for t in (fmap1, fmap2, coords))
-        refs = torch.autograd.grad(torch_corr_block(d1, d2, dc), (d1, d2, dc), g.double())
-        errors = [_rel(o, r) for o, r in zip(ours(), refs)]
+        refs = list(torch.autograd.grad(torch_corr_block(d1, d2, dc), (d1, d2, dc), g.double()))
+        got = list(ours())
+        # at an integer coordinate (on any level) the two sides take opposite one-sided derivatives: gpuops the
+        # right-hand one (docs/ops.md), grid_sample whichever side its (W-1)-normalised round trip lands on;
+        # at 1080p about one float32 coordinate in 32400 queries is an exact integer.  Compare elsewhere.
+        c = coords.double()
+        kink = torch.zeros_like(c[:, :1], dtype=torch.bool)
+        for i in range(LEVELS):
+            kink |= ((c / 2 ** i) == (c / 2 ** i).floor()).any(1, keepdim=True)
+        got[2], refs[2] = got[2].masked_fill(kink, 0), refs[2].masked_fill(kink, 0)
+        errors = [_rel(o, r) for o, r in zip(got, refs)]
         if max(errors) >= _TOL[dtype] * 10:
             raise AssertionError(f"relative errors (fmap1, fmap2, coords) {['%.2e' % e for e in errors]}")
         return True
