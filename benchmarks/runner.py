@@ -7,7 +7,16 @@ the floor -- a device copy of as many bytes -- and peak memory),
 a JSON file and, when matplotlib is present, a PNG chart.  Host-overhead workloads time the Python
 call itself (µs per call, no synchronisation inside the loop).
 
-Workloads register themselves with `workload`; each family adds its own module to `FAMILIES`.
+Workloads register themselves with `workload`; each family adds its own module to `FAMILIES`.  A case may
+also give ``extra``: more sides timed the same way, {label: callable} (labels starting with "gpuops" are
+gpuops's, e.g. its channels-last layout, the others peers, e.g. cuDNN on channels_last tensors): they get a
+column of their own and the "best / best" speed-up (gpuops's fastest side against the fastest peer side);
+``cudnn_benchmark=True`` runs the workload with ``torch.backends.cudnn.benchmark`` on (training rows).
+
+``--latency`` adds, for device rows, the latency of one call: a sync before each call, CUDA events around
+it, median of 30 (what a caller that waits for each result sees: the host time of the call, launches
+included, where the GPU waits for it).  Training-mode workloads (``train`` in their names) time forward +
+backward through autograd with inputs requiring grad.
 """
 from __future__ import annotations
 
@@ -54,6 +63,24 @@ def cuda_time_ms(fn, repeats=30, warmup=5):
         b.record()
     torch.cuda.synchronize()
     return statistics.median(a.elapsed_time(b) for a, b in zip(start, stop))
+
+
+def latency_ms(fn, repeats=30, warmup=5):
+    """Median ms of one call of ``fn`` from an idle GPU: synchronise, record an event, call, record an event,
+    wait for it (the call's host time shows wherever the GPU waits for its launches)."""
+    import torch
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
 
 
 def host_times_us(fns, sync, calls=3000, warmup=200, rounds=5, gc_off=True):
@@ -125,7 +152,37 @@ def _selected(w, only, dtypes):
     return not only or any(o in w["op"] or o in w["name"] for o in only)
 
 
-def run(only=None, dtypes=None):
+def _device_times(case, row, latency):
+    """Time the device sides of ``case`` into ``row``: gpuops and the peer (with peak memory), its ``extra``
+    sides, interleaved rounds keeping each side's best median; with ``latency``, each side's latency too."""
+    import torch
+    torch.cuda.reset_peak_memory_stats()
+    row["gpuops_ms"] = cuda_time_ms(case["gpuops"])
+    row["gpuops_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    row["peer_ms"] = cuda_time_ms(case["peer"])
+    row["peer_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    extra = case.get("extra", {})
+    row["extra_ms"] = {label: cuda_time_ms(fn) for label, fn in extra.items()}
+    # more rounds, interleaved; each side keeps its best median (a slow stretch of the GPU, seen here as a
+    # 2x slower median for a whole workload, then hits either side alike)
+    for _ in range(ROUNDS - 1):
+        row["gpuops_ms"] = min(row["gpuops_ms"], cuda_time_ms(case["gpuops"]))
+        row["peer_ms"] = min(row["peer_ms"], cuda_time_ms(case["peer"]))
+        for label, fn in extra.items():
+            row["extra_ms"][label] = min(row["extra_ms"][label], cuda_time_ms(fn))
+    row["speedup"] = row["peer_ms"] / row["gpuops_ms"]
+    if extra:
+        ours = [row["gpuops_ms"]] + [t for label, t in row["extra_ms"].items() if label.startswith("gpuops")]
+        peers = [row["peer_ms"]] + [t for label, t in row["extra_ms"].items() if not label.startswith("gpuops")]
+        row["best_speedup"] = min(peers) / min(ours)
+    if latency:
+        row["gpuops_latency_ms"] = latency_ms(case["gpuops"])
+        row["peer_latency_ms"] = latency_ms(case["peer"])
+        row["extra_latency_ms"] = {label: latency_ms(fn) for label, fn in extra.items()}
+
+
+def run(only=None, dtypes=None, latency=False):
     import torch
     rows = []
     for family in FAMILIES:
@@ -138,7 +195,9 @@ def run(only=None, dtypes=None):
             continue
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        saved_benchmark = torch.backends.cudnn.benchmark
         case = w["setup"]()
+        torch.backends.cudnn.benchmark = bool(case.get("cudnn_benchmark", saved_benchmark))
         row = dict(op=w["op"], workload=w["name"], dtype=w["dtype"], kind=w["kind"], peer=case["peer_name"])
         try:
             row["pass"] = bool(case["check"]())
@@ -150,22 +209,12 @@ def run(only=None, dtypes=None):
             row["gpuops_us"], row["peer_us"] = host_times_us([case["gpuops"], case["peer"]], sync)
             row["speedup"] = row["peer_us"] / row["gpuops_us"]
         else:
-            torch.cuda.reset_peak_memory_stats()
-            row["gpuops_ms"] = cuda_time_ms(case["gpuops"])
-            row["gpuops_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-            torch.cuda.reset_peak_memory_stats()
-            row["peer_ms"] = cuda_time_ms(case["peer"])
-            row["peer_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-            # more rounds, interleaved; each side keeps its best median (a slow stretch of the GPU,
-            # seen here as a 2x slower median for a whole workload, then hits either side alike)
-            for _ in range(ROUNDS - 1):
-                row["gpuops_ms"] = min(row["gpuops_ms"], cuda_time_ms(case["gpuops"]))
-                row["peer_ms"] = min(row["peer_ms"], cuda_time_ms(case["peer"]))
-            row["speedup"] = row["peer_ms"] / row["gpuops_ms"]
+            _device_times(case, row, latency)
             if case.get("bytes"):
                 row["floor_ms"] = copy_ms(case["bytes"])
                 row["pct_of_floor"] = 100 * row["floor_ms"] / row["gpuops_ms"]
                 row["pct_of_bandwidth"] = 100 * case["bytes"] / copy_bandwidth_gbs() / 1e6 / row["gpuops_ms"]
+        torch.backends.cudnn.benchmark = saved_benchmark
         rows.append(row)
         print(_line(row), flush=True)
         del case
@@ -175,16 +224,25 @@ def run(only=None, dtypes=None):
 def _line(r):
     if r["kind"] == "host":
         return (f"| {r['op']} | {r['workload']} | {r['dtype']} | {'yes' if r['pass'] else 'NO'} | "
-                f"{r['gpuops_us']:.1f} µs | {r['peer_us']:.1f} µs ({r['peer']}) | {r['speedup']:.2f}× | – | – |")
+                f"{r['gpuops_us']:.1f} µs | {r['peer_us']:.1f} µs ({r['peer']}) | {r['speedup']:.2f}× | – | – | – | – "
+                f"| – |")
     pct = (f"{r['pct_of_floor']:.0f} % ({r['pct_of_bandwidth']:.0f} %)" if "pct_of_bandwidth" in r
            else f"{r['pct_of_floor']:.0f} %" if "pct_of_floor" in r else "–")
+    extra = "; ".join(f"{label} {ms:.3f}" for label, ms in r.get("extra_ms", {}).items()) or "–"
+    best = f"{r['best_speedup']:.2f}×" if "best_speedup" in r else "–"
+    if "gpuops_latency_ms" in r:
+        latency = f"{r['gpuops_latency_ms']:.3f} / {r['peer_latency_ms']:.3f}" + "".join(
+            f"; {label} {ms:.3f}" for label, ms in r["extra_latency_ms"].items())
+    else:
+        latency = "–"
     return (f"| {r['op']} | {r['workload']} | {r['dtype']} | {'yes' if r['pass'] else 'NO'} | "
             f"{r['gpuops_ms']:.3f} | {r['peer_ms']:.3f} ({r['peer']}) | {r['speedup']:.2f}× | {pct} | "
-            f"{r['gpuops_peak_mb']:.0f} / {r['peer_peak_mb']:.0f} MB |")
+            f"{r['gpuops_peak_mb']:.0f} / {r['peer_peak_mb']:.0f} MB | {extra} | {best} | {latency} |")
 
 
-HEADER = ("| op | workload | dtype | pass | gpuops ms | peer ms | speed-up | % of floor (of copy BW) | peak mem gpuops / peer |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| op | workload | dtype | pass | gpuops ms | peer ms | speed-up | % of floor (of copy BW) "
+          "| peak mem gpuops / peer | more sides ms | best / best | latency ms gpuops / peer; more sides |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def environment():
@@ -224,7 +282,9 @@ def write(rows, env, out_dir):
           "(host rows: µs of host time per call, best of 5 interleaved rounds). "
           "The floor is the time of a device copy moving as many bytes (each input read once, each output written "
           "once), timed the same way in the same run; in brackets, the same bytes over the bandwidth of a 2 GiB "
-          "copy.", "", HEADER]
+          "copy. More sides: the same timing of other layouts (gpuops channels_last, cuDNN channels_last); best / "
+          "best: gpuops's fastest side against the fastest peer side. Latency (with --latency): median ms of one "
+          "call between CUDA events with a sync before it.", "", HEADER]
     md += [_line(r) for r in rows]
     md_path = os.path.join(out_dir, f"{tag}.md")
     with open(md_path, "w") as f:
@@ -265,6 +325,8 @@ def main(argv=None):
     parser.add_argument("--only", help="comma-separated: run workloads whose op or name contains one of these")
     parser.add_argument("--dtype", help="comma-separated dtypes to run (default: all)")
     parser.add_argument("--replot", metavar="JSON", help="redraw the chart of a results JSON and exit")
+    parser.add_argument("--latency", action="store_true",
+                        help="also time each device side's latency (a sync per call, CUDA events)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
     if args.replot:
@@ -276,7 +338,8 @@ def main(argv=None):
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks need a CUDA GPU (python -m gpuops runs the CPU checks)")
     print(HEADER, flush=True)
-    rows = run(args.only.split(",") if args.only else None, args.dtype.split(",") if args.dtype else None)
+    rows = run(args.only.split(",") if args.only else None, args.dtype.split(",") if args.dtype else None,
+               latency=args.latency)
     env = environment()
     path = write(rows, env, args.out)
     print(f"\nwritten: {path}")
