@@ -732,7 +732,12 @@ DW_NHWC_GRAD_X_FAST = {}
 DW_NHWC_WGRAD_FAST = {}
 
 
-def _build_nhwc(sizes=FAST_SIZES, strides=FAST_STRIDES):
+def build_nhwc(sizes=FAST_SIZES, strides=FAST_STRIDES):
+    """Load the generated channels-last kernels and enter them in the tables and as module attributes (once;
+    done on first use by `__getattr__`, so that importing this module does not load them: the compile checks
+    call it)."""
+    if DW_NHWC_FAST:
+        return
     entries = _conv_source.nhwc_kernels(sizes, strides)
     module = _generate.load("conv_nhwc", _conv_source.nhwc_source(entries=entries))
     tables = {"DW_NHWC_FAST": DW_NHWC_FAST, "DW_NHWC_GRAD_X_FAST": DW_NHWC_GRAD_X_FAST,
@@ -746,4 +751,10 @@ def _build_nhwc(sizes=FAST_SIZES, strides=FAST_STRIDES):
         globals()[f"{table}_{k}_{s}"] = entry
 
 
-_build_nhwc()
+def __getattr__(name):
+    """The generated channels-last kernels (``DW_NHWC_FAST_<K>_<S>`` …), built on the first look-up."""
+    if name.startswith(tuple(_NHWC_SIGS)) and not DW_NHWC_FAST:
+        build_nhwc()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(SIMULATOR, reason="compile checks need the real 
 
 for _mod in pkgutil.iter_modules(gpuops.cuda.__path__):
     importlib.import_module(f"gpuops.cuda.{_mod.name}")
+gpuops.cuda.conv.build_nhwc()          # the channels-last depthwise kernels load on first use otherwise
 
 REGISTER_BUDGET = 128                  # leaves >= 2 blocks of 256 threads per SM at full occupancy
 CASES = [(k, d) for k in KERNELS for d in k.dtypes]
