@@ -22,7 +22,22 @@ def _raft(backward, N=1, H=55, W=128):
     return lambda: gpuops.corr_lookup_backward(g, f1, f2, c, radius=RADIUS, num_levels=LEVELS)
 
 
+def _pyramid_training(iterations=12):
+    """gpuops.torch.CorrBlock built once, looked up ``iterations`` times, backward through all of it."""
+    import gpuops.torch as gt
+    from benchmarks.raft import _inputs
+    f1, f2, c = _inputs(1, 256, 55, 128, "float32")
+    f1, f2 = f1.requires_grad_(), f2.requires_grad_()
+
+    def step():
+        block = gt.CorrBlock(f1, f2)
+        total = sum(block(c + i).sum() for i in range(iterations))
+        total.backward()
+    return step
+
+
 CASES = {
+    "pyramid_training": _pyramid_training,
     "corr_lookup_fwd": lambda: _raft(False),
     "corr_lookup_bwd": lambda: _raft(True),
     "corr_lookup_fwd_1080p": lambda: _raft(False, 1, 135, 240),

@@ -5,39 +5,13 @@ The level-0 GEMM has no mirror: on the host it is numpy's matmul (BLAS), in gpuo
 The lookup kernels run in parallel over queries (each query's position is computed once and its L²
 offsets, or its plane, follow in the kernels' order); the pooling kernels over output elements.
 """
-import numpy as np
-
-from gpuops._constants import RAFT_COORD_LIMIT as COORD_LIMIT
 from gpuops._toolchain import CPU_JIT, njit, prange
+from gpuops.cpu.raft import _corners
+from gpuops.cpu.raft import _position as _raft_position
 
 
-@njit(cache=True, inline="always")
-def _position(coords, off, plane, level, half):
-    x = coords[off]
-    y = coords[off + plane]
-    for _ in range(level):
-        x = x * half
-        y = y * half
-    valid = abs(x) <= COORD_LIMIT and abs(y) <= COORD_LIMIT
-    if not valid:
-        x = half - half
-        y = x
-    xf = np.floor(x)
-    yf = np.floor(y)
-    return valid, np.int64(xf), np.int64(yf), x - xf, y - yf
-
-
-@njit(cache=True, inline="always")
-def _pixel(src, off, Hl, Wl, y, x, zero):
-    if 0 <= y < Hl and 0 <= x < Wl:
-        return src[off + y * Wl + x]
-    return zero
-
-
-@njit(cache=True, inline="always")
-def _corners(src, off, Hl, Wl, y, x, zero):
-    return (_pixel(src, off, Hl, Wl, y, x, zero), _pixel(src, off, Hl, Wl, y, x + 1, zero),
-            _pixel(src, off, Hl, Wl, y + 1, x, zero), _pixel(src, off, Hl, Wl, y + 1, x + 1, zero))
+# the sampling helpers are the RAFT lookup mirrors' (one definition of a position, a corner, a sample)
+_position = _raft_position
 
 
 # ---------------------------------------------------------------------------------------------

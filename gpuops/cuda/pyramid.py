@@ -34,19 +34,16 @@ kernel runs once per level):
 Scalars ``half`` (0.5) and ``scale`` are in the compute type; every other constant is derived from them
 (numba types float32 ∘ int64 as float64).
 """
-import numpy as np
-
-from gpuops._constants import PYRAMID_GEMM_ROWS, PYRAMID_GEMM_TILE, PYRAMID_THREADS, RAFT_COORD_LIMIT
+from gpuops._constants import PYRAMID_GEMM_ROWS, PYRAMID_GEMM_TILE, PYRAMID_THREADS
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
-from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
+from gpuops._toolchain import SIMULATOR, cuda, nt
 from gpuops.cuda._memory import load, store
+from gpuops.cuda.raft import _corners, position, thread_range
 
 THREADS = PYRAMID_THREADS
 TILE = PYRAMID_GEMM_TILE
 ROWS = PYRAMID_GEMM_ROWS
-#: coordinates beyond this magnitude (and NaN, ±Inf) make a query invalid (the CPU mirror draws the same line)
-COORD_LIMIT = RAFT_COORD_LIMIT
 assert TILE == 4 * ROWS, "GEMM keeps 4 accumulators per thread"
 #: the GEMM's shared tiles: one extra column, so that column-wise writes hit 32 different banks
 _TILE_SHAPE = (TILE, TILE + 1)
@@ -54,53 +51,9 @@ _TILE_SHAPE = (TILE, TILE + 1)
 _INLINE = {} if SIMULATOR else {"forceinline": True}
 
 
-def _floor(v):
-    """floor(v) in v's own float type (math.floor gives an int64 in numba)."""
-    return np.floor(v)
-
-
-@overload(_floor, target="cuda")
-def _floor_cuda(v):
-    if v == nt.float32:
-        return lambda v: libdevice.floorf(v)
-    return lambda v: libdevice.floor(v)
-
-
-@cuda.jit(device=True, **_INLINE)
-def _thread_range():
-    start = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    return start, nt.int64(cuda.gridDim.x) * cuda.blockDim.x
-
-
-@cuda.jit(device=True, **_INLINE)
-def _position(coords, off, plane, level, half):
-    """(valid, x0, y0, fx, fy) of the query whose x is at ``off`` (y one ``plane`` further), on ``level``."""
-    x = load(coords, off)
-    y = load(coords, off + plane)
-    for _ in range(level):              # exact halvings, as corr_lookup scales
-        x = x * half
-        y = y * half
-    valid = abs(x) <= COORD_LIMIT and abs(y) <= COORD_LIMIT
-    if not valid:
-        x = half - half
-        y = x
-    xf = _floor(x)
-    yf = _floor(y)
-    return valid, nt.int64(xf), nt.int64(yf), x - xf, y - yf
-
-
-@cuda.jit(device=True, **_INLINE)
-def _pixel(src, off, Hl, Wl, y, x, zero):
-    if 0 <= y < Hl and 0 <= x < Wl:
-        return load(src, off + y * Wl + x)
-    return zero
-
-
-@cuda.jit(device=True, **_INLINE)
-def _corners(src, off, Hl, Wl, y, x, zero):
-    """(v00, v01, v10, v11) = rows y, y+1 × columns x, x+1 of the plane at ``off`` (0 outside)."""
-    return (_pixel(src, off, Hl, Wl, y, x, zero), _pixel(src, off, Hl, Wl, y, x + 1, zero),
-            _pixel(src, off, Hl, Wl, y + 1, x, zero), _pixel(src, off, Hl, Wl, y + 1, x + 1, zero))
+# the sampling helpers are the RAFT lookup's (one definition of a position, a corner, a bilinear sample)
+_position = position
+_thread_range = thread_range
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def _floor_cuda(v):
 
 
 @cuda.jit(device=True, **_INLINE)
-def _thread_range():
+def thread_range():
     start = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
     return start, nt.int64(cuda.gridDim.x) * cuda.blockDim.x
 
@@ -165,7 +165,7 @@ def _lookup_forward(base, fmap2, pyr, coords, out, N, C, H1, W1, H2, W2, levels,
     one = half + half
     zero = half - half
     plane1 = H1 * W1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, out.size, step):
         n, level, dx, dy, h, w = _lookup_index(i, H1, W1, levels, radius)
         valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
@@ -194,7 +194,7 @@ def _lookup_forward(base, fmap2, pyr, coords, out, N, C, H1, W1, H2, W2, levels,
 def _zero_fill(out, half):
     """out = 0 (gradients of empty sums)."""
     zero = half - half
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, out.size, step):
         store(out, i, zero)
 
@@ -208,7 +208,7 @@ def _pool_features(src, pyr, NC, Hs, Ws, dst_off, half):
     quarter = half * half
     Hd = Hs >> 1
     Wd = Ws >> 1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, NC * Hd * Wd, step):
         x = i % Wd
         t = i // Wd
@@ -223,7 +223,7 @@ def _pool_level(pyr, NC, Hs, Ws, src_off, dst_off, half):
     quarter = half * half
     Hd = Hs >> 1
     Wd = Ws >> 1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, NC * Hd * Wd, step):
         x = i % Wd
         t = i // Wd
@@ -245,7 +245,7 @@ def _lookup_grad_base(grad, base, fmap2, pyr, coords, grad_base, N, C, H1, W1, H
     L = 2 * radius + 1
     LL = L * L
     plane1 = H1 * W1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, grad_base.size, step):
         w = i % W1
         t = i // W1
@@ -298,7 +298,7 @@ def _lookup_grad_coords_partial(grad, base, fmap2, pyr, coords, work, part_off, 
     one = half + half
     zero = half - half
     plane1 = H1 * W1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, grad.size, step):
         n, level, dx, dy, h, w = _lookup_index(i, H1, W1, levels, radius)
         valid, x0, y0, fx, fy = position(coords, n * csn + h * csh + w * csw, csxy, level, half)
@@ -333,7 +333,7 @@ def _lookup_grad_coords_sum(work, part_off, grad_coords, N, H1, W1, channels, cs
     """grad_coords[n, h, w] = Σ over the output channels, in order, of the partial gradients."""
     zero = half - half
     plane1 = H1 * W1
-    start, step = _thread_range()
+    start, step = thread_range()
     for q in range(start, N * plane1, step):
         n = q // plane1
         p = q - n * plane1
@@ -369,7 +369,7 @@ def _cell(coords, n, q, W1, csn, csh, csw, csxy, level, radius, CH, CW, half):
 
 def _bucket_clear(ints, start_at, count):
     cells = ints.view(np.int32)
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, count, step):
         cells[start_at + i] = 0
 
@@ -377,7 +377,7 @@ def _bucket_clear(ints, start_at, count):
 def _bucket_count(coords, ints, counts_off, N, H1, W1, csn, csh, csw, csxy, level, radius, CH, CW, half):
     counts = ints.view(np.int32)
     Q = H1 * W1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * Q, step):
         n = i // Q
         cell = _cell(coords, n, i - n * Q, W1, csn, csh, csw, csxy, level, radius, CH, CW, half)
@@ -423,7 +423,7 @@ def _bucket_place(coords, ints, counts_off, starts_off, items_off, N, H1, W1, cs
     vals = ints.view(np.int32)
     Q = H1 * W1
     ncell = CH * CW
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * Q, step):
         n = i // Q
         q = i - n * Q
@@ -436,7 +436,7 @@ def _bucket_place(coords, ints, counts_off, starts_off, items_off, N, H1, W1, cs
 def _bucket_sort(ints, counts_off, starts_off, items_off, N, Q, ncell):
     """Each cell's queries in index order (insertion sort; cells hold few queries)."""
     vals = ints.view(np.int32)
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * ncell, step):
         n = i // ncell
         first = items_off + n * Q + vals[starts_off + i]
@@ -467,7 +467,7 @@ def _grad_map_body(grad, base, coords, src, src_off, prev, prev_off, has_prev, i
     ncell = (Hl + 2 * radius + 1) * CW
     Hp = Hl >> 1
     Wp = Wl >> 1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * C * Hl * Wl, step):
         x = i % Wl
         t = i // Wl
@@ -696,7 +696,7 @@ def _pool_channels_last(work, N, C, Hs, Ws, src_off, dst_off, half):
     quarter = half * half
     Hd = Hs >> 1
     Wd = Ws >> 1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * Hd * Wd * C, step):
         c = i % C
         t = i // C
@@ -802,7 +802,7 @@ def _window_gd(grad, work, gd_off, coords, N, H1, W1, levels, radius, csn, csh, 
     side = L + 1
     area = side * side
     Q = H1 * W1
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * levels * area * Q, step):
         q = i % Q
         t = i // Q
@@ -951,7 +951,7 @@ def _window_grad_map(work, part_off, splits, gcl_prev, has_prev, grad_map, N, C,
     """Level 0: grad_map[n, c, y, x] (storage dtype, NCHW); a thread per (pixel, c)."""
     zero = half - half
     quarter = half * half
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * Hl * Wl * C, step):
         acc = _window_grad_map_value(work, part_off, splits, gcl_prev, has_prev, i, C, Hl, Wl, quarter, zero)
         c = i % C
@@ -964,7 +964,7 @@ def _window_grad_map_pooled(work, part_off, splits, gcl_prev, has_prev, gcl_off,
     """Levels > 0: the level's gradient, channels-last in ``work`` from ``gcl_off``."""
     zero = half - half
     quarter = half * half
-    start, step = _thread_range()
+    start, step = thread_range()
     for i in range(start, N * Hl * Wl * C, step):
         work[gcl_off + i] = _window_grad_map_value(work, part_off, splits, gcl_prev, has_prev, i, C, Hl, Wl, quarter,
                                                    zero)
