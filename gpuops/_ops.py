@@ -103,6 +103,10 @@ class OpSpec:
     autocast:   under ``torch.autocast`` the floating array inputs are cast to the autocast dtype first, as
                 PyTorch does for convolutions (set for the convolution-like ops); otherwise the op runs in
                 its inputs' dtype, like PyTorch's elementwise ops.
+    channels_last: ``channels_last(*arrays) -> bool``, for ops whose core stores a 4-D output channels-last
+                for some inputs (conv2d_depthwise): True when, given these arrays (torch tensors, real or fake)
+                and no ``out``, the output and the gradient of the first array are stored channels-last; the
+                torch fakes then allocate them so (torch.compile checks the real strides against them).
     """
 
     name: str
@@ -120,6 +124,7 @@ class OpSpec:
     check_params: Callable | None = None
     multi_output: bool = False
     autocast: bool = False
+    channels_last: Callable | None = None
 
     # derived once from ``arrays`` (plain attributes: bind reads them on every call, and torch.compile
     # cannot trace into functools.cached_property's lock)

@@ -9,17 +9,16 @@ Decisions where the spec is silent:
 * ``col2im`` checks that ``input_size`` (when given) is consistent: the windowed output size of
   ``(H, W)`` must be the columns' ``(Ho, Wo)``, else `ValueError` (otherwise it is not an adjoint).
 * Empty batches/channels give empty outputs (no launch).
-* Channels-last memory (``conv2d_depthwise`` and its backward).  A CUDA torch tensor ``x`` stored
+* Channels-last memory (``conv2d_depthwise`` and its backward).  A torch tensor ``x`` (CPU or CUDA) stored
   channels-last (``torch.channels_last``: C the contiguous axis, and not C-contiguous as well) is computed
   by channels-last kernels on its own memory (no transposing copy), and the output — and, in the
   backward, ``grad_x`` — is freshly allocated channels-last, as cuDNN returns it: "freshly allocated" holds,
   "C-contiguous" becomes "contiguous in the input's memory format".  ``grad_out`` of another layout is
   copied to channels-last first; grad_weight and grad_bias stay C-contiguous.  A given ``out`` (``grad_x``'s
   in the backward) that is not channels-last keeps the NCHW path (the input is then copied).  Every other
-  input (numpy, CuPy, CPU torch tensors, NCHW or any other strides) takes the NCHW path and gets a
-  C-contiguous output, as before.  CPU torch tensors are left out for now because the torch fakes, which
-  torch.compile checks real outputs against, do not allocate channels-last outputs yet (the rule is
-  `channels_last_output`, for adapters to follow).
+  input (numpy, CuPy, NCHW or any other strides) takes the NCHW path and gets a C-contiguous output, as
+  before.  The rule is `channels_last_output`; the declaration hands it to the torch adapter, whose fakes
+  (which torch.compile checks real outputs against) allocate the same layout.
 * ``variant=`` / ``weight_variant=`` choose the layout too: the ``nhwc*`` variants compute channels-last
   (an NCHW input is converted, and the result is channels-last, for numpy, torch, CuPy and simulated arrays),
   the others NCHW (a channels-last input is copied to C-contiguous, the result C-contiguous); forcing one of
@@ -431,11 +430,10 @@ def _forced_nhwc(op, *forced):
 
 
 def _takes_channels_last(arr) -> bool:
-    """The automatic layout rule: a CUDA torch tensor stored channels-last (`gpuops._core.channels_last`),
-    as PyTorch's convolutions decide.  CPU tensors keep the NCHW path for now: the torch fakes (which
-    torch.compile checks real outputs against) do not yet allocate channels-last outputs, and CPU training is
-    not what the channels-last kernels are for."""
-    return arr.device >= 0 and _core.channels_last(arr)
+    """The automatic layout rule: a torch tensor stored channels-last (`gpuops._core.channels_last`), CPU or
+    CUDA, as PyTorch's convolutions decide (the torch fakes follow it through the declaration's
+    ``channels_last``, so torch.compile sees the real strides)."""
+    return _core.channels_last(arr)
 
 
 def channels_last_output(x) -> bool:
@@ -475,7 +473,7 @@ def conv2d_depthwise(x, weight, bias=None, *, stride=1, padding=0, dilation=1, o
     x: (N, C, H, W); weight: (C·m, 1, kh, kw) with depth multiplier m >= 1 (output channel o reads
     input channel o // m); bias: (C·m,) or None.  stride/padding/dilation: int or (h, w).
     Returns (N, C·m, Ho, Wo), ``Ho = (H + 2·ph - dh·(kh-1) - 1) // sh + 1`` (`ValueError` if < 1),
-    stored channels-last for a CUDA torch ``x`` stored channels-last (module docstring), else C-contiguous.
+    stored channels-last for a torch ``x`` stored channels-last (module docstring), else C-contiguous.
     ``variant`` forces one of `CORRELATE_VARIANTS` (tests; ``GPUOPS_LOG=1`` shows the choice).
 
     >>> import numpy as np, gpuops
@@ -893,7 +891,7 @@ def _depthwise_example(rng, batch):
 CONV2D_DEPTHWISE = _ops.declare(OpSpec(
     name="conv2d_depthwise", forward=conv2d_depthwise, backward=conv2d_depthwise_backward,
     arrays=("x", "weight", "bias?"), params=_WINDOW_PARAMS, shapes=_depthwise_shapes, example=_depthwise_example,
-    autocast=True,
+    autocast=True, channels_last=lambda x, weight, bias=None: channels_last_output(x),
     reference=reference.conv2d_depthwise, reference_backward=reference.conv2d_depthwise_backward))
 
 

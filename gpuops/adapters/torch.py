@@ -123,7 +123,11 @@ class _Op:
         def fake(*args):
             shape = spec.output_shape(_metas(spec, args[:n]), dict(zip(self.param_names, args[n:])))
             like = _any_tensor(args[:n])
-            return [like.new_empty(s) for s in shape] if spec.multi_output else like.new_empty(shape)
+            if spec.multi_output:
+                return [like.new_empty(s) for s in shape]
+            if spec.channels_last is not None and spec.channels_last(*args[:n]):
+                return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last)
+            return like.new_empty(shape)
 
         returns = "Tensor[]" if spec.multi_output else "Tensor"
         self.forward = _define(f"{spec.name}({_schema_args(spec)}) -> {returns}", impl, fake)
@@ -153,6 +157,8 @@ class _Op:
             like = _any_tensor(args[:n])
             grads = tuple([e.new_empty(e.shape) for e in a] if seq else placeholder(like) if a is None
                           else a.new_empty(a.shape) for a, seq in zip(args[:n], spec.sequence))
+            if spec.channels_last is not None and spec.channels_last(*args[:n]):
+                grads = (torch.empty_like(args[0], memory_format=torch.channels_last),) + grads[1:]
             return grads if n > 1 else grads[0]
 
         kinds = ["Tensor[]" if seq else "Tensor" for seq in spec.sequence]

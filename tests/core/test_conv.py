@@ -235,21 +235,22 @@ def test_depthwise_nhwc_mirrors_torch_channels_last(dtype):
 
 
 def test_depthwise_layout_rule():
-    """Only CUDA torch tensors stored channels-last take the channels-last path by themselves (documented in
-    gpuops/conv.py); a CPU one keeps NCHW, a forced variant decides, and forced variants must agree."""
+    """Torch tensors stored channels-last (CPU or CUDA) take the channels-last path by themselves (documented
+    in gpuops/conv.py), numpy keeps NCHW, a forced variant decides, and forced variants must agree."""
     from gpuops import _core
     x = torch.randn(2, 4, 5, 6)
     xl = x.to(memory_format=torch.channels_last)
     assert _core.channels_last(_core.wrap("x", xl)) and not _core.channels_last(_core.wrap("x", x))
     assert not _core.channels_last(_core.wrap("x", torch.randn(2, 1, 5, 6).to(memory_format=torch.channels_last)))
     assert not _core.channels_last(_core.wrap("x", xl.numpy()))          # numpy keeps NCHW
-    assert not cv.channels_last_output(xl)                               # CPU: NCHW for now
+    assert cv.channels_last_output(xl) and not cv.channels_last_output(x)
     fake_cuda = _core.Arr(xl, _core.TORCH, xl.shape, "float32", 0, "x")  # the rule as a CUDA tensor sees it
     assert cv._takes_channels_last(fake_cuda)
     w = torch.randn(4, 1, 3, 3)
     y = cv.conv2d_depthwise(xl, w, padding=1)
-    assert y.is_contiguous()
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
     torch.testing.assert_close(y, F.conv2d(xl, w, None, 1, 1, 1, 4))
+    assert cv.conv2d_depthwise(x, w, padding=1).is_contiguous()
     with pytest.raises(ValueError, match="different layouts"):
         cv.conv2d_depthwise_backward(torch.randn(2, 4, 5, 6), x, w, padding=1, variant="tile", weight_variant="nhwc")
     with pytest.raises(ValueError, match="variant must be one of"):
