@@ -215,10 +215,17 @@ def _conv_depthwise() -> str:
     return _conv_source.source()
 
 
+def _conv_nhwc() -> str:
+    from gpuops._constants import CONV_FAST_SIZES, CONV_FAST_STRIDES
+    from gpuops.cuda import _conv_source
+    return _conv_source.nhwc_source(entries=_conv_source.nhwc_kernels(CONV_FAST_SIZES, CONV_FAST_STRIDES))
+
+
 #: name -> the function returning the text of that generated module (as gpuops.cuda.<family> loads it)
 SOURCES = {
     "correlation_tiles": _correlation_tiles,
     "conv_depthwise": _conv_depthwise,
+    "conv_nhwc": _conv_nhwc,
 }
 
 

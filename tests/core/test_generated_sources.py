@@ -29,6 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PINNED = {
     "correlation_tiles": "c7cde02aba372fef1d995c5cc229f76e24009b52339c3f9f0836b499bd670fb4",
     "conv_depthwise": "4974968b0c33808795542f56e242e3204ddb8a46a9692f5ee0c8d2a3d73c3094",
+    "conv_nhwc": "7e5a46ed8759cefb15ca27c5ba7a00c9281c6935aa10f95767410cd170468f5d",
 }
 
 
@@ -88,7 +89,10 @@ if "--read-only" in sys.argv:             # is NUMBA_CACHE_DIR really read-only 
 import gpuops.cuda.conv as conv
 import gpuops.cuda.correlation as corr
 out = {}
-for name, kernel in (("conv_depthwise", conv.DW_GRAD_X_FIXED_3_2), ("correlation_tiles", corr.SAMPLE_FORWARD_RT21)):
+conv.build_nhwc()
+nhwc = next(iter(conv.DW_NHWC_FAST_3_1.kernels.values()))
+for name, kernel in (("conv_depthwise", conv.DW_GRAD_X_FIXED_3_2), ("correlation_tiles", corr.SAMPLE_FORWARD_RT21),
+                     ("conv_nhwc", nhwc)):
     module = sys.modules[kernel.pyfunc.__module__]
     info = dict(module.__gpuops_generated__)
     info["file"] = getattr(module, "__file__", None)
