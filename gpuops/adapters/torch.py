@@ -30,21 +30,29 @@ _grad_enabled = torch.is_grad_enabled
 _any_autocast = torch._C._is_any_autocast_enabled
 
 
-def _direct(arrays) -> bool:
-    """True when a call may skip the dispatcher and run the core directly: plain tensors, nothing to
-    record (autograd, torch.jit.trace, torch.compile, torch.func transforms)."""
+_DISPATCH, _DIRECT, _EAGER_AUTOGRAD = 0, 1, 2
+
+
+def _eager_path(arrays) -> int:
+    """How a call of plain tensors may skip the dispatcher: `_DIRECT` (run the core: nothing to record),
+    `_EAGER_AUTOGRAD` (a torch.autograd.Function around the core: eager autograd only records), or
+    `_DISPATCH` (the registered op: torch.jit.trace, torch.compile, torch.func transforms, tensor
+    subclasses, sequence arguments)."""
     if _is_compiling() or _is_tracing() or _functorch_active():
-        return False
+        return _DISPATCH
     grad = _grad_enabled()
+    path = _DIRECT
     for t in arrays:
         if t is None:
             continue
         if type(t) in (list, tuple):            # a sequence argument
-            if not _direct(t):
-                return False
-        elif type(t) not in _PLAIN or grad and t.requires_grad:
-            return False
-    return True
+            if _eager_path(t) != _DIRECT:
+                return _DISPATCH
+        elif type(t) not in _PLAIN:
+            return _DISPATCH
+        elif grad and t.requires_grad:
+            path = _EAGER_AUTOGRAD
+    return path
 
 
 def _meta(name, t):
@@ -136,6 +144,31 @@ class _Op:
                 _register_autocast(self.forward, spec.name, device_type)
         self.backward = None if spec.backward is None else self._define_backward()
         torch.library.register_autograd(f"gpuops::{spec.name}", self._grad, setup_context=self._setup, lib=_LIB)
+        self.eager = self._eager_function()
+
+    def _eager_function(self):
+        """The same forward, context and backward as the registered op's autograd, as a plain
+        torch.autograd.Function: in eager mode it records the call without a trip through the dispatcher
+        (about half of a small call's host time).  Ops with sequence arguments or several outputs keep
+        the registered path."""
+        op, spec = self, self.spec
+        if spec.multi_output or any(spec.sequence):
+            return None
+
+        def forward(*inputs):
+            return spec.forward(*inputs[:op.n_arrays], **dict(zip(op.param_names, inputs[op.n_arrays:])))
+
+        def setup_context(ctx, inputs, output):
+            op._setup(ctx, inputs, output)
+
+        def backward(ctx, grad):
+            return op._grad(ctx, grad, core=not torch.is_grad_enabled())
+
+        # built with type(): autograd names the grad_fn class (``<op>_eagerBackward``) at class creation
+        eager = type(f"{spec.name}_eager", (torch.autograd.Function,), dict(
+            forward=staticmethod(forward), setup_context=staticmethod(setup_context),
+            backward=staticmethod(backward)))
+        return eager.apply
 
     def _define_backward(self):
         spec, n, name = self.spec, self.n_arrays, f"{self.spec.name}_backward"
@@ -195,7 +228,10 @@ class _Op:
             arrays.append(next(saved) if length is None else [next(saved) for _ in range(length)])
         return arrays
 
-    def _grad(self, ctx, grad):
+    def _grad(self, ctx, grad, core=False):
+        """The gradients of the registered op's inputs (None for absent arrays and parameters).  ``core``:
+        call the core backward itself (eager backward without create_graph: nothing to record, so no
+        dispatcher trip; with create_graph the registered backward op runs, and it refuses double backward)."""
         spec, n = self.spec, self.n_arrays
         if spec.multi_output:       # outputs that did not reach the loss get no gradient: zeros
             grad = [torch.zeros(shape, dtype=dtype, device=device) if g is None else g
@@ -205,6 +241,9 @@ class _Op:
             adjoint = _OPS[other]
             params = params_of(ctx.metas, dict(zip(self.param_names, ctx.params)))
             grads = (adjoint.forward(grad, *(params[name] for name in adjoint.param_names)),)
+        elif core:
+            grads = spec.backward(grad, *self._saved_arrays(ctx), **dict(zip(self.param_names, ctx.params)))
+            grads = grads if n > 1 else (grads,)
         else:
             grads = self.backward(grad, *self._saved_arrays(ctx), *ctx.params)
             grads = grads if n > 1 else (grads,)
@@ -225,8 +264,14 @@ def _function(spec, op: _Op):
 
     def call(*args, **kwargs):
         if (spec.direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs
-                and not (autocast and _any_autocast()) and _direct(args[:n])):
-            return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
+                and not (autocast and _any_autocast())):
+            path = _eager_path(args[:n])
+            if path == _DIRECT:
+                return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
+            if path == _EAGER_AUTOGRAD and op.eager is not None:
+                arrays, params = bind(args, kwargs, True)
+                arrays += (None,) * (op.n_arrays - len(arrays))
+                return op.eager(*arrays, *(params[name] for name in op.param_names))
         arrays, params = bind(args, kwargs, not _is_compiling())
         return op(arrays, params)
 

@@ -135,3 +135,25 @@ def test_jax_several_outputs_and_sequences():
     np.testing.assert_allclose(batched[1], -np.asarray(y))
     with pytest.raises(TypeError, match="xs must be a sequence of arrays"):
         jax_ranked(w, w)
+
+
+def test_torch_eager_autograd_path_records_without_the_dispatcher():
+    """Eager calls with inputs requiring grad take the declaration's torch.autograd.Function (no dispatcher
+    trip); they give the registered op's values and gradients, and double backward still raises."""
+    import torch
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = gt.conv2d_depthwise(x, w, padding=1)
+    assert type(y.grad_fn).__name__ == "conv2d_depthwise_eagerBackward"
+    ref = torch.ops.gpuops.conv2d_depthwise.default(x, w, None, [1, 1], [1, 1], [1, 1])
+    assert "eager" not in type(ref.grad_fn).__name__
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda a, b: gt.conv2d_depthwise(a, b, padding=1), (x, w))
+    gx, = torch.autograd.grad(gt.conv2d_depthwise(x, w, padding=1).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+    with torch.no_grad():                               # nothing to record: the core directly
+        assert gt.conv2d_depthwise(x, w, padding=1).grad_fn is None
