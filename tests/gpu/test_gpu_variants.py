@@ -21,7 +21,7 @@ def _u(shape, seed):
 @pytest.mark.parametrize("variant", names(cv.CORRELATE_VARIANTS))
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_depthwise_variants(variant, dtype):
-    x, w, b = _u((2, 3, 19, 17), 0), _u((3, 1, 3, 3), 1), _u((3,), 2)
+    x, w, b = _u((2, 4, 19, 17), 0), _u((4, 1, 3, 3), 1), _u((4,), 2)      # 4 channels: whole words (nhwc_fast)
     cuda = [to_kind(a, "torch", dtype, "cuda") for a in (x, w, b)]
     seen = [rounded(a, dtype) for a in (x, w, b)]
     y = cv.conv2d_depthwise(*cuda, padding=1, variant=variant)
@@ -55,7 +55,7 @@ def test_correlation_variants(direction, variants, dtype):
 @pytest.mark.parametrize("variant", names(cv.WEIGHT_GRAD_VARIANTS))
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_depthwise_weight_gradient_variants(variant, dtype):
-    x, w, b, g = _u((2, 3, 19, 17), 0), _u((3, 1, 3, 3), 1), _u((3,), 2), _u((2, 3, 19, 17), 3)
+    x, w, b, g = _u((2, 4, 19, 17), 0), _u((4, 1, 3, 3), 1), _u((4,), 2), _u((2, 4, 19, 17), 3)
     cuda = [to_kind(a, "torch", dtype, "cuda") for a in (g, x, w, b)]
     got = cv.conv2d_depthwise_backward(*cuda, padding=1, weight_variant=variant)
     want = cv.conv2d_depthwise_backward(*[rounded(a, dtype) for a in (g, x, w, b)], padding=1)
@@ -65,7 +65,7 @@ def test_depthwise_weight_gradient_variants(variant, dtype):
 
 @pytest.mark.parametrize("variant", names(cv.STRIDED_GRAD_X_VARIANTS))
 def test_depthwise_strided_input_gradient_variants(variant):
-    x, w, g = _u((2, 3, 19, 17), 0), _u((3, 1, 3, 3), 1), _u((2, 3, 10, 9), 2)
+    x, w, g = _u((2, 4, 19, 17), 0), _u((4, 1, 3, 3), 1), _u((2, 4, 10, 9), 2)
     cuda = [to_kind(a, "torch", "float32", "cuda") for a in (g, x, w)]
     got = cv.conv2d_depthwise_backward(*cuda, stride=2, padding=1, variant=variant)[0]
     assert_close(got, cv.conv2d_depthwise_backward(g, x, w, stride=2, padding=1)[0], "float32", scale=4)
