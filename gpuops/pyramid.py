@@ -124,6 +124,14 @@ def _run(kernel, args, n, like, stream):
                   stream=stream)
 
 
+def _plane_run(kernel, args, planes, n, like, stream):
+    """Launch ``kernel`` with a block per plane (grid-stride over ``planes`` planes of ``n`` items in all)."""
+    if n:
+        block = min(_THREADS, -(-(n // planes) // 32) * 32)
+        _core.run("pyramid", kernel, args, like=like, grid=(min(planes, K.MAX_GRID_X),), block=(block,),
+                  stream=stream)
+
+
 # ---------------------------------------------------------------------------------------------
 # argument checks (shared with the declarations' shape functions)
 
@@ -436,8 +444,8 @@ def corr_pyramid_lookup_backward(grad_out, pyramid, coords, *, radius=4, out=Non
     part = _core.scratch(c, (2 * g.size,), _compute(c), stream)
     for i, (vol, grad) in enumerate(zip(levels, grads)):
         ints = geo.level_ints(i) + (0.5,)
-        _run("lookup_grad_level", (In(g, _flat(g)), In(c, _flat(c)), Out(grad, _flat(grad))) + ints, grad.size,
-             c, stream)
+        _plane_run("lookup_grad_level", (In(g, _flat(g)), In(c, _flat(c)), Out(grad, _flat(grad))) + ints,
+                   geo.N * geo.H * geo.W, grad.size, c, stream)
         _run("lookup_grad_coords_partial", (In(vol, _flat(vol)), In(c, _flat(c)), In(g, _flat(g)), Out(part))
              + ints, count, c, stream)
     _run("lookup_grad_coords_sum", (In(part), Out(gc, _flat(gc)), geo.N, geo.H * geo.W, geo.levels * geo.LL, 0.5),

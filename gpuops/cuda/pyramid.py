@@ -210,35 +210,38 @@ def _lookup_level(vol, coords, out, N, H, W, Hl, Wl, levels, level, radius, half
 
 
 def _lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
-    """gvol[n, h, w, y, x] = Σ over query (n, h, w)'s offsets with a corner on (y, x) of grad · corner weight."""
+    """gvol[n, h, w, y, x] = Σ over query (n, h, w)'s offsets with a corner on (y, x) of grad · corner weight.
+    A block per query plane (grid-stride over the queries), its threads over the plane: the query's position
+    is computed once per plane, and an element's (y, x) comes from 32-bit arithmetic (a plane is Hl·Wl <= H·W
+    elements); most of the plane is outside the query's window and gets zeros."""
     one = half + half
     zero = half - half
     L = 2 * radius + 1
     LL = L * L
     HW = H * W
     plane = Hl * Wl
-    start, step = _thread_range()
-    for i in range(start, N * HW * plane, step):
-        q = i // plane
-        p = i - q * plane
-        y = p // Wl
-        x = p - y * Wl
+    Wl32 = nt.int32(Wl)
+    for q in range(nt.int64(cuda.blockIdx.x), N * HW, nt.int64(cuda.gridDim.x)):
         n = q // HW
         hw = q - n * HW
         valid, x0, y0, fx, fy = _position(coords, n * 2 * HW + hw, HW, level, half)
-        acc = zero
-        if valid:
-            base = (n * levels + level) * LL * HW + hw
-            for a in range(2):                  # (y, x) as corner row a of offset dy ...
-                dy = y - y0 - a
-                if -radius <= dy <= radius:
-                    wy = fy if a else one - fy
-                    for e in range(2):          # ... and corner column e of offset dx
-                        dx = x - x0 - e
-                        if -radius <= dx <= radius:
-                            wx = fx if e else one - fx
-                            acc += load(grad, base + ((dx + radius) * L + dy + radius) * HW) * (wy * wx)
-        store(gvol, i, acc)
+        base = (n * levels + level) * LL * HW + hw
+        first = q * plane
+        for p in range(nt.int32(cuda.threadIdx.x), nt.int32(plane), nt.int32(cuda.blockDim.x)):
+            y = p // Wl32
+            x = p - y * Wl32
+            acc = zero
+            if valid:
+                for a in range(2):                  # (y, x) as corner row a of offset dy ...
+                    dy = y - y0 - a
+                    if -radius <= dy <= radius:
+                        wy = fy if a else one - fy
+                        for e in range(2):          # ... and corner column e of offset dx
+                            dx = x - x0 - e
+                            if -radius <= dx <= radius:
+                                wx = fx if e else one - fx
+                                acc += load(grad, base + ((dx + radius) * L + dy + radius) * HW) * (wy * wx)
+            store(gvol, first + p, acc)
 
 
 def _lookup_level_coords_partial(vol, coords, grad, part, N, H, W, Hl, Wl, levels, level, radius, half):

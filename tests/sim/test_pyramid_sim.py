@@ -128,3 +128,21 @@ def test_gemm_variants_on_simulated_arrays():
         with pytest.raises(ValueError, match=f"variant '{name}' cannot run this call"):
             gpuops.corr_pyramid(_dev(f1), _dev(f2), num_levels=1, variant=name)
     assert [v.name for v in pyramid.GEMM_VARIANTS] == ["numpy", "torch", "cupy", "numba"]
+
+
+def test_lookup_gradient_planes_in_several_passes(monkeypatch):
+    # LOOKUP_GRAD_LEVEL: blocks of 32 threads walk a 35-element plane (7 × 5) and 4 blocks the 30 queries'
+    # planes, so that both its loops (over a plane, over the queries) take several passes
+    from gpuops import _constants
+    monkeypatch.setattr(pyramid, "_THREADS", 32)
+    monkeypatch.setattr(_constants, "MAX_GRID_X", 4)
+    rng = np.random.default_rng(5)
+    levels = (rng.standard_normal((1, 6, 5, 7, 5)).astype(np.float32),
+              rng.standard_normal((1, 6, 5, 3, 2)).astype(np.float32))
+    coords = (rng.integers(-2, 7, (1, 2, 6, 5)) + rng.uniform(0.2, 0.8, (1, 2, 6, 5))).astype(np.float32)
+    g = rng.standard_normal((1, 2 * 9, 6, 5)).astype(np.float32)
+    want_levels, want_coords = gpuops.corr_pyramid_lookup_backward(g, levels, coords, radius=1)
+    got_levels, got_coords = gpuops.corr_pyramid_lookup_backward(_dev(g), _dev(levels), _dev(coords), radius=1)
+    for a, b in zip(got_levels, want_levels):
+        _close(a, b, 1e-5)
+    _close(got_coords, want_coords, 4e-5)
