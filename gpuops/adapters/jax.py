@@ -102,6 +102,33 @@ def _like(x, shape=None):
     return jax.ShapeDtypeStruct(x.shape if shape is None else shape, x.dtype)
 
 
+def _varying(x) -> frozenset:
+    """The manual mesh axes (``jax.shard_map``) along which ``x`` varies; empty outside shard_map."""
+    axes = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset(axes.varying) if axes is not None else frozenset()
+
+
+def _vary(results, inputs):
+    """A callback's results typed as varying along every manual mesh axis any of its inputs varies along:
+    inside ``jax.shard_map`` each device's callback computes on its own shards, so its results differ per
+    device (the callback itself types them as the same on every device)."""
+    axes = frozenset().union(*(_varying(x) for x in inputs))
+    if not axes:
+        return results
+
+    def vary(r):
+        missing = tuple(sorted(axes - _varying(r)))
+        return jax.lax.pcast(r, missing, to="varying") if missing else r
+    return tuple(vary(r) for r in results) if isinstance(results, (tuple, list)) else vary(results)
+
+
+def _cotangent(g, primal):
+    """A callback's cotangent ``g`` typed as its primal input: summed over the mesh axes the primal does not
+    vary along (a weight replicated across a batch-sharded shard_map gets the sum of every shard's part)."""
+    extra = _varying(g) - _varying(primal)
+    return jax.lax.psum(g, tuple(sorted(extra))) if extra else g
+
+
 # ---------------------------------------------------------------------------------------------
 # one custom_vjp wiring for every declared op
 
@@ -146,7 +173,7 @@ def _custom_vjp(spec, ranks):
         shape = spec.output_shape(_metas(spec, arrays), dict(params))
         flat, lengths = _flatten(arrays)
         result = tuple(_like(flat[0], s) for s in shape) if multi else _like(flat[0], shape)
-        return _call(forward_callback(params, lengths), result, *flat, vmap_method=vmap_method)
+        return _vary(_call(forward_callback(params, lengths), result, *flat, vmap_method=vmap_method), flat)
 
     def op_fwd(params, *arrays):
         return op(params, *arrays), arrays
@@ -159,6 +186,7 @@ def _custom_vjp(spec, ranks):
         flat, lengths = _flatten(arrays)
         out = _call(backward_callback(params, lengths, len(grads)), tuple(_like(a) for a in flat), *grads, *flat,
                     vmap_method=vmap_method)
+        out = [_cotangent(g, a) for g, a in zip(_vary(out, (*grads, *flat)), flat)]
         return tuple(tuple(g) if isinstance(g, list) else g for g in _regroup(out, lengths))
 
     op.defvjp(op_fwd, op_bwd)
