@@ -507,6 +507,23 @@ _TUPLE_FIELDS = ("shape", "strides")
 _ABI_CHECKED = False
 
 
+class ByDtype:
+    """Two kernels over the same arguments, one for float64 (its shared memory or accumulators in float64),
+    one for the narrower dtypes: launched and prepared like a `Kernel`."""
+
+    def __init__(self, narrow: Kernel, wide: Kernel):
+        self.narrow, self.wide = narrow, wide
+
+    def kernel(self, dtype) -> Kernel:
+        return self.wide if dtype == "float64" else self.narrow
+
+    def launch(self, dtype, *args, **kwargs):
+        self.kernel(dtype).launch(dtype, *args, **kwargs)
+
+    def prepare(self, dtype, *args, **kwargs):
+        return self.kernel(dtype).prepare(dtype, *args, **kwargs)
+
+
 class KernelAbiError(RuntimeError):
     """numba-cuda lays kernel arguments out differently from what this launcher packs."""
 

@@ -36,7 +36,7 @@ image (each pixel sums the column entries that came from it).
 from gpuops._constants import CONV_FAST_SIZES, CONV_FAST_STRIDES, CONV_NY, CONV_THREADS, CONV_TILE_H, CONV_TILE_W
 from gpuops._constants import SHARED_BYTES  # noqa: F401  (the budget gpuops.conv plans DW_TILED launches with)
 from gpuops._dtypes import STORAGE
-from gpuops._launch import Kernel, array_type, compute_type
+from gpuops._launch import ByDtype, Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda import _conv_source, _generate
 from gpuops.cuda._conv_device import _grad_x_gather
@@ -599,22 +599,6 @@ def _col2im(cols, x, H, W, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw):
 
 # ---------------------------------------------------------------------------------------------
 # kernel objects
-
-
-class ByDtype:
-    """Two kernels over the same arguments, one for float64 (float64 shared memory), one for the rest."""
-
-    def __init__(self, narrow: Kernel, wide: Kernel):
-        self.narrow, self.wide = narrow, wide
-
-    def kernel(self, dtype) -> Kernel:
-        return self.wide if dtype == "float64" else self.narrow
-
-    def launch(self, dtype, *args, **kwargs):
-        self.kernel(dtype).launch(dtype, *args, **kwargs)
-
-    def prepare(self, dtype, *args, **kwargs):
-        return self.kernel(dtype).prepare(dtype, *args, **kwargs)
 
 
 def _flat(d):

@@ -36,7 +36,7 @@ Scalars ``half`` (0.5) and ``scale`` are in the compute type; every other consta
 """
 from gpuops._constants import PYRAMID_GEMM_ROWS, PYRAMID_GEMM_TILE, PYRAMID_THREADS
 from gpuops._dtypes import STORAGE
-from gpuops._launch import Kernel, array_type, compute_type
+from gpuops._launch import ByDtype, Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt
 from gpuops.cuda._memory import load, store
 from gpuops.cuda.raft import _corners, position, thread_range
@@ -309,27 +309,11 @@ def _f(d):
     return compute_type(d)
 
 
-class _ByDtype:
-    """One kernel for float64 (float64 shared tiles), another for the rest (float32 tiles)."""
-
-    def __init__(self, narrow: Kernel, wide: Kernel):
-        self.narrow, self.wide = narrow, wide
-
-    def kernel(self, dtype) -> Kernel:
-        return self.wide if dtype == "float64" else self.narrow
-
-    def launch(self, dtype, *args, **kwargs):
-        self.kernel(dtype).launch(dtype, *args, **kwargs)
-
-    def prepare(self, dtype, *args, **kwargs):
-        return self.kernel(dtype).prepare(dtype, *args, **kwargs)
-
-
 def _gemm_sig(d):
     return (_a(d), _a(d), _a(d)) + (_I,) * 10 + (_f(d),)
 
 
-GEMM = _ByDtype(Kernel(_gemm_f32, _gemm_sig, dtypes=_NARROW), Kernel(_gemm_f64, _gemm_sig, dtypes=_WIDE))
+GEMM = ByDtype(Kernel(_gemm_f32, _gemm_sig, dtypes=_NARROW), Kernel(_gemm_f64, _gemm_sig, dtypes=_WIDE))
 POOL = Kernel(_pool, lambda d: (_a(d), _a(d)) + (_I,) * 3 + (_f(d),))
 UNPOOL = Kernel(_unpool, lambda d: (_a(d), _w(d), _I, _I, _I) + (_I,) * 3 + (_f(d),))
 UNPOOL_FINAL = Kernel(_unpool_final, lambda d: (_a(d), _w(d), _I, _a(d)) + (_I,) * 3 + (_f(d),))
