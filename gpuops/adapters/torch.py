@@ -249,11 +249,12 @@ class _Op:
             grads = grads if n > 1 else (grads,)
         return (*(None if absent else g for g, absent in zip(grads, ctx.absent)), *(None,) * len(ctx.params))
 
-    def __call__(self, arrays, params):
-        """The registered op on bound arguments (`gpuops._ops.OpSpec.bind`)."""
+    def __call__(self, arrays, params, eager=False):
+        """The registered op on bound arguments (`gpuops._ops.OpSpec.bind`), or with ``eager`` its
+        `_eager_function` (the caller checks that it exists)."""
         arrays = tuple(list(a) if seq else a for a, seq in zip(arrays, self.spec.sequence))
         arrays += (None,) * (self.n_arrays - len(arrays))
-        out = self.forward(*arrays, *(params[name] for name in self.param_names))
+        out = (self.eager if eager else self.forward)(*arrays, *(params[name] for name in self.param_names))
         return tuple(out) if self.spec.multi_output else out
 
 
@@ -269,9 +270,7 @@ def _function(spec, op: _Op):
             if path == _DIRECT:
                 return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
             if path == _EAGER_AUTOGRAD and op.eager is not None:
-                arrays, params = bind(args, kwargs, True)
-                arrays += (None,) * (op.n_arrays - len(arrays))
-                return op.eager(*arrays, *(params[name] for name in op.param_names))
+                return op(*bind(args, kwargs, True), eager=True)
         arrays, params = bind(args, kwargs, not _is_compiling())
         return op(arrays, params)
 

@@ -6,7 +6,7 @@ The lookup kernels run in parallel over queries (each query's position is comput
 offsets, or its plane, follow in the kernels' order); the pooling kernels over output elements.
 """
 from gpuops._toolchain import CPU_JIT, njit, prange
-from gpuops.cpu.raft import _corners
+from gpuops.cpu.raft import _corners, pooled_mean
 from gpuops.cpu.raft import _position as _raft_position
 
 
@@ -21,15 +21,8 @@ _position = _raft_position
 @njit(**CPU_JIT)
 def pool(src, dst, P, Hs, Ws, half):
     quarter = half * half
-    Hd = Hs >> 1
-    Wd = Ws >> 1
-    for i in prange(P * Hd * Wd):
-        x = i % Wd
-        t = i // Wd
-        y = t % Hd
-        p = t // Hd
-        s = p * Hs * Ws + 2 * y * Ws + 2 * x
-        dst[i] = (src[s] + src[s + 1] + src[s + Ws] + src[s + Ws + 1]) * quarter
+    for i in prange(P * (Hs >> 1) * (Ws >> 1)):
+        dst[i] = pooled_mean(src, 0, i, Hs, Ws, quarter)
 
 
 @njit(cache=True, inline="always")

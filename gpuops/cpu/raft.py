@@ -126,32 +126,28 @@ def zero_fill(out, half):
         out[i] = zero
 
 
+@njit(cache=True, inline="always")
+def pooled_mean(src, off, i, Hs, Ws, quarter):
+    Wd = Ws >> 1
+    x = i % Wd
+    t = i // Wd
+    y = t % (Hs >> 1)
+    s = off + (t // (Hs >> 1)) * Hs * Ws + 2 * y * Ws + 2 * x
+    return (src[s] + src[s + 1] + src[s + Ws] + src[s + Ws + 1]) * quarter
+
+
 @njit(**CPU_JIT)
 def pool_features(src, pyr, NC, Hs, Ws, dst_off, half):
     quarter = half * half
-    Hd = Hs >> 1
-    Wd = Ws >> 1
-    for i in prange(NC * Hd * Wd):
-        x = i % Wd
-        t = i // Wd
-        y = t % Hd
-        p = t // Hd
-        s = p * Hs * Ws + 2 * y * Ws + 2 * x
-        pyr[dst_off + i] = (src[s] + src[s + 1] + src[s + Ws] + src[s + Ws + 1]) * quarter
+    for i in prange(NC * (Hs >> 1) * (Ws >> 1)):
+        pyr[dst_off + i] = pooled_mean(src, 0, i, Hs, Ws, quarter)
 
 
 @njit(**CPU_JIT)
 def pool_level(pyr, NC, Hs, Ws, src_off, dst_off, half):
     quarter = half * half
-    Hd = Hs >> 1
-    Wd = Ws >> 1
-    for i in prange(NC * Hd * Wd):
-        x = i % Wd
-        t = i // Wd
-        y = t % Hd
-        p = t // Hd
-        s = src_off + p * Hs * Ws + 2 * y * Ws + 2 * x
-        pyr[dst_off + i] = (pyr[s] + pyr[s + 1] + pyr[s + Ws] + pyr[s + Ws + 1]) * quarter
+    for i in prange(NC * (Hs >> 1) * (Ws >> 1)):
+        pyr[dst_off + i] = pooled_mean(pyr, src_off, i, Hs, Ws, quarter)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from gpuops._dtypes import STORAGE
 from gpuops._launch import ByDtype, Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt
 from gpuops.cuda._memory import load, store
-from gpuops.cuda.raft import _corners, position, thread_range
+from gpuops.cuda.raft import _corners, pooled_mean, position, thread_range
 
 THREADS = PYRAMID_THREADS
 TILE = PYRAMID_GEMM_TILE
@@ -130,16 +130,9 @@ def _gemm_f64(a, b, out, batch, M, Nn, K, sAn, sAi, sAk, sBn, sBk, sBj, scale):
 def _pool(src, dst, P, Hs, Ws, half):
     """dst[p, y, x] = mean of src[p, 2y:2y+2, 2x:2x+2] (P planes of Hs × Ws, floor)."""
     quarter = half * half
-    Hd = Hs >> 1
-    Wd = Ws >> 1
     start, step = _thread_range()
-    for i in range(start, P * Hd * Wd, step):
-        x = i % Wd
-        t = i // Wd
-        y = t % Hd
-        p = t // Hd
-        s = p * Hs * Ws + 2 * y * Ws + 2 * x
-        store(dst, i, (load(src, s) + load(src, s + 1) + load(src, s + Ws) + load(src, s + Ws + 1)) * quarter)
+    for i in range(start, P * (Hs >> 1) * (Ws >> 1), step):
+        store(dst, i, pooled_mean(src, 0, i, Hs, Ws, quarter))
 
 
 @cuda.jit(device=True, **_INLINE)

@@ -203,34 +203,31 @@ def _zero_fill(out, half):
 # the pooled pyramid
 
 
+@cuda.jit(device=True, **_INLINE)
+def pooled_mean(src, off, i, Hs, Ws, quarter):
+    """Element i of planes of (Hs, Ws) values at ``off`` in ``src`` average-pooled 2×2 (stride 2, floor)."""
+    Wd = Ws >> 1
+    x = i % Wd
+    t = i // Wd
+    y = t % (Hs >> 1)
+    s = off + (t // (Hs >> 1)) * Hs * Ws + 2 * y * Ws + 2 * x
+    return (load(src, s) + load(src, s + 1) + load(src, s + Ws) + load(src, s + Ws + 1)) * quarter
+
+
 def _pool_features(src, pyr, NC, Hs, Ws, dst_off, half):
     """pyr[dst_off + (p, y, x)] = mean of src[p, 2y:2y+2, 2x:2x+2] (level 1 from fmap2)."""
     quarter = half * half
-    Hd = Hs >> 1
-    Wd = Ws >> 1
     start, step = thread_range()
-    for i in range(start, NC * Hd * Wd, step):
-        x = i % Wd
-        t = i // Wd
-        y = t % Hd
-        p = t // Hd
-        s = p * Hs * Ws + 2 * y * Ws + 2 * x
-        pyr[dst_off + i] = (load(src, s) + load(src, s + 1) + load(src, s + Ws) + load(src, s + Ws + 1)) * quarter
+    for i in range(start, NC * (Hs >> 1) * (Ws >> 1), step):
+        pyr[dst_off + i] = pooled_mean(src, 0, i, Hs, Ws, quarter)
 
 
 def _pool_level(pyr, NC, Hs, Ws, src_off, dst_off, half):
     """The next pooled level from the previous one, both inside the pyramid buffer."""
     quarter = half * half
-    Hd = Hs >> 1
-    Wd = Ws >> 1
     start, step = thread_range()
-    for i in range(start, NC * Hd * Wd, step):
-        x = i % Wd
-        t = i // Wd
-        y = t % Hd
-        p = t // Hd
-        s = src_off + p * Hs * Ws + 2 * y * Ws + 2 * x
-        pyr[dst_off + i] = (pyr[s] + pyr[s + 1] + pyr[s + Ws] + pyr[s + Ws + 1]) * quarter
+    for i in range(start, NC * (Hs >> 1) * (Ws >> 1), step):
+        pyr[dst_off + i] = pooled_mean(pyr, src_off, i, Hs, Ws, quarter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,6 +652,21 @@ def _window_dots(bt, cl, D, red, warp, lane, boff, moff, valid, x0, y0, Hl, Wl, 
 
 
 @cuda.jit(device=True, **_INLINE)
+def _window_level(work, bt_off, coords, D, red, warp, lane, live, n, q, Q, coff, csxy, N, C, H2, W2, level, radius,
+                  half):
+    """The window sums D[warp, ·] of query (n, q) on ``level`` (`_window_dots` on the channels-last pyramid in
+    ``work``, base from ``bt_off``) and the query's (valid and live, fx, fy) there."""
+    valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
+    valid = valid and live
+    Hl = H2 >> level
+    Wl = W2 >> level
+    moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
+    _window_dots(work, work, D, red, warp, lane, bt_off + (n * Q + q) * C, moff, valid, x0, y0, Hl, Wl, C, radius,
+                 half - half)
+    return valid, fx, fy
+
+
+@cuda.jit(device=True, **_INLINE)
 def _corner_sums(D, warp, side, kx, ky, like):
     """The window sums at the 4 corners of output (dx, dy) = (kx − r, ky − r): (d00, d01, d10, d11)."""
     p = ky * side + kx
@@ -715,7 +727,6 @@ def _window_forward(work, bt_off, coords, out, N, C, H1, W1, H2, W2, levels, rad
     D = cuda.shared.array((WARPS, AREA), nt.float64)
     red = cuda.shared.array(WINDOW_THREADS, nt.float64)
     one = half + half
-    zero = half - half
     warp = cuda.threadIdx.x // 32
     lane = cuda.threadIdx.x % 32
     L = 2 * radius + 1
@@ -726,12 +737,8 @@ def _window_forward(work, bt_off, coords, out, N, C, H1, W1, H2, W2, levels, rad
     for first in range(nt.int64(cuda.blockIdx.x) * WARPS, NQ, nt.int64(cuda.gridDim.x) * WARPS):
         live, n, q, coff = _window_query(first + warp, NQ, W1, Q, csn, csh, csw)
         for level in range(levels):
-            valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
-            Hl = H2 >> level
-            Wl = W2 >> level
-            moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
-            _window_dots(work, work, D, red, warp, lane, bt_off + (n * Q + q) * C, moff, valid and live, x0, y0,
-                         Hl, Wl, C, radius, zero)
+            valid, fx, fy = _window_level(work, bt_off, coords, D, red, warp, lane, live, n, q, Q, coff, csxy, N, C,
+                                          H2, W2, level, radius, half)
             if live:
                 for k in range(lane, LL, 32):
                     kx = k // L
@@ -761,13 +768,8 @@ def _window_grad_coords(grad, work, bt_off, coords, grad_coords, N, C, H1, W1, H
         gx = zero
         gy = zero
         for level in range(levels):
-            valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
-            valid = valid and live
-            Hl = H2 >> level
-            Wl = W2 >> level
-            moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
-            _window_dots(work, work, D, red, warp, lane, bt_off + (n * Q + q) * C, moff, valid, x0, y0, Hl, Wl, C,
-                         radius, zero)
+            valid, fx, fy = _window_level(work, bt_off, coords, D, red, warp, lane, live, n, q, Q, coff, csxy, N, C,
+                                          H2, W2, level, radius, half)
             goff = (n * levels + level) * LL * Q + q
             tx = zero
             ty = zero

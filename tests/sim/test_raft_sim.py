@@ -108,9 +108,10 @@ def test_radius_zero_and_empty_grid():
     assert grads[1].shape == inp.shape and not np.any(grads[1].copy_to_host())
 
 
-@pytest.mark.parametrize("map_warps", [1, 7])
+@pytest.mark.parametrize("map_warps", [1, 72])
 def test_window_map_gradient_cell_ranges(map_warps, monkeypatch):
-    # one range per pixel, and ranges that do not divide the (2r+2)² cells evenly (the last one short)
+    # one range per pixel, and ranges that do not divide the (2r+2)² = 16 cells evenly: 72 warps give the
+    # 24 level-0 pixels 3 ranges (6, 6, 4 cells) and the 6 level-1 pixels 12 (2 cells each, the last four empty)
     from gpuops import _constants
     monkeypatch.setattr(_constants, "RAFT_WINDOW_MAP_WARPS", map_warps)
     rng = np.random.default_rng(4)
