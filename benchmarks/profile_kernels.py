@@ -11,6 +11,7 @@ import sys
 import torch
 
 import gpuops
+from benchmarks.kernel_times import _raft
 
 DW = dict(shape=(32, 256, 56, 56))
 FLOWNETC = dict(kernel_size=1, patch_size=21, padding=0, dilation_patch=2)
@@ -52,6 +53,35 @@ def _dgmm(side="right", dtype=torch.float32, backward=False):
     return setup
 
 
+def _involution(backward):
+    """The involution row of benchmarks/perpixel.py (B32 C256 56², K7, G16, float32)."""
+    from benchmarks.perpixel import B, C, G, H, K, W
+
+    def setup():
+        x = torch.randn(B, C, H, W, device="cuda")
+        w = torch.randn(B, G, K, K, H, W, device="cuda")
+        if not backward:
+            return lambda: gpuops.involution(x, w, padding=K // 2)
+        g = torch.randn_like(x)
+        return lambda: gpuops.involution_backward(g, x, w, padding=K // 2)
+    return setup
+
+
+def _kpn(k, backward):
+    """The KPN gather row of benchmarks/perpixel.py (1×3×1080×1920, float32)."""
+    from benchmarks.perpixel import KPN
+
+    def setup():
+        n, c, h, w = KPN
+        x = torch.randn(n, c, h, w, device="cuda")
+        weights = torch.randn(n, k * k, h, w, device="cuda")
+        if not backward:
+            return lambda: gpuops.weighted_filter(x, weights)
+        g = torch.randn_like(x)
+        return lambda: gpuops.weighted_filter_backward(g, x, weights)
+    return setup
+
+
 WORKLOADS = {
     "dw3_fwd": _depthwise(3, False),
     "dw3_bwd": _depthwise(3, True),
@@ -70,6 +100,12 @@ WORKLOADS = {
     "dgmm_bwd_bf16": _dgmm(dtype=torch.bfloat16, backward=True),
     "dgmm_left_fwd_bf16": _dgmm("left", dtype=torch.bfloat16),
     "dgmm_left_bwd_bf16": _dgmm("left", dtype=torch.bfloat16, backward=True),
+    "lookup_fwd": lambda: _raft(False),
+    "lookup_bwd": lambda: _raft(True),
+    "involution_fwd": _involution(False),
+    "involution_bwd": _involution(True),
+    "kpn21_fwd": _kpn(21, False),
+    "kpn21_bwd": _kpn(21, True),
 }
 
 
