@@ -90,6 +90,13 @@ class OpSpec:
     vmap:       how ``jax.vmap`` batches the op: "elementwise" (any leading axes pass through), "fold"
                 (the op is independent per index of every array's and the output's first axis: a vmapped
                 axis folds into it) or "sequential" (a loop).
+    batch:      per declared array, whether its first axis is the batch axis: the op is independent per
+                batch index, and every output's first axis is that batch axis too.  An array marked False
+                (a weight) is read whole by every batch index; a sequence argument's flag covers each of
+                its arrays.  None: the op cannot be split along a batch axis.  ``gpuops.jax`` runs a
+                batch-sharded call per shard from it (docs/architecture.md, "Several devices").  Left
+                out, it follows ``vmap``: every array batched for "elementwise" and "fold", None for
+                "sequential".
     direct:     ``gpuops.torch`` may skip the dispatcher for plain tensors with nothing to record (no
                 autograd, tracing or compiling): the registered op costs ≈20 µs of host time per call.
     adjoint:    for linear ops whose gradient is another declared op: ``(other op's name,
@@ -116,6 +123,7 @@ class OpSpec:
     params: tuple = ()
     backward: Callable | None = None
     vmap: str = "sequential"
+    batch: tuple | None | str = "from vmap"
     direct: bool = True
     adjoint: tuple | None = None
     example: Callable | None = None
@@ -138,6 +146,8 @@ class OpSpec:
                        optional=tuple(a.endswith("?") for a in self.arrays),
                        sequence=tuple(a.endswith("*") for a in self.arrays))
         derived["required"] = sum(1 for o in derived["optional"] if not o)
+        if self.batch == "from vmap":
+            derived["batch"] = None if self.vmap == "sequential" else (True,) * len(self.arrays)
         for name, value in derived.items():
             object.__setattr__(self, name, value)
 
@@ -254,6 +264,9 @@ def declare(spec: OpSpec) -> OpSpec:
         raise ValueError(f"op {spec.name!r} needs exactly one of backward and adjoint")
     if spec.vmap not in ("elementwise", "fold", "sequential"):
         raise ValueError(f"op {spec.name!r}: vmap must be 'elementwise', 'fold' or 'sequential'")
+    if spec.batch is not None and (not isinstance(spec.batch, tuple) or len(spec.batch) != len(spec.arrays)
+                                   or not all(isinstance(b, bool) for b in spec.batch) or not any(spec.batch)):
+        raise ValueError(f"op {spec.name!r}: batch must be None or one bool per array, at least one True")
     if (spec.multi_output or any(spec.sequence)) and (spec.vmap != "sequential" or spec.adjoint is not None):
         raise ValueError(f"op {spec.name!r}: sequence arguments and several outputs need vmap='sequential' and "
                          f"a backward")

@@ -891,6 +891,7 @@ def _depthwise_example(rng, batch):
 CONV2D_DEPTHWISE = _ops.declare(OpSpec(
     name="conv2d_depthwise", forward=conv2d_depthwise, backward=conv2d_depthwise_backward,
     arrays=("x", "weight", "bias?"), params=_WINDOW_PARAMS, shapes=_depthwise_shapes, example=_depthwise_example,
+    batch=(True, False, False),
     autocast=True, channels_last=lambda x, weight, bias=None: channels_last_output(x),
     reference=reference.conv2d_depthwise, reference_backward=reference.conv2d_depthwise_backward))
 

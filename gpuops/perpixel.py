@@ -344,5 +344,6 @@ INVOLUTION = _ops.declare(OpSpec(
 WEIGHTED_FILTER = _ops.declare(OpSpec(
     name="weighted_filter", forward=weighted_filter, backward=weighted_filter_backward,
     arrays=("x", "weight", "bias?"), params=(Param("splat", "bool", False),), shapes=_filter_shapes, autocast=True,
+    batch=(True, True, False),
     example=_filter_example, reference=reference.weighted_filter,
     reference_backward=reference.weighted_filter_backward))

@@ -482,13 +482,13 @@ def _lookup_example(rng, batch):
 CORR_PYRAMID = _ops.declare(OpSpec(
     name="corr_pyramid", forward=corr_pyramid, backward=corr_pyramid_backward, arrays=("fmap1", "fmap2"),
     params=(Param("num_levels", "int", 4, minimum=1),), multi_output=True, shapes=_pyramid_shapes,
-    vmap="sequential", example=_pyramid_example,
+    vmap="sequential", batch=(True, True), example=_pyramid_example,
     reference=reference.corr_pyramid, reference_backward=reference.corr_pyramid_backward))
 
 CORR_PYRAMID_LOOKUP = _ops.declare(OpSpec(
     name="corr_pyramid_lookup", forward=corr_pyramid_lookup, backward=corr_pyramid_lookup_backward,
     arrays=("pyramid*", "coords"), params=(Param("radius", "int", 4),), shapes=_lookup_shapes,
-    vmap="sequential", example=_lookup_example,
+    vmap="sequential", batch=(True, True), example=_lookup_example,
     reference=reference.corr_pyramid_lookup, reference_backward=reference.corr_pyramid_lookup_backward))
 
 

@@ -9,18 +9,21 @@ No host round-trips.  Static parameters travel by closure, and one callback obje
 static configuration: a new callback object per call would recompile the XLA computation each time.
 
 Works under ``jax.jit``, ``jax.grad``, ``jax.vmap`` (batched buffers are folded into the op's own
-leading axis where the op allows it) and inside Flax modules.  Arguments are checked at trace time by
-the declaration's shape function, the core's own checks: a bad shape, dtype or parameter raises the
-same ``ValueError``/``TypeError`` as from numpy, under ``jit`` and ``eval_shape`` too.  The adapter
-holds no math.
+leading axis where the op allows it) and inside Flax modules, and across devices: on batch-sharded
+arrays, in ``jax.shard_map`` or not, each device calls the op on its own shard.  Arguments are checked
+at trace time by the declaration's shape function, the core's own checks: a bad shape, dtype or
+parameter raises the same ``ValueError``/``TypeError`` as from numpy, under ``jit`` and ``eval_shape``
+too.  The adapter holds no math.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import numpy as np
 from jax.experimental.buffer_callback import buffer_callback
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from gpuops import _core, _ops
 
@@ -127,6 +130,76 @@ def _cotangent(g, primal):
     vary along (a weight replicated across a batch-sharded shard_map gets the sum of every shard's part)."""
     extra = _varying(g) - _varying(primal)
     return jax.lax.psum(g, tuple(sorted(extra))) if extra else g
+
+
+# ---------------------------------------------------------------------------------------------
+# batch-sharded arrays outside shard_map: one call per shard
+#
+# XLA cannot split an opaque callback: on batch-sharded arrays it would gather the whole batch onto
+# every device and run the op there.  (custom_partitioning, the partitioner's hook, cannot hold a
+# callback in jax 0.10: the per-shard module it lowers drops its host callbacks.)  So where the
+# declaration says which arrays have the batch as their first axis (`OpSpec.batch`), a call whose
+# arrays lie on a mesh runs inside a shard_map over the batch's mesh axes, the path tested for users'
+# own shard_maps: batched arrays and results split along axis 0, the other arrays replicated (any other
+# sharded axis is gathered first: correct, not parallel), their gradients summed over the shards.
+
+
+@functools.cache
+def _one_device() -> bool:
+    return jax.device_count() == 1
+
+
+def _batch_split(spec, arrays):
+    """``(mesh, batch mesh axes)`` for a call to run per shard, or None.
+
+    Concrete arrays and Explicit mesh axes tell their sharding; under ``jit`` on Auto axes it is not
+    known before XLA propagates it, so the batch is split over every Auto axis (as many as divide it).
+    None on one device, inside ``jax.shard_map`` (each device already holds its own shards), for arrays
+    on no mesh and for ops declared unsplittable."""
+    if spec.batch is None or _one_device() or jax.sharding.get_abstract_mesh().manual_axes:
+        return None
+    flat, lengths = _flatten(arrays)
+    batched = [a for a, b in zip(flat, _marks(spec.batch, lengths)) if b and a.ndim]
+    if not batched:
+        return None
+    shardings = [jax.typeof(a).sharding if isinstance(a, jax.core.Tracer) else a.sharding for a in batched]
+    if not isinstance(shardings[0], NamedSharding) or shardings[0].mesh.empty:
+        return None
+    mesh = shardings[0].mesh
+    axes = next((_names(s.spec[0]) for s in shardings if isinstance(s, NamedSharding) and s.spec and s.spec[0]), ())
+    if not axes and isinstance(batched[0], jax.core.Tracer):
+        axes = tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types)
+                     if t == AxisType.Auto and mesh.shape[n] > 1)
+    while axes and any(a.shape[0] % math.prod(mesh.shape[n] for n in axes) for a in batched):
+        axes = axes[:-1]
+    return (mesh, axes) if axes else None
+
+
+def _names(entry) -> tuple:
+    return () if entry is None else tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def _marks(batch, lengths):
+    """`OpSpec.batch` per buffer (a sequence argument's flag for each of its arrays)."""
+    return tuple(b for b, length in zip(batch, lengths) for _ in range(1 if length is None else length))
+
+
+def _per_shard(spec, fn, arrays, mesh, axes):
+    """``fn(*arrays)`` inside a shard_map over ``axes``: every mesh axis is manual, so arrays are split
+    along the batch axes only and replicated along the others."""
+    batch = P(axes[0] if len(axes) == 1 else axes)
+
+    def spec_of(a, batched):
+        return batch if batched and a.ndim else P()
+    specs = tuple(tuple(spec_of(e, b) for e in a) if seq else spec_of(a, b)
+                  for a, b, seq in zip(arrays, spec.batch, spec.sequence))
+    if any(t == AxisType.Explicit for t in mesh.axis_types):
+        # Explicit axes carry their sharding in the types: shard_map takes only what its specs say
+        def reshard(a, s):
+            return jax.sharding.reshard(a, NamedSharding(mesh, s))
+        arrays = tuple(tuple(map(reshard, a, s)) if seq else reshard(a, s)
+                       for a, s, seq in zip(arrays, specs, spec.sequence))
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=batch)(*arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +332,11 @@ def _function(spec):
         op = ops.get(ranks)
         if op is None:
             op = ops[ranks] = _custom_vjp(spec, ranks)
-        return op(tuple(params.items()), *arrays)
+        params = tuple(params.items())
+        split = _batch_split(spec, arrays)
+        if split is None:
+            return op(params, *arrays)
+        return _per_shard(spec, functools.partial(op, params), arrays, *split)
 
     call.__name__ = call.__qualname__ = spec.name
     call.__doc__ = (f"`gpuops.{spec.name}` as a differentiable JAX function (jit, grad, vmap; static "
