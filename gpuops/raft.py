@@ -251,11 +251,12 @@ def _direct_backward(call):
 
 
 def _buckets(geo, base, coords, stream):
-    """The int32 bucket buffer and its (counts, starts, items) offsets, sized for level 0."""
+    """The int32 bucket buffer and its (counts, starts, items) offsets, sized for level 0; the queries are
+    placed (in any order) after the items, then sorted into them."""
     N, r = geo.N, geo.radius
     ncell0 = (geo.H2 + 2 * r + 1) * (geo.W2 + 2 * r + 1)
     offsets = (0, N * ncell0, 2 * N * ncell0)
-    return _core.scratch(base, (1, offsets[2] + N * geo.H1 * geo.W1), "float32", stream), offsets
+    return _core.scratch(base, (1, offsets[2] + 2 * N * geo.H1 * geo.W1), "float32", stream), offsets
 
 
 def _bucket_level(geo, level, base, coords, ints, offsets, stream):
@@ -272,10 +273,11 @@ def _bucket_level(geo, level, base, coords, ints, offsets, stream):
          + geo.strides + where, N * Q, base, stream)
     _run("bucket_scan", (Out(ints, flat_ints), counts_off, starts_off, N, ncell), N, base, stream,
          block=min(_SCAN_THREADS, _threads(ncell)), grid=(min(N, 2**31 - 1),))
-    _run("bucket_place", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, starts_off, items_off, N,
+    placed_off = items_off + N * Q
+    _run("bucket_place", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, starts_off, placed_off, N,
                           geo.H1, geo.W1) + geo.strides + where, N * Q, base, stream)
-    _run("bucket_sort", (Out(ints, flat_ints), counts_off, starts_off, items_off, N, Q, ncell), N * ncell, base,
-         stream)
+    _run("bucket_sort", (Out(ints, flat_ints), counts_off, starts_off, placed_off, items_off, N, Q, ncell),
+         32 * N * ncell, base, stream)         # a warp per cell
 
 
 def _direct_map_gradient(geo, g, base, fmap2, coords, work, grad_map, stream):

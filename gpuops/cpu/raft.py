@@ -2,7 +2,7 @@
 arrays, int64 parameters, scalars in the compute type), the same formulas and the same bucketed
 gather for the gradient of the sampled map.  Parallel over output elements, or over (image, channel)
 planes for the gradient of the map.  Bucketing runs one image per thread in query order, so the
-cells come out sorted and `bucket_sort` finds nothing to move.
+cells come out sorted and `bucket_sort` only copies them.
 """
 import numpy as np
 
@@ -324,19 +324,13 @@ def bucket_place(coords, ints, counts_off, starts_off, items_off, N, H1, W1, csn
 
 
 @njit(**CPU_JIT)
-def bucket_sort(ints, counts_off, starts_off, items_off, N, Q, ncell):
+def bucket_sort(ints, counts_off, starts_off, placed_off, items_off, N, Q, ncell):
     vals = ints.view(np.int32)
     for i in prange(N * ncell):
-        n = i // ncell
-        first = items_off + n * Q + vals[starts_off + i]
+        first = i // ncell * Q + vals[starts_off + i]
         count = vals[counts_off + i]
-        for j in range(1, count):
-            item = vals[first + j]
-            k = j - 1
-            while k >= 0 and vals[first + k] > item:
-                vals[first + k + 1] = vals[first + k]
-                k -= 1
-            vals[first + k + 1] = item
+        placed = vals[placed_off + first:placed_off + first + count]
+        vals[items_off + first:items_off + first + count] = np.sort(placed)
 
 
 @njit(cache=True)

@@ -50,7 +50,7 @@ from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
-from gpuops.cuda._memory import load, store
+from gpuops.cuda._memory import load, load4, store
 
 THREADS = RAFT_THREADS
 SCAN_THREADS = RAFT_SCAN_THREADS
@@ -430,21 +430,25 @@ def _bucket_place(coords, ints, counts_off, starts_off, items_off, N, H1, W1, cs
             vals[items_off + n * Q + vals[starts_off + n * ncell + cell] + slot] = q
 
 
-def _bucket_sort(ints, counts_off, starts_off, items_off, N, Q, ncell):
-    """Each cell's queries in index order (insertion sort; cells hold few queries)."""
+def _bucket_sort(ints, counts_off, starts_off, placed_off, items_off, N, Q, ncell):
+    """Each cell's queries, placed in any order from ``placed_off``, in index order from ``items_off``: a warp
+    per cell puts each of its (distinct) queries at its rank among them.  The k² comparisons of a cell of k
+    queries are spread over the lanes and read from L1; coarse levels hold tens of queries per cell, where a
+    thread per cell sorting in place took k² serial steps through global memory."""
     vals = ints.view(np.int32)
     start, step = thread_range()
-    for i in range(start, N * ncell, step):
+    lane = start % 32
+    for i in range(start // 32, N * ncell, step // 32):
         n = i // ncell
-        first = items_off + n * Q + vals[starts_off + i]
+        first = n * Q + vals[starts_off + i]
         count = vals[counts_off + i]
-        for j in range(1, count):
-            item = vals[first + j]
-            k = j - 1
-            while k >= 0 and vals[first + k] > item:
-                vals[first + k + 1] = vals[first + k]
-                k -= 1
-            vals[first + k + 1] = item
+        for j in range(lane, count, 32):
+            item = vals[placed_off + first + j]
+            rank = 0
+            for k in range(count):
+                if vals[placed_off + first + k] < item:
+                    rank += 1
+            vals[items_off + first + rank] = item
 
 
 @cuda.jit(device=True, **_INLINE)
@@ -582,6 +586,17 @@ def _warp_sync_cuda():
     return lambda: cuda.syncwarp(_FULL_MASK)
 
 
+def keep_rolled():
+    """Nothing (simulator body).  On the GPU a warp barrier: the compiler does not unroll a loop holding
+    one by a runtime factor (it is convergent), which keeps the 16-byte loads of a dot-product loop from
+    being unrolled fourfold into more registers than the kernel has.  Every lane of the warp must reach it."""
+
+
+@overload(keep_rolled, target="cuda")
+def _keep_rolled_cuda():
+    return lambda: cuda.syncwarp(_FULL_MASK)
+
+
 def like_type(v, like):
     """``v`` converted to ``like``'s float type (window sums are kept in float64)."""
     return type(like)(v)
@@ -619,11 +634,13 @@ def _window_query(i, NQ, W1, Q, csn, csh, csw):
 def _window_dots(bt, cl, D, red, warp, lane, boff, moff, valid, x0, y0, Hl, Wl, C, radius, zero):
     """D[warp, p] = Σ_c bt[boff + c] · cl[moff + (y·Wl + x)·C + c] over the window pixels p = (py, px),
     (y, x) = (y0 − r + py, x0 − r + px); 0 outside the map or for an invalid query.  The warp takes
-    32 // DOT_LANES pixels at a time, DOT_LANES lanes each (adjacent lanes: adjacent channels), four
-    partial sums per lane in flight; (2r+2)² is a multiple of 4, so every pass is full."""
+    32 // DOT_LANES pixels at a time, DOT_LANES lanes each; (2r+2)² is a multiple of 4, so every pass is full.
+    When C is a multiple of 4 (RAFT's 256) a lane reads 4 adjacent channels of each map at once (`load4`: one
+    16-byte load for float32 work, whose offsets are then multiples of 4), four partial sums in flight: a
+    quarter of the load instructions, which bound this loop; other C take the channels one by one."""
     side = 2 * radius + 2
     sub = lane % DOT_LANES
-    stop = C - 3 * DOT_LANES
+    quads = C % 4 == 0
     for first in range(0, side * side, 32 // DOT_LANES):
         p = first + lane // DOT_LANES
         py = p // side
@@ -633,18 +650,23 @@ def _window_dots(bt, cl, D, red, warp, lane, boff, moff, valid, x0, y0, Hl, Wl, 
         a1 = zero
         a2 = zero
         a3 = zero
-        if valid and 0 <= y < Hl and 0 <= x < Wl:
+        inside = valid and 0 <= y < Hl and 0 <= x < Wl
+        if quads:
             off = moff + (y * Wl + x) * C
-            c = nt.int64(sub)
-            while c < stop:
+            for step in range(0, C, 4 * DOT_LANES):       # the same trip count in every lane
+                c = step + 4 * sub
+                if inside and c < C:
+                    b0, b1, b2, b3 = load4(bt, boff + c)
+                    m0, m1, m2, m3 = load4(cl, off + c)
+                    a0 += b0 * m0
+                    a1 += b1 * m1
+                    a2 += b2 * m2
+                    a3 += b3 * m3
+                keep_rolled()
+        elif inside:
+            off = moff + (y * Wl + x) * C
+            for c in range(sub, C, DOT_LANES):
                 a0 += bt[boff + c] * cl[off + c]
-                a1 += bt[boff + c + DOT_LANES] * cl[off + c + DOT_LANES]
-                a2 += bt[boff + c + 2 * DOT_LANES] * cl[off + c + 2 * DOT_LANES]
-                a3 += bt[boff + c + 3 * DOT_LANES] * cl[off + c + 3 * DOT_LANES]
-                c += 4 * DOT_LANES
-            while c < C:
-                a0 += bt[boff + c] * cl[off + c]
-                c += DOT_LANES
         acc = lane_sum((a0 + a1) + (a2 + a3), red, DOT_LANES)
         if sub == 0:
             D[warp, p] = acc
@@ -840,13 +862,42 @@ def _chunk(src, off, c, C, zero):
 
 
 @cuda.jit(device=True, **_INLINE)
-def _axpy(acc, g, src, off, c0, C, zero):
-    """acc[j] + g · src[off + c0 + 32·j] for the CHUNKS channels c0 + 32·j of a lane (0 beyond C)."""
+def _quad(src, off, c, C, zero):
+    """src[off + c .. off + c + 3] (`load4`) for a channel c < C (C a multiple of 4), else zeros."""
+    if c < C:
+        return load4(src, off + c)
+    return zero, zero, zero, zero
+
+
+@cuda.jit(device=True, **_INLINE)
+def _lane_channel(c0, j, quads):
+    """The channel of a lane's j-th of CHUNKS accumulators in the pass from c0: c0 + 32·j, or with
+    ``quads`` (the lane reads 4 adjacent channels at once) c0 + 128·(j // 4) + j % 4."""
+    if quads:
+        return c0 + 128 * (j >> 2) + (j & 3)
+    return c0 + 32 * j
+
+
+@cuda.jit(device=True, **_INLINE)
+def _axpy(acc, g, src, off, c0, C, zero, quads):
+    """acc[j] + g · src[off + channel j] for the CHUNKS channels of a lane's pass (`_lane_channel`), 0 beyond
+    C.  A pass covers 32·CHUNKS channels either way; with ``quads`` (C a multiple of 4, float32 work: 16-byte
+    aligned) two 16-byte loads replace eight 4-byte ones."""
     a0, a1, a2, a3, a4, a5, a6, a7 = acc
-    return (a0 + g * _chunk(src, off, c0, C, zero), a1 + g * _chunk(src, off, c0 + 32, C, zero),
-            a2 + g * _chunk(src, off, c0 + 64, C, zero), a3 + g * _chunk(src, off, c0 + 96, C, zero),
-            a4 + g * _chunk(src, off, c0 + 128, C, zero), a5 + g * _chunk(src, off, c0 + 160, C, zero),
-            a6 + g * _chunk(src, off, c0 + 192, C, zero), a7 + g * _chunk(src, off, c0 + 224, C, zero))
+    if quads:
+        s0, s1, s2, s3 = _quad(src, off, c0, C, zero)
+        s4, s5, s6, s7 = _quad(src, off, c0 + 128, C, zero)
+    else:
+        s0 = _chunk(src, off, c0, C, zero)
+        s1 = _chunk(src, off, c0 + 32, C, zero)
+        s2 = _chunk(src, off, c0 + 64, C, zero)
+        s3 = _chunk(src, off, c0 + 96, C, zero)
+        s4 = _chunk(src, off, c0 + 128, C, zero)
+        s5 = _chunk(src, off, c0 + 160, C, zero)
+        s6 = _chunk(src, off, c0 + 192, C, zero)
+        s7 = _chunk(src, off, c0 + 224, C, zero)
+    return (a0 + g * s0, a1 + g * s1, a2 + g * s2, a3 + g * s3, a4 + g * s4, a5 + g * s5, a6 + g * s6,
+            a7 + g * s7)
 
 
 def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy,
@@ -860,10 +911,11 @@ def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, lev
     area = side * side
     Q = H1 * W1
     NQ = N * Q
+    quads = C % 4 == 0
     for first in range(nt.int64(cuda.blockIdx.x) * WARPS, NQ, nt.int64(cuda.gridDim.x) * WARPS):
         live, n, q, coff = _window_query(first + warp, NQ, W1, Q, csn, csh, csw)
         if live:
-            for c0 in range(lane, C, 32 * CHUNKS):
+            for c0 in range(4 * lane if quads else lane, C, 32 * CHUNKS):
                 acc = (zero, zero, zero, zero, zero, zero, zero, zero)
                 for level in range(levels):
                     valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
@@ -879,10 +931,11 @@ def _window_grad_base(work, gd_off, coords, grad_base, N, C, H1, W1, H2, W2, lev
                                     x = x0 - radius + px
                                     if 0 <= x < Wl:
                                         acc = _axpy(acc, work[gd_level + (py * side + px) * Q], work,
-                                                    moff + (y * Wl + x) * C, c0, C, zero)
+                                                    moff + (y * Wl + x) * C, c0, C, zero, quads)
                 for j in range(CHUNKS):
-                    if c0 + 32 * j < C:
-                        store(grad_base, (n * C + c0 + 32 * j) * Q + q, acc[j])
+                    c = _lane_channel(c0, j, quads)
+                    if c < C:
+                        store(grad_base, (n * C + c) * Q + q, acc[j])
 
 
 def _window_grad_map_partial(work, bt_off, gd_off, part_off, splits, ints, counts_off, starts_off, items_off, N, C,
@@ -902,6 +955,7 @@ def _window_grad_map_partial(work, bt_off, gd_off, part_off, splits, ints, count
     ncell = (Hl + 2 * radius + 1) * CW
     per_split = (area + splits - 1) // splits
     total = N * Hl * Wl * splits
+    quads = C % 4 == 0
     for first in range(nt.int64(cuda.blockIdx.x) * WARPS, total, nt.int64(cuda.gridDim.x) * WARPS):
         i = first + warp
         if i < total:
@@ -911,7 +965,7 @@ def _window_grad_map_partial(work, bt_off, gd_off, part_off, splits, ints, count
             t = pixel // Wl
             y = t % Hl
             n = t // Hl
-            for c0 in range(lane, C, 32 * CHUNKS):
+            for c0 in range(4 * lane if quads else lane, C, 32 * CHUNKS):
                 acc = (zero, zero, zero, zero, zero, zero, zero, zero)
                 for k in range(split * per_split, min(area, (split + 1) * per_split)):
                     ky = k // side
@@ -922,11 +976,11 @@ def _window_grad_map_partial(work, bt_off, gd_off, part_off, splits, ints, count
                     gd_pixel = gd_off + ((n * levels + level) * area + p) * Q
                     for j in range(first_item, first_item + vals[counts_off + cell]):
                         q = nt.int64(vals[j])
-                        acc = _axpy(acc, work[gd_pixel + q], work, bt_off + (n * Q + q) * C, c0, C, zero)
-                out = part_off + i * C + c0
+                        acc = _axpy(acc, work[gd_pixel + q], work, bt_off + (n * Q + q) * C, c0, C, zero, quads)
                 for j in range(CHUNKS):
-                    if c0 + 32 * j < C:
-                        work[out + 32 * j] = acc[j]
+                    c = _lane_channel(c0, j, quads)
+                    if c < C:
+                        work[part_off + i * C + c] = acc[j]
 
 
 @cuda.jit(device=True, **_INLINE)
@@ -1009,7 +1063,7 @@ BUCKET_CLEAR = Kernel(_bucket_clear, lambda d: (_b(d), _I, _I))
 BUCKET_COUNT = Kernel(_bucket_count, lambda d: (_a(d), _b(d)) + (_I,) * 12 + (_f(d),))
 BUCKET_SCAN = Kernel(_bucket_scan, lambda d: (_b(d),) + (_I,) * 4)
 BUCKET_PLACE = Kernel(_bucket_place, lambda d: (_a(d), _b(d)) + (_I,) * 14 + (_f(d),))
-BUCKET_SORT = Kernel(_bucket_sort, lambda d: (_b(d),) + (_I,) * 6)
+BUCKET_SORT = Kernel(_bucket_sort, lambda d: (_b(d),) + (_I,) * 7)
 LOOKUP_GRAD_MAP = Kernel(_lookup_grad_map, lambda d: (_a(d), _a(d), _a(d), _a(d), _w(d), _I, _I, _b(d), _I, _I, _I,
                                                        _a(d)) + (_I,) * 14 + (_f(d), _f(d)))
 LOOKUP_GRAD_MAP_POOLED = Kernel(_lookup_grad_map_pooled,
@@ -1017,11 +1071,11 @@ LOOKUP_GRAD_MAP_POOLED = Kernel(_lookup_grad_map_pooled,
                                 + (_I,) * 14 + (_f(d), _f(d)))
 TO_CHANNELS_LAST = Kernel(_to_channels_last, lambda d: (_a(d), _w(d)) + (_I,) * 3 + (_f(d),))
 POOL_CHANNELS_LAST = Kernel(_pool_channels_last, lambda d: (_w(d),) + (_I,) * 6 + (_f(d),))
-# capped: 5 blocks per SM instead of 4, without spills (tests/compile checks)
+# capped at 128 registers (4 blocks of 128 threads per SM), without spills (tests/compile checks)
 WINDOW_FORWARD = Kernel(_window_forward, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d), _f(d)),
-                        max_registers=96)
+                        max_registers=128)
 WINDOW_GRAD_COORDS = Kernel(_window_grad_coords, lambda d: (_a(d), _w(d), _I, _a(d), _a(d)) + (_I,) * 12
-                            + (_f(d), _f(d)), max_registers=96)
+                            + (_f(d), _f(d)), max_registers=128)
 WINDOW_GD = Kernel(_window_gd, lambda d: (_a(d), _w(d), _I, _a(d)) + (_I,) * 9 + (_f(d), _f(d)))
 WINDOW_GRAD_BASE = Kernel(_window_grad_base, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d),))
 WINDOW_GRAD_MAP_PARTIAL = Kernel(_window_grad_map_partial, lambda d: (_w(d), _I, _I, _I, _I, _b(d)) + (_I,) * 12

@@ -98,3 +98,15 @@ def test_registers_and_spills_sm90(kernel, dtype):
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill", log)]
     assert registers <= getattr(kernel, "register_budget", REGISTER_BUDGET), log
     assert not any(spills), log
+
+
+@pytest.mark.parametrize("name", ["WINDOW_FORWARD", "WINDOW_GRAD_COORDS", "WINDOW_GRAD_BASE", "WINDOW_GRAD_MAP_PARTIAL"])
+def test_raft_window_kernels_load_channel_quads(name):
+    """The RAFT window kernels read float32 channels four at a time in one 16-byte load (`load4`): their
+    channel loops are bound by load instructions."""
+    from gpuops.cuda import raft
+    kernel = getattr(raft, name)
+    with _fake_device((9, 0)):
+        ptx, _ = cuda.compile_ptx(kernel.pyfunc, tuple(kernel.signature("float32")), cc=(9, 0),
+                                  **_ptx_options(kernel))
+    assert "ld.global.v4.f32" in ptx

@@ -120,3 +120,21 @@ def test_window_map_gradient_cell_ranges(map_warps, monkeypatch):
     arrays = [a.astype(np.float32) for a in (f1, f2, coords)]
     _check_both(gpuops.corr_lookup, gpuops.corr_lookup_backward, arrays, dict(radius=1, num_levels=2), "float32", 4,
                 "window")
+
+
+def test_window_kernels_read_channel_quads():
+    # C a multiple of 4: the window kernels read 4 adjacent channels at once (load4; the work buffers are float32
+    # for every 16-bit dtype too); with 132 channels a lane's pass covers channels 4·lane .. 4·lane + 3 and, for
+    # lane 0 only, 128 .. 131
+    dtype = "float32"
+    rng = np.random.default_rng(5)
+    f1, f2 = rng.standard_normal((1, 132, 3, 3)), rng.standard_normal((1, 132, 3, 3))
+    coords = _coords(rng, (1, 2, 3, 3), -2, 4)
+    arrays = [a.astype(DTYPES[dtype][0]) for a in (f1, f2, coords)]
+    _check_both(gpuops.corr_lookup, gpuops.corr_lookup_backward, arrays, dict(radius=1, num_levels=2), dtype, 4,
+                "window")
+    storage = DTYPES[dtype][0]
+    coords = _patch_arrays(dtype, seed=6)[2]
+    base, inp = (rng.standard_normal(shape).astype(storage) for shape in ((2, 8, 3, 4), (2, 8, 5, 6)))
+    _check_both(gpuops.patch_correlate, gpuops.patch_correlate_backward, [base, inp, coords], dict(radius=1), dtype,
+                4, "window")
