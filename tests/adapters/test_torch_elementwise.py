@@ -88,3 +88,15 @@ def test_backward_functions_exposed():
     np.testing.assert_allclose(gt.ncrelu_backward(g, x).numpy(), R.ncrelu_backward(g, x))
     np.testing.assert_allclose(gt.gsmelu_backward(torch.ones(4), torch.tensor([-1.0, 0.0, 0.05, 2.0])).numpy(),
                                [0.01, 0.505, 0.7525, 1.0], rtol=1e-6)
+
+
+def test_torch_func_transforms_refuse_clearly():
+    # torch.library's register_autograd wraps a custom op in an autograd.Function without setup_context,
+    # which torch.func's transforms refuse (torch 2.13): a clear error, never a silently wrong gradient;
+    # torch.autograd.grad works (docs/architecture.md, "Small torch calls")
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda t: gt.conv2d_depthwise(t, w, padding=1).square().sum())(x)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda t: gt.gsmelu(t).sum())(x)
