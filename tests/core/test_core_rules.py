@@ -50,3 +50,16 @@ def test_contiguous_out_is_written():
     t_out = torch.empty(3, 4, dtype=torch.float64)
     assert gpuops.gsmelu(torch.from_numpy(x), out=t_out) is t_out
     np.testing.assert_allclose(t_out.numpy(), gpuops.gsmelu(x))
+
+
+def test_arrays_on_different_devices_are_refused():
+    # the rule every op's checks apply (gpuops._core.same_dtype_and_device); tests/gpu/test_gpu_multi_device.py
+    # checks it through the ops on two GPUs
+    from gpuops import _core
+    x = _core.Arr(None, _core.TORCH, (2, 3), "float32", 0, "x")
+    weight = _core.Arr(None, _core.TORCH, (2, 3), "float32", 1, "weight")
+    with pytest.raises(ValueError, match=r"weight must be on the device of x \(cuda:0\), got cuda:1"):
+        _core.same_dtype_and_device(x, weight)
+    host = _core.Arr(None, _core.TORCH, (2, 3), "float32", -1, "weight")
+    with pytest.raises(ValueError, match=r"weight must be on the device of x \(cuda:0\), got cpu"):
+        _core.same_dtype_and_device(x, host)
