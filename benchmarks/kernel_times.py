@@ -45,16 +45,21 @@ CASES = {
 }
 
 
-def main(names):
-    for name in names:
-        fn = CASES[name]()
-        for _ in range(3):
+def profiled(fn, calls=5, warmup=3):
+    """The torch.profiler (CUDA activity) of ``calls`` calls of ``fn`` after ``warmup`` unprofiled ones."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                fn()
-            torch.cuda.synchronize()
+    return prof
+
+
+def main(names):
+    for name in names:
+        prof = profiled(CASES[name]())
         print(f"== {name} (5 calls)")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
 

@@ -5,7 +5,7 @@
 The constants are set before gpuops is imported (host plans and kernels both read them at import); give each
 setting its own NUMBA_CACHE_DIR, since numba's cache does not see changed globals.  Checks every kernel against
 `gpuops.reference` (float64, small odd shapes, both kernel forms), then prints one line: the setting and the
-per-kernel GPU time (torch.profiler, median-free mean of 5 calls) of the involution row (B32 C256 56², K7,
+per-kernel GPU time (torch.profiler, mean of 5 calls) of the involution row (B32 C256 56², K7,
 G16) and the KPN gather rows (1×3×1080×1920, K5 and K21), float32.  ``--compile`` only checks (compiles).
 """
 import sys
@@ -21,9 +21,9 @@ for _arg in SETTINGS:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import gpuops  # noqa: E402
+from benchmarks.kernel_times import profiled  # noqa: E402
 from gpuops import reference  # noqa: E402
 
 
@@ -64,15 +64,8 @@ def main():
         return
     parts = []
     for name, fn in _rows():
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                fn()
-            torch.cuda.synchronize()
         kernels = {e.key.split("[")[0].split("::")[-1]: e.device_time_total / e.count / 1000
-                   for e in prof.key_averages() if e.device_time_total > 0 and "pp_" in e.key}
+                   for e in profiled(fn).key_averages() if e.device_time_total > 0 and "pp_" in e.key}
         parts.append(f"{name}: " + " ".join(f"{k} {v:.3f}" for k, v in kernels.items()))
     print(f"{' '.join(SETTINGS) or 'defaults':60} | " + " | ".join(parts), flush=True)
 
