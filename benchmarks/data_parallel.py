@@ -79,6 +79,10 @@ def single_process_grads(global_batch):
     return {n: p.grad for n, p in net.named_parameters()}
 
 
+def _ddp(net, dev):
+    return nn.parallel.DistributedDataParallel(net, device_ids=None if dev.index is None else [dev.index])
+
+
 def worker(rank, world, global_batch, steps, device, results):
     """One DDP process: the float64 check step, then ``steps`` timed float32 steps; rank 0 writes ``results``."""
     backend = "nccl" if device == "cuda" else "gloo"
@@ -89,13 +93,11 @@ def worker(rank, world, global_batch, steps, device, results):
             torch.cuda.set_device(dev)
         share = global_batch // world
         a, b, target = (t[rank * share:(rank + 1) * share] for t in batch(global_batch, device=dev))
-        net = nn.parallel.DistributedDataParallel(model(device=dev).eval(), device_ids=[dev.index]
-                                                  if dev.index is not None else None)
+        net = _ddp(model(device=dev).eval(), dev)
         loss_of(net, a, b, target).backward()
         grads = {n.removeprefix("module."): p.grad.cpu() for n, p in net.named_parameters()}
 
-        net = nn.parallel.DistributedDataParallel(model(torch.float32, dev), device_ids=[dev.index]
-                                                  if dev.index is not None else None)
+        net = _ddp(model(torch.float32, dev), dev)
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
         a, b, target = (t[rank * share:(rank + 1) * share] for t in batch(global_batch, 1, torch.float32, dev))
         elapsed = 0.0

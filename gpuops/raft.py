@@ -252,11 +252,17 @@ def _direct_backward(call):
 
 def _buckets(geo, base, coords, stream):
     """The int32 bucket buffer and its (counts, starts, items) offsets, sized for level 0; the queries are
-    placed (in any order) after the items, then sorted into them."""
+    placed (in any order) after the items (`_placed_offset`), then sorted into them."""
     N, r = geo.N, geo.radius
     ncell0 = (geo.H2 + 2 * r + 1) * (geo.W2 + 2 * r + 1)
     offsets = (0, N * ncell0, 2 * N * ncell0)
-    return _core.scratch(base, (1, offsets[2] + 2 * N * geo.H1 * geo.W1), "float32", stream), offsets
+    size = _placed_offset(geo, offsets) + N * geo.H1 * geo.W1
+    return _core.scratch(base, (1, size), "float32", stream), offsets
+
+
+def _placed_offset(geo, offsets):
+    """Where `bucket_place` puts the queries before `bucket_sort` orders them into the items: after the items."""
+    return offsets[2] + geo.N * geo.H1 * geo.W1
 
 
 def _bucket_level(geo, level, base, coords, ints, offsets, stream):
@@ -273,7 +279,7 @@ def _bucket_level(geo, level, base, coords, ints, offsets, stream):
          + geo.strides + where, N * Q, base, stream)
     _run("bucket_scan", (Out(ints, flat_ints), counts_off, starts_off, N, ncell), N, base, stream,
          block=min(_SCAN_THREADS, _threads(ncell)), grid=(min(N, 2**31 - 1),))
-    placed_off = items_off + N * Q
+    placed_off = _placed_offset(geo, offsets)
     _run("bucket_place", (In(coords, _flat(coords)), Out(ints, flat_ints), counts_off, starts_off, placed_off, N,
                           geo.H1, geo.W1) + geo.strides + where, N * Q, base, stream)
     _run("bucket_sort", (Out(ints, flat_ints), counts_off, starts_off, placed_off, items_off, N, Q, ncell),
