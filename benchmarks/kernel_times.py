@@ -36,6 +36,15 @@ def _pyramid_training(iterations=12):
     return step
 
 
+def _model_step(name, swapped, channels_last, bf16):
+    """One training step (forward under bf16 autocast when asked, cross-entropy, backward, SGD) of a model of
+    `benchmarks.models`, stock or with gpuops's depthwise swapped in."""
+    from benchmarks.models import _layout, _step_fn, build
+    stock, swap, batch, size, _ = build(name, "cuda")
+    model, x = _layout(swap if swapped else stock, torch.randn(batch, 3, size, size, device="cuda"), channels_last)
+    return _step_fn(model, x, torch.randint(0, 1000, (batch,), device="cuda"), bf16)
+
+
 CASES = {
     "pyramid_training": _pyramid_training,
     "corr_lookup_fwd": lambda: _raft(False),
@@ -43,6 +52,13 @@ CASES = {
     "corr_lookup_fwd_1080p": lambda: _raft(False, 1, 135, 240),
     "corr_lookup_bwd_1080p": lambda: _raft(True, 1, 135, 240),
 }
+for _model in ("convnext_tiny", "mobilenet_v2"):
+    for _swapped in (False, True):
+        for _cl in (False, True):
+            for _bf16 in (False, True):
+                CASES[f"{_model}_{'gpuops' if _swapped else 'stock'}_{'nhwc' if _cl else 'nchw'}_"
+                      f"{'bf16' if _bf16 else 'fp32'}"] = (
+                    lambda m=_model, s=_swapped, c=_cl, b=_bf16: _model_step(m, s, c, b))
 
 
 def profiled(fn, calls=5, warmup=3):
@@ -61,7 +77,7 @@ def main(names):
     for name in names:
         prof = profiled(CASES[name]())
         print(f"== {name} (5 calls)")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=int(__import__("os").environ.get("ROWS", 15)), max_name_column_width=60))
 
 
 if __name__ == "__main__":

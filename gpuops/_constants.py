@@ -116,6 +116,9 @@ PERPIXEL_FEW = 4
 PERPIXEL_FEW_F64 = 2
 PERPIXEL_FEW_ROWS = 8
 PERPIXEL_WGRAD_FEW_ROWS = 4
+#: register cap of the gather, transpose and weight-gradient kernels (0: ptxas chooses); a lower cap lets more
+#: blocks share an SM (more loads in flight) at the risk of spills
+PERPIXEL_MAX_REGISTERS = 0
 
 # ---------------------------------------------------------------------------------------------
 # RAFT (patch_correlate, corr_lookup)

@@ -1,11 +1,12 @@
 """GPU tier: `gpuops.torch.swap_depthwise` on real models (torchvision MobileNetV2, timm ConvNeXt-T): the swapped
-model's float32 outputs and parameter gradients match the stock model's, in NCHW and channels_last, on a small
-batch (benchmarks/models.py's check, which its timing runs also apply at full batch)."""
+model's float32 outputs and parameter gradients are as close to a float64 copy of the stock model as the stock
+model's float32 ones (within CHECK_RTOL or twice the stock error), in NCHW and channels_last, on a small batch
+(benchmarks/models.py's check, which its timing runs also apply at full batch)."""
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks.models import CHECK_RTOL, build, compare  # noqa: E402
+from benchmarks.models import build, compare  # noqa: E402
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels_last"])
@@ -28,7 +29,7 @@ def test_swapped_model_matches_the_stock_model(name, package, depthwise, channel
     finally:
         for h in hooks:
             h.remove()
-    assert check["output"] <= CHECK_RTOL and check["grads"] <= CHECK_RTOL, check
+    assert check["ok"], check
     # a channels-last input of a depthwise layer gives a channels-last output (cuDNN's layout), an NCHW one NCHW
     assert layouts and all(out == inp for inp, out in layouts), layouts
     if channels_last:
