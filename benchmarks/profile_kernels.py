@@ -17,12 +17,13 @@ DW = dict(shape=(32, 256, 56, 56))
 FLOWNETC = dict(kernel_size=1, patch_size=21, padding=0, dilation_patch=2)
 
 
-def _depthwise(k, backward, shape=DW["shape"], stride=1):
+def _depthwise(k, backward, shape=DW["shape"], stride=1, dtype=torch.float32, channels_last=False):
     def setup():
         N, C, H, W = shape
-        x = torch.randn(N, C, H, W, device="cuda")
-        w = torch.randn(C, 1, k, k, device="cuda") / k
-        b = torch.randn(C, device="cuda")
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(N, C, H, W, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
+        w = torch.randn(C, 1, k, k, device="cuda", dtype=dtype) / k
+        b = torch.randn(C, device="cuda", dtype=dtype)
         y = gpuops.conv2d_depthwise(x, w, b, stride=stride, padding=k // 2)
         if not backward:
             return lambda: gpuops.conv2d_depthwise(x, w, b, stride=stride, padding=k // 2)
@@ -87,6 +88,11 @@ WORKLOADS = {
     "dw3_bwd": _depthwise(3, True),
     "dw7_fwd": _depthwise(7, False),
     "dw7_bwd": _depthwise(7, True),
+    # ConvNeXt-T's depthwise layers in bf16 channels-last (what a bf16-autocast training step runs)
+    "dw7_cl_bf16_c96_fwd": _depthwise(7, False, (32, 96, 56, 56), dtype=torch.bfloat16, channels_last=True),
+    "dw7_cl_bf16_c96_bwd": _depthwise(7, True, (32, 96, 56, 56), dtype=torch.bfloat16, channels_last=True),
+    "dw7_cl_bf16_c384_fwd": _depthwise(7, False, (32, 384, 14, 14), dtype=torch.bfloat16, channels_last=True),
+    "dw7_cl_bf16_c384_bwd": _depthwise(7, True, (32, 384, 14, 14), dtype=torch.bfloat16, channels_last=True),
     "dw3s2_fwd": _depthwise(3, False, (32, 144, 56, 56), 2),      # the MobileNetV2 stride-2 row
     "dw3s2_bwd": _depthwise(3, True, (32, 144, 56, 56), 2),
     "corr_fwd": _correlation(torch.float32, False),
