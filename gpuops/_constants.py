@@ -59,6 +59,9 @@ CONV_FAST_THREADS = 256
 #: launches (bands of tap rows) of the generated weight gradient per kernel size: one band's sums must fit
 #: in registers next to the strip's values
 CONV_WGRAD_PARTS = {3: 1, 5: 2, 7: 2}
+#: threads that split the groups of one output in the channels-last weight gradient's stage 2 (a block takes 32
+#: outputs: 32 × this many threads), so its sums over many groups are not one thread's chain of loads
+CONV_WGRAD_FINAL_ROWS = 8
 
 # ---------------------------------------------------------------------------------------------
 # correlation (spatial_correlation_sample, correlation)
@@ -116,9 +119,6 @@ PERPIXEL_FEW = 4
 PERPIXEL_FEW_F64 = 2
 PERPIXEL_FEW_ROWS = 8
 PERPIXEL_WGRAD_FEW_ROWS = 4
-#: register cap of the gather, transpose and weight-gradient kernels (0: ptxas chooses); a lower cap lets more
-#: blocks share an SM (more loads in flight) at the risk of spills
-PERPIXEL_MAX_REGISTERS = 0
 
 # ---------------------------------------------------------------------------------------------
 # RAFT (patch_correlate, corr_lookup)

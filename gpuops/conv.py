@@ -285,7 +285,8 @@ _NHWC_THREADS = 256          # most threads per block of the generated channels-
 _NHWC_WORD = 32              # most 64-bit channel words per block row (a warp's 256 contiguous bytes)
 _NHWC_STRIPS = 4             # strips per thread the forward and input-gradient grids aim at
 _NHWC_BLOCKS = 1024          # blocks the grids aim at, at least (if there is that much work)
-_NHWC_WGRAD_SHARE = 16       # partial sums of the weight gradient: at most 1/this of grad_out's pixels × slots
+_NHWC_WGRAD_BLOCKS = 512     # blocks the weight gradient's stage 1 aims at (several waves of its 128-register blocks)
+_NHWC_WGRAD_STRIPS = 4       # fewest strips per thread of stage 1, so its partial sums stay small against its work
 
 
 def _word_values(dtype):
@@ -693,8 +694,7 @@ def _nhwc_wgrad_run(c):
     xstrips = _ceil(Wo, _conv_source.nhwc_tx(k, s, V))
     strips = N * Ho * xstrips
     pb = max(1, min(_NHWC_THREADS // (cwb * k), strips))
-    groups = max(1, min(K.MAX_GRID_YZ, _ceil(strips, pb), _ceil(_NHWC_BLOCKS, chunks),
-                        N * Ho * Wo // (_NHWC_WGRAD_SHARE * c.slots)))
+    groups = max(1, min(K.MAX_GRID_YZ, strips // (pb * _NHWC_WGRAD_STRIPS), _ceil(_NHWC_WGRAD_BLOCKS, chunks)))
     partial = _core.scratch(x, (groups * c.slots * Cm,), STORAGE[x.dtype][2], c.stream)
     threads = cwb * k * pb
     _core.run("conv", f"dw_nhwc_wgrad_fast_{k}_{s}",
@@ -718,13 +718,14 @@ def _nhwc_wgrad_general_run(c):
 
 
 def _nhwc_wgrad_final(c, partial, groups):
-    """Stage 2 of the channels-last weight gradient: partial[group, slot, channel] summed over the groups in
-    order (deterministic)."""
+    """Stage 2 of the channels-last weight gradient: partial[group, slot, channel] summed over the groups in a
+    fixed order (deterministic): a block takes 32 outputs, and K.CONV_WGRAD_FINAL_ROWS threads split each one's
+    groups."""
     x, Cm, KK = c.x, c.dims[4], c.dims[5] * c.dims[6]
     gb = Out(_core.scratch(x, (1,), stream=c.stream) if c.grad_b is None else c.grad_b)
     _core.run("conv", "dw_nhwc_wgrad_final",
               (In(partial), Out(c.grad_w, (c.grad_w.size,)), gb, groups, KK, int(c.grad_b is not None)),
-              like=x, grid=_grid(_core.blocks_for(Cm * c.slots, _THREADS)), block=(_THREADS,), stream=c.stream)
+              like=x, grid=_grid(_ceil(Cm * c.slots, 32)), block=(32 * K.CONV_WGRAD_FINAL_ROWS,), stream=c.stream)
 
 
 _NCHW_WEIGHT_GRAD = (

@@ -33,14 +33,15 @@ gpuops.cuda._conv_source) are the fast path.
 im2col is a gather over the columns; col2im is the exact adjoint computed as a gather over the
 image (each pixel sums the column entries that came from it).
 """
-from gpuops._constants import CONV_FAST_SIZES, CONV_FAST_STRIDES, CONV_NY, CONV_THREADS, CONV_TILE_H, CONV_TILE_W
+from gpuops._constants import (CONV_FAST_SIZES, CONV_FAST_STRIDES, CONV_NY, CONV_THREADS, CONV_TILE_H, CONV_TILE_W,
+                               CONV_WGRAD_FINAL_ROWS)
 from gpuops._constants import SHARED_BYTES  # noqa: F401  (the budget gpuops.conv plans DW_TILED launches with)
 from gpuops._dtypes import STORAGE
 from gpuops._launch import ByDtype, Kernel, array_type, compute_type
 from gpuops._toolchain import cuda, nt
 from gpuops.cuda import _conv_source, _generate
 from gpuops.cuda._conv_device import _grad_x_gather
-from gpuops.cuda._memory import load, store
+from gpuops.cuda._memory import load, store, zero
 
 THREADS = CONV_THREADS
 TW = CONV_TILE_W     # tile width (one warp across)
@@ -526,25 +527,48 @@ def _dw_nhwc_wgrad(x, g, partial, N, C, m, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw,
         i += step
 
 
-def _dw_nhwc_wgrad_final(partial, gw, gb, groups, KK, with_bias):
-    """gw[o, k] (and gb[o]) = Σ_group partial[group, k, o], the groups summed in order (the stage 2 of
-    every channels-last weight gradient; reads coalesced along o)."""
+@cuda.jit(device=True)
+def _nhwc_wgrad_final_body(red, partial, gw, gb, groups, KK, with_bias):
+    """gw[o, k] (and gb[o]) = Σ_group partial[group, k, o] (the stage 2 of every channels-last weight gradient).
+    A block of 32 × CONV_WGRAD_FINAL_ROWS threads takes 32 consecutive outputs (reads coalesced along o); row r
+    of it sums the groups r, r + rows, … in order, then row 0 adds the rows' sums in order: a fixed order for a
+    fixed launch (deterministic), and no output is one thread's chain of ``groups`` loads."""
+    lane = cuda.threadIdx.x % 32
+    row = cuda.threadIdx.x // 32
+    rows = cuda.blockDim.x // 32
     slots = KK + with_bias
     Cm = partial.size // (groups * slots)
-    i = nt.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = nt.int64(cuda.gridDim.x) * cuda.blockDim.x
     n = slots * Cm
-    while i < n:
-        k = i // Cm
-        o = i - k * Cm
-        acc = partial[i]
-        for grp in range(1, groups):
-            acc += partial[grp * n + i]
-        if k < KK:
-            store(gw, o * KK + k, acc)
-        else:
-            store(gb, o, acc)
-        i += step
+    first = nt.int64(cuda.blockIdx.x) * 32
+    while first < n:                        # the same trip count in every thread of the block (barriers)
+        i = first + lane
+        acc = zero(partial)
+        if i < n:
+            for grp in range(row, groups, rows):
+                acc += partial[grp * n + i]
+        red[row, lane] = acc
+        cuda.syncthreads()
+        if row == 0 and i < n:
+            for r in range(1, rows):
+                acc += red[r, lane]
+            k = i // Cm
+            o = i - k * Cm
+            if k < KK:
+                store(gw, o * KK + k, acc)
+            else:
+                store(gb, o, acc)
+        cuda.syncthreads()
+        first += nt.int64(cuda.gridDim.x) * 32
+
+
+def _dw_nhwc_wgrad_final_f32(partial, gw, gb, groups, KK, with_bias):
+    red = cuda.shared.array((CONV_WGRAD_FINAL_ROWS, 32), nt.float32)
+    _nhwc_wgrad_final_body(red, partial, gw, gb, groups, KK, with_bias)
+
+
+def _dw_nhwc_wgrad_final_f64(partial, gw, gb, groups, KK, with_bias):
+    red = cuda.shared.array((CONV_WGRAD_FINAL_ROWS, 32), nt.float64)
+    _nhwc_wgrad_final_body(red, partial, gw, gb, groups, KK, with_bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,6 +641,7 @@ _tiled_sig = lambda d: (_flat(d),) * 4 + (_I,) * 18           # noqa: E731
 _direct_sig = lambda d: (_flat(d),) * 4 + (_I,) * 18          # noqa: E731
 _wgrad_tiled_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 20     # noqa: E731
 _wgrad_direct_sig = lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 17    # noqa: E731
+_final_sig = lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3              # noqa: E731
 
 DW_TILED = ByDtype(Kernel(_dw_tiled_f32, _tiled_sig, dtypes=_NARROW),
                    Kernel(_dw_tiled_f64, _tiled_sig, dtypes=_WIDE))
@@ -629,11 +654,12 @@ DW_WGRAD_TILED = ByDtype(Kernel(_dw_wgrad_tiled_f32, _wgrad_tiled_sig, dtypes=_N
                          Kernel(_dw_wgrad_tiled_f64, _wgrad_tiled_sig, dtypes=_WIDE))
 DW_WGRAD_DIRECT = ByDtype(Kernel(_dw_wgrad_direct_f32, _wgrad_direct_sig, dtypes=_NARROW),
                           Kernel(_dw_wgrad_direct_f64, _wgrad_direct_sig, dtypes=_WIDE))
-DW_WGRAD_FINAL = Kernel(_dw_wgrad_final, lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3)
+DW_WGRAD_FINAL = Kernel(_dw_wgrad_final, _final_sig)
 DW_NHWC_DIRECT = Kernel(_dw_nhwc_direct, _direct_sig)
 DW_NHWC_GRAD_X = Kernel(_dw_nhwc_grad_x, lambda d: (_flat(d),) * 3 + (_I,) * 14)
 DW_NHWC_WGRAD = Kernel(_dw_nhwc_wgrad, lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 17)
-DW_NHWC_WGRAD_FINAL = Kernel(_dw_nhwc_wgrad_final, lambda d: (_partial(d), _flat(d), _flat(d)) + (_I,) * 3)
+DW_NHWC_WGRAD_FINAL = ByDtype(Kernel(_dw_nhwc_wgrad_final_f32, _final_sig, dtypes=_NARROW),
+                              Kernel(_dw_nhwc_wgrad_final_f64, _final_sig, dtypes=_WIDE))
 IM2COL = Kernel(_im2col, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
 COL2IM = Kernel(_col2im, lambda d: (_flat(d), _flat(d)) + (_I,) * 12)
 

@@ -56,8 +56,8 @@ data, in float64 for float64 (`_local_sums`).
 import numpy as np
 
 from gpuops._constants import (PERPIXEL_CHUNK, PERPIXEL_CHUNK_F64, PERPIXEL_FEW, PERPIXEL_FEW_F64, PERPIXEL_FEW_ROWS,
-                               PERPIXEL_MAX_REGISTERS, PERPIXEL_ROWS, PERPIXEL_THREADS, PERPIXEL_WGRAD_CHUNK,
-                               PERPIXEL_WGRAD_CHUNK_F64, PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
+                               PERPIXEL_ROWS, PERPIXEL_THREADS, PERPIXEL_WGRAD_CHUNK, PERPIXEL_WGRAD_CHUNK_F64,
+                               PERPIXEL_WGRAD_FEW_ROWS, PERPIXEL_WGRAD_ROWS)
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt, overload
 from gpuops.cuda._memory import load, store, zero
@@ -496,14 +496,13 @@ def _partial(d):
 
 
 _I = nt.int64
-_CAP = {"max_registers": PERPIXEL_MAX_REGISTERS} if PERPIXEL_MAX_REGISTERS else {}
 
-PP_GATHER = Kernel(_pp_gather, lambda d: (_flat(d),) * 4 + (_I,) * 16, **_CAP)
-PP_GATHER_FEW = Kernel(_pp_gather_few, lambda d: (_flat(d),) * 4 + (_I,) * 16, **_CAP)
-PP_TRANSPOSE = Kernel(_pp_transpose, lambda d: (_flat(d),) * 4 + (_I,) * 16, **_CAP)
-PP_TRANSPOSE_FEW = Kernel(_pp_transpose_few, lambda d: (_flat(d),) * 4 + (_I,) * 16, **_CAP)
-PP_WGRAD = Kernel(_pp_wgrad, lambda d: (_flat(d),) * 3 + (_I,) * 15, **_CAP)
-PP_WGRAD_FEW = Kernel(_pp_wgrad_few, lambda d: (_flat(d),) * 3 + (_I,) * 15, **_CAP)
+PP_GATHER = Kernel(_pp_gather, lambda d: (_flat(d),) * 4 + (_I,) * 16)
+PP_GATHER_FEW = Kernel(_pp_gather_few, lambda d: (_flat(d),) * 4 + (_I,) * 16)
+PP_TRANSPOSE = Kernel(_pp_transpose, lambda d: (_flat(d),) * 4 + (_I,) * 16)
+PP_TRANSPOSE_FEW = Kernel(_pp_transpose_few, lambda d: (_flat(d),) * 4 + (_I,) * 16)
+PP_WGRAD = Kernel(_pp_wgrad, lambda d: (_flat(d),) * 3 + (_I,) * 15)
+PP_WGRAD_FEW = Kernel(_pp_wgrad_few, lambda d: (_flat(d),) * 3 + (_I,) * 15)
 PP_BIAS_PARTIAL = Kernel(_pp_bias_partial, lambda d: (_flat(d), _partial(d)) + (_I,) * 3)
 PP_BIAS_PARTIAL_SUMS = Kernel(_pp_bias_partial_sums, lambda d: (_partial(d), _partial(d)) + (_I,) * 3)
 PP_BIAS_FINAL = Kernel(_pp_bias_final, lambda d: (_partial(d), _flat(d), _I))

@@ -302,8 +302,9 @@ def test_nhwc_fast_grid_stride_loops_chunks_and_groups(monkeypatch, blocks):
     add up in shared memory."""
     monkeypatch.setattr(cv, "_NHWC_THREADS", 48)
     monkeypatch.setattr(cv, "_NHWC_BLOCKS", blocks)
+    monkeypatch.setattr(cv, "_NHWC_WGRAD_BLOCKS", blocks)
     monkeypatch.setattr(cv, "_NHWC_STRIPS", 8)
-    monkeypatch.setattr(cv, "_NHWC_WGRAD_SHARE", 1)
+    monkeypatch.setattr(cv, "_NHWC_WGRAD_STRIPS", 1)
     monkeypatch.setattr(cv, "_NHWC_WORD", 4)
     grids = []
     real_run = cv._core.run
@@ -320,6 +321,30 @@ def test_nhwc_fast_grid_stride_loops_chunks_and_groups(monkeypatch, blocks):
         assert fast["dw_nhwc_fast_3_1"][0][1] * fast["dw_nhwc_fast_3_1"][1][0] // 3 < 2 * 7 * 3   # strips to walk
     else:
         assert fast["dw_nhwc_wgrad_fast_3_1"][0][1] > 1                       # several groups
+
+
+def test_nhwc_weight_gradient_sums_more_groups_than_rows(monkeypatch):
+    """Stage 2 of the channels-last weight gradient with more groups than its rows of threads (each row sums
+    every rows-th group, then the rows add up in order) and more outputs than one block's 32 (grid stride)."""
+    from gpuops import _constants as K
+    monkeypatch.setattr(cv, "_NHWC_THREADS", 9)          # one strip per block: a group per 3 strips
+    monkeypatch.setattr(cv, "_NHWC_WGRAD_BLOCKS", 64)
+    monkeypatch.setattr(cv, "_NHWC_WGRAD_STRIPS", 1)
+    launches = []
+    real_run = cv._core.run
+
+    def spy(family, kernel, *args, **kwargs):
+        launches.append((kernel, args[0], kwargs["grid"]))
+        return real_run(family, kernel, *args, **kwargs)
+    monkeypatch.setattr(cv._core, "run", spy)
+    _nhwc((2, 12, 1, 7, 9, 3, 1, 1, 1, True, "float32"), "nhwc_fast")
+    stage1 = [args for kernel, args, _ in launches if kernel.startswith("dw_nhwc_wgrad_fast")]
+    final = [(args, grid) for kernel, args, grid in launches if kernel == "dw_nhwc_wgrad_final"]
+    groups = final[0][0][3]
+    assert stage1 and groups > K.CONV_WGRAD_FINAL_ROWS, groups
+    outputs = 12 * (9 + 1)
+    grid = final[0][1]
+    assert (grid() if callable(grid) else grid)[0] == -(-outputs // 32)
 
 
 NHWC_GENERAL_CASES = [
