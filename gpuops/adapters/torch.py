@@ -258,14 +258,33 @@ class _Op:
         return tuple(out) if self.spec.multi_output else out
 
 
+def _autocast_to(a):
+    """``a`` as PyTorch's convolution policy leaves it inside ``torch.autocast``: a floating tensor on a device
+    whose autocast is on becomes that region's autocast dtype (differentiably); anything else is unchanged."""
+    if type(a) in (list, tuple):
+        return type(a)(_autocast_to(e) for e in a)
+    if isinstance(a, torch.Tensor) and a.is_floating_point():
+        device = a.device.type
+        if torch.is_autocast_enabled(device):
+            return a.to(torch.get_autocast_dtype(device))
+    return a
+
+
 def _function(spec, op: _Op):
     """``gpuops.torch.<name>``: the public signature of the core function, without ``out`` and ``stream``."""
     forward, bind, n = spec.forward, spec.bind, len(spec.arrays)
-    autocast = spec.autocast
+    autocast, array_names = spec.autocast, spec.array_names
 
     def call(*args, **kwargs):
-        if (spec.direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs
-                and not (autocast and _any_autocast())):
+        if kwargs and len(args) < n and array_names[len(args)] in kwargs:
+            # arrays given by keyword take their places, so that every path (and autograd) sees them
+            kwargs = dict(kwargs)
+            while len(args) < n and array_names[len(args)] in kwargs:
+                args += (kwargs.pop(array_names[len(args)]),)
+        if spec.direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs:
+            if autocast and _any_autocast() and not (_is_compiling() or _is_tracing() or _functorch_active()):
+                # the casts of the Autocast kernel (`_register_autocast`), here, so that the eager path applies
+                args = tuple(_autocast_to(a) if i < n else a for i, a in enumerate(args))
             path = _eager_path(args[:n])
             if path == _DIRECT:
                 return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does

@@ -34,6 +34,19 @@ def test_inputs_take_the_autocast_dtype(spec):
     assert all(t.grad is not None and t.grad.dtype == torch.float32 for t in tensors)
 
 
+@pytest.mark.parametrize("spec", AUTOCAST, ids=[s.name for s in AUTOCAST])
+def test_autocast_calls_keep_the_eager_autograd_path(spec):
+    """Under autocast a call whose inputs require grad is recorded by the op's eager autograd Function (the
+    casts done before it), not routed through the dispatcher's Autocast kernel: that route costs host time
+    on every call of a training step."""
+    import numpy as np
+    arrays, params = spec.example(np.random.default_rng(0), 2)
+    tensors = [torch.from_numpy(a).float().requires_grad_() for a in arrays]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = getattr(gt, spec.name)(*tensors, **params)
+    assert type(y.grad_fn).__name__ == f"{spec.name}_eagerBackward"
+
+
 def test_depthwise_under_autocast_matches_f_conv2d():
     """The failure users hit: a bf16 autocast training step with a float32 depthwise weight."""
     x, w = torch.randn(2, 4, 9, 9), torch.randn(4, 1, 3, 3)

@@ -235,6 +235,29 @@ def test_torch_gradcheck(spec):
     assert torch.autograd.gradcheck(_calling(fn, arrays, params), _requiring_grad(arrays))
 
 
+MULTI_ARRAY = [s for s in SPECS if len(s.arrays) > 1 and not any(s.sequence)]
+
+
+@pytest.mark.parametrize("spec", MULTI_ARRAY, ids=ids(MULTI_ARRAY))
+def test_torch_arrays_by_keyword_are_differentiated(spec):
+    """Arrays after the first given by keyword (``bias=b``) give the positional call's values and gradients:
+    a keyword tensor that requires grad must not slip past autograd."""
+    arrays, params = example(spec)
+    fn = getattr(gt, spec.name)
+    given = [(name, a) for name, a in zip(spec.array_names, arrays) if a is not None]
+    grads = []
+    for by_keyword in (False, True):
+        tensors = [torch.from_numpy(a.copy()).requires_grad_() for _, a in given]
+        head = tensors[:1]
+        named = {name: t for (name, _), t in zip(given[1:], tensors[1:])}
+        y = fn(*head, **named, **params) if by_keyword else fn(*tensors, **params)
+        assert y.requires_grad if not spec.multi_output else all(o.requires_grad for o in y)
+        grads.append((_leaves(y), torch.autograd.grad(_loss(y), tensors)))
+    (ya, ga), (yb, gb) = grads
+    for a, b in zip(ya + list(ga), yb + list(gb)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("spec", WITH_BACKWARD, ids=ids(WITH_BACKWARD))
 def test_torch_double_backward_raises(spec):
     """A gradient of a gradient through an op without a derivative of its backward must raise, not be 0."""
