@@ -193,7 +193,12 @@ def run_model(name, device, steps, rounds, warmup, dtypes=("float32", "bfloat16"
     x = torch.randn(batch, 3, size, size, generator=gen).to(device)
     target = torch.randint(0, 1000, (batch,), generator=gen).to(device)
     rows = []
+    # each layout starts from the same weights: the timed SGD steps of one layout would otherwise leave the
+    # two models apart (by their own float32 rounding) for the next layout's check
+    initial = copy.deepcopy(stock.state_dict())
     for channels_last in (False, True):
+        stock.load_state_dict(initial)
+        swapped.load_state_dict(initial)
         stock, xs = _layout(stock, x, channels_last)
         swapped, _ = _layout(swapped, x, channels_last)
         row = dict(model=name, batch=batch, size=size, layout="channels_last" if channels_last else "NCHW",

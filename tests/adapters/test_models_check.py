@@ -27,3 +27,22 @@ def test_a_changed_depthwise_weight_fails():
     check = compare(stock, swapped, torch.randn(batch, 3, size, size))
     assert not check["ok"]
     assert check["grads"] > CHECK_RTOL
+
+
+def test_every_layout_is_checked_from_the_same_weights(monkeypatch):
+    """The timed SGD steps of one layout must not leave the models apart for the next layout's check."""
+    from benchmarks import models
+    seen = []
+    real = models.compare
+
+    def spy(stock, swapped, x):
+        seen.append([{n: p.detach().clone() for n, p in m.named_parameters()} for m in (stock, swapped)])
+        return real(stock, swapped, x)
+    monkeypatch.setattr(models, "compare", spy)
+    rows = models.run_model("tiny", "cpu", steps=2, rounds=1, warmup=1, dtypes=("float32",))
+    assert [r["layout"] for r in rows] == ["NCHW", "channels_last"] and all(r["check"] for r in rows)
+    first = seen[0][0]
+    for stock, swapped in seen:
+        for name, p in first.items():
+            torch.testing.assert_close(stock[name], p, rtol=0, atol=0)
+            torch.testing.assert_close(swapped[name], p, rtol=0, atol=0)
