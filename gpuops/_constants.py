@@ -141,19 +141,6 @@ RAFT_WINDOW_DOT_LANES = 8
 RAFT_TRANSPOSE_THREADS = 256
 #: the map gradient splits each pixel's cells into ranges until about this many warps run per level
 RAFT_WINDOW_MAP_WARPS = 16384
-#: threads per block of the tiled window forward: 4 per query of its tile (each owns a quarter of the window sums)
-RAFT_WINDOW_TILED_THREADS = 256
-#: the query tile of one such block, rows × columns of the query grid: neighbouring queries' windows overlap,
-#: so their union box is staged once for all 64 (a tile row is one warp's 8 queries)
-RAFT_WINDOW_TILED_H = 8
-RAFT_WINDOW_TILED_W = 8
-#: channels staged per pass: the box × this many channels must fit the shared buffer below
-RAFT_WINDOW_TILED_CHUNK = 8
-#: shared bytes of the staged box (then reused for the window sums): with the other shared arrays under the
-#: 48 KiB a block may use without opting in; a box of up to 1023 pixels (float32; 511 for float64)
-RAFT_WINDOW_TILED_SHARED_BYTES = 32 * 1024
-#: largest radius of the tiled window forward: each thread keeps its (r+1)² window sums in registers
-RAFT_WINDOW_TILED_MAX_RADIUS = 4
 
 # ---------------------------------------------------------------------------------------------
 # RAFT pyramid (corr_pyramid, corr_pyramid_lookup)

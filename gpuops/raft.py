@@ -28,10 +28,7 @@ kernels — per query, the (2r+2)² dot products of its base vector with the map
 one coalesced pass of a warp over channels-last copies, then the (2r+1)² outputs as bilinear mixes of
 those sums (4·(2r+1)² / (2r+2)² ≈ 3.2× fewer products at r = 4) — and the gradients in the same split.
 L1 lookups, radii beyond `RAFT_WINDOW_MAX_RADIUS` and the CPU take the *direct* kernels (a thread per output
-element).  The forward of a dot lookup with radius <= `RAFT_WINDOW_TILED_MAX_RADIUS` is *window_tiled* by
-default: the same sums, a block per tile of queries, the union box of their windows staged in shared memory
-channel chunk by channel chunk (each map pixel read from L2 once per tile, not once per query), the tiles and
-levels whose box does not fit a warp per query as *window*.
+element).
 
 Determinism: the gradient w.r.t. the sampled map is a scatter at data-dependent positions.  It is
 computed as a gather: the queries are bucketed by cell (floor of their level coordinates) with integer
@@ -376,31 +373,6 @@ def _window_forward(call):
               + _window_sizes(geo), geo.N * geo.H1 * geo.W1, base, stream)
 
 
-def _window_tiled_can_run(call):
-    why = _window_can_run(call)
-    if why is None and call.geo.radius > K.RAFT_WINDOW_TILED_MAX_RADIUS:
-        why = (f"radius {call.geo.radius} > {K.RAFT_WINDOW_TILED_MAX_RADIUS} (each thread keeps its (r+1)² window "
-               f"sums in registers)")
-    return why
-
-
-def _window_tiled_forward(call):
-    """`_window_forward` with a block per tile of RAFT_WINDOW_TILED_H × RAFT_WINDOW_TILED_W queries, which stages
-    the union box of its queries' windows in shared memory; the (tile, level) pairs whose box does not fit are
-    computed by a second launch, a warp per query (gpuops/cuda/raft.py)."""
-    geo, base, coords, (out,), stream = call.geo, call.base, call.coords, call.outs, call.stream
-    bt_off, gd_off = _window_layout(geo)[:2]
-    work = _core.scratch(base, (gd_off,), _compute(base), stream)
-    _window_prepare(geo, base, call.fmap2, work, bt_off, stream)
-    wide = _compute(base) == "float64"
-    cap = K.RAFT_WINDOW_TILED_SHARED_BYTES // (8 if wide else 4)       # the box's values in shared memory
-    tiles = geo.N * -(-geo.H1 // K.RAFT_WINDOW_TILED_H) * -(-geo.W1 // K.RAFT_WINDOW_TILED_W)
-    args = (In(work), bt_off, In(coords, _flat(coords)), Out(out, _flat(out)), cap) + _window_sizes(geo)
-    block = K.RAFT_WINDOW_TILED_THREADS
-    for kernel in ("window_tiled_forward64" if wide else "window_tiled_forward", "window_tiled_rest"):
-        _run(kernel, args, tiles * block, base, stream, block=block)
-
-
 def _window_backward(call):
     """grad_coords per query (a warp), gD (a thread per value), grad_base per query (a warp), then the map's
     gradient per level, coarsest first: each pixel gathers from the bucketed queries whose window holds it,
@@ -443,9 +415,7 @@ def _window_backward(call):
                  pixels * geo.C, base, stream)
 
 
-FORWARD_VARIANTS = (Variant("window_tiled", _window_tiled_can_run, _window_tiled_forward),
-                    Variant("window", _window_can_run, _window_forward),
-                    Variant("direct", lambda c: None, _direct_forward))
+FORWARD_VARIANTS = (Variant("window", _window_can_run, _window_forward), Variant("direct", lambda c: None, _direct_forward))
 BACKWARD_VARIANTS = (Variant("window", _window_can_run, _window_backward),
                      Variant("direct", lambda c: None, _direct_backward))
 

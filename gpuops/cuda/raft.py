@@ -39,8 +39,6 @@ The *window* kernels (`TO_CHANNELS_LAST`, `POOL_CHANNELS_LAST`, `WINDOW_FORWARD`
 `WINDOW_GD`, `WINDOW_GRAD_BASE`, `WINDOW_GRAD_MAP`, `WINDOW_GRAD_MAP_POOLED`) compute dot lookups from
 the window sums of each query instead (their section below says how); the kernels above remain the
 form of L1 lookups, of radii beyond RAFT_WINDOW_MAX_RADIUS, and the CPU mirrors' form.
-`WINDOW_TILED_FORWARD` (`WINDOW_TILED_FORWARD64`) and `WINDOW_TILED_REST` are the window forward a block per
-tile of queries, whose windows' union box is staged in shared memory (their section says how).
 
 Scalars ``half`` (0.5) and ``scale`` are in the compute type and every other constant is derived from
 them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 as float64).
@@ -48,9 +46,7 @@ them, so float32 kernels never widen to float64 (numba types float32 ∘ int64 a
 import numpy as np
 
 from gpuops._constants import (RAFT_COORD_LIMIT, RAFT_SCAN_THREADS, RAFT_THREADS, RAFT_TRANSPOSE_THREADS,
-                               RAFT_WINDOW_DOT_LANES, RAFT_WINDOW_MAX_RADIUS, RAFT_WINDOW_TILED_CHUNK,
-                               RAFT_WINDOW_TILED_H, RAFT_WINDOW_TILED_MAX_RADIUS, RAFT_WINDOW_TILED_SHARED_BYTES,
-                               RAFT_WINDOW_TILED_THREADS, RAFT_WINDOW_TILED_W, RAFT_WINDOW_WARPS)
+                               RAFT_WINDOW_DOT_LANES, RAFT_WINDOW_MAX_RADIUS, RAFT_WINDOW_WARPS)
 from gpuops._dtypes import STORAGE
 from gpuops._launch import Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, libdevice, nt, overload
@@ -776,248 +772,6 @@ def _window_forward(work, bt_off, coords, out, N, C, H1, W1, H2, W2, levels, rad
             warp_sync()
 
 
-# ---------------------------------------------------------------------------------------------
-# tiled window forward: a block per tile of queries, their windows' union box staged in shared memory
-#
-# `WINDOW_FORWARD` reads each query's (2r+2)² window pixels × C channels from L2, although the windows of
-# neighbouring queries overlap (RAFT's flow is smooth): it is bound by that traffic.  Here a block of
-# TILED_THREADS threads owns a TILE_H × TILE_W tile of the query grid of one image.  Per level it finds
-# the bounding box of the windows of its *active* queries (valid, and their window reaches the map; the
-# others' sums are 0).  When box × CHUNK values fit the shared buffer (``cap`` values of the work type),
-# `WINDOW_TILED_FORWARD` stages the box CHUNK channels at a time (0 outside the map; channel-major planes,
-# so a warp's queries, whose windows are about a pixel apart, read distinct banks), and each of a query's
-# 4 threads adds to the window sums D of one (r+1) × (r+1) quadrant of its window, kept in registers.  D
-# then goes through the shared buffer (in passes of as many queries as fit) and the outputs are the
-# bilinear mixes of `WINDOW_FORWARD`.  The (tile, level) pairs whose box does not fit (large or scattered
-# flow) are left to `WINDOW_TILED_REST`, launched next over the same tiles, which makes the same decision
-# (`_tile_plan`) and computes those queries as `WINDOW_FORWARD` does, a warp per query (`_window_level`).
-# Two kernels, not one: with the fallback's unrolled loads inlined next to the tile's sums the kernel needs
-# about 200 registers (ptxas, sm_90).  Sums are in the work type, channels in order; no atomics.
-
-TILED_THREADS = RAFT_WINDOW_TILED_THREADS
-TILE_H = RAFT_WINDOW_TILED_H
-TILE_W = RAFT_WINDOW_TILED_W
-TILE_Q = TILE_H * TILE_W
-TILED_WARPS = TILED_THREADS // 32
-TILED_CHUNK = RAFT_WINDOW_TILED_CHUNK
-#: the window sums of one thread: a quadrant of the largest window
-TILED_SIDE = RAFT_WINDOW_TILED_MAX_RADIUS + 1
-TILED_QUADRANT = TILED_SIDE * TILED_SIDE
-TILED_AREA = (2 * TILED_SIDE) ** 2
-#: the shared buffer in values of the work type
-TILED_VALUES = RAFT_WINDOW_TILED_SHARED_BYTES // 4
-TILED_VALUES64 = RAFT_WINDOW_TILED_SHARED_BYTES // 8
-# 4 threads per query (its window's quadrants, the box's 4 bounds); the fallback's warps take equal shares
-# of the tile
-assert TILED_THREADS == 4 * TILE_Q and TILE_Q % TILED_WARPS == 0
-_BIG = 2**30
-#: offsets cast to unsigned once known to be in bounds: numba then skips its negative-index fix-ups
-U = nt.uint64
-
-
-@cuda.jit(device=True, **_INLINE)
-def _tile_query(tile, i, H1, W1):
-    """(n, h0, w0, live, q, h, w) of query i (row-major) of ``tile``; a dead query (a partial tile) is query 0."""
-    rows = (H1 + TILE_H - 1) // TILE_H
-    cols = (W1 + TILE_W - 1) // TILE_W
-    n = tile // (rows * cols)
-    h0 = (tile // cols) % rows * TILE_H
-    w0 = tile % cols * TILE_W
-    h = h0 + i // TILE_W
-    w = w0 + i % TILE_W
-    live = h < H1 and w < W1
-    if not live:
-        h = h - h
-        w = h
-    return n, h0, w0, live, h * W1 + w, h, w
-
-
-@cuda.jit(device=True, **_INLINE)
-def _tile_plan(box, coords, coff, csxy, live, level, Hl, Wl, radius, cap, half):
-    """The thread's query on ``level`` — (active, x0, y0, fx, fy) — and the tile's box: (fits, by0, bx0, bh,
-    bw), rows by0 .. by0+bh−1 and columns bx0 .. bx0+bw−1 covering the windows of the tile's active queries
-    (bh = bw = 0: none), and whether CHUNK channel planes of it fit ``cap`` values.  A min-reduction over the
-    queries in shared ``box`` (4, TILE_Q) int32, maxima negated; thread ``sub`` of a query takes bound
-    ``sub``.  Both tiled kernels decide with this: each (tile, level) is computed by exactly one."""
-    t = nt.int64(cuda.threadIdx.x)
-    qi = t // 4
-    sub = t % 4
-    valid, x0, y0, fx, fy = position(coords, coff, csxy, level, half)
-    active = valid and live and -radius - 2 < y0 < Hl + radius and -radius - 2 < x0 < Wl + radius
-    v = _BIG
-    if active:                       # then the window touches the map: its bounds are small
-        if sub == 0:
-            v = y0 - radius
-        elif sub == 1:
-            v = x0 - radius
-        elif sub == 2:
-            v = -(y0 + radius + 2)
-        else:
-            v = -(x0 + radius + 2)
-    cuda.syncthreads()               # every thread is done with the previous level's box
-    box[sub, qi] = v
-    cuda.syncthreads()
-    s = 1
-    while s < TILE_Q:                # a tree, pairs 2s apart: a fixed order
-        if qi % (2 * s) == 0 and qi + s < TILE_Q:
-            box[sub, qi] = min(box[sub, qi], box[sub, qi + s])
-        cuda.syncthreads()
-        s *= 2
-    by0 = nt.int64(box[0, 0])
-    bx0 = nt.int64(box[1, 0])
-    bh = max(-nt.int64(box[2, 0]) - by0, 0)
-    bw = max(-nt.int64(box[3, 0]) - bx0, 0)
-    return active, x0, y0, fx, fy, (bh * bw | 1) * TILED_CHUNK <= cap, by0, bx0, bh, bw
-
-
-@cuda.jit(device=True, **_INLINE)
-def _window_tiled_body(work, bt_off, coords, out, cap, buf, acc, box, frac, N, C, H1, W1, H2, W2, levels, radius,
-                       csn, csh, csw, csxy, scale, half):
-    """`WINDOW_TILED_FORWARD` (section comment above).  ``buf``: the shared buffer (``cap`` <= its size);
-    ``acc`` (TILED_QUADRANT): a local array of the work type (registers: its indices are constants once the
-    quadrant loops are unrolled); ``box``: `_tile_plan`'s; ``frac`` (2, TILE_Q): each query's fx, fy."""
-    one = half + half
-    zero = half - half
-    t = nt.int64(cuda.threadIdx.x)
-    qi = t // 4                      # the thread's query in the tile, row-major
-    sub = t % 4                      # and its quadrant (qy, qx) of the window
-    qy = sub // 2
-    qx = sub % 2
-    L = 2 * radius + 1
-    LL = L * L
-    side = L + 1
-    area = side * side
-    R1 = radius + 1
-    Q = H1 * W1
-    tiles = N * ((H1 + TILE_H - 1) // TILE_H) * ((W1 + TILE_W - 1) // TILE_W)
-    for tile in range(nt.int64(cuda.blockIdx.x), tiles, nt.int64(cuda.gridDim.x)):
-        n, h0, w0, live, q, h, w = _tile_query(tile, qi, H1, W1)
-        coff = n * csn + h * csh + w * csw
-        boff = bt_off + (n * Q + q) * C
-        for level in range(levels):
-            Hl = H2 >> level
-            Wl = W2 >> level
-            active, x0, y0, fx, fy, fits, by0, bx0, bh, bw = _tile_plan(box, coords, coff, csxy, live, level, Hl,
-                                                                       Wl, radius, cap, half)
-            if not fits:
-                continue                 # WINDOW_TILED_REST's
-            if sub == 0:
-                frac[0, qi] = fx
-                frac[1, qi] = fy
-            for j in range(TILED_QUADRANT):
-                acc[j] = zero
-            moff = cl_level_offset(N, C, H2, W2, level) + n * Hl * Wl * C
-            ps = bh * bw | 1             # channel plane stride, odd: the staging writes spread over banks
-            corner = (y0 - radius + qy * R1 - by0) * bw + x0 - radius + qx * R1 - bx0    # of the quadrant
-            for c0 in range(0, C if bh else 0, TILED_CHUNK):
-                c = t % TILED_CHUNK      # stage: a thread per (channel, box column), coalesced over channels
-                for yy in range(bh):
-                    y = by0 + yy
-                    for xx in range(t // TILED_CHUNK, bw, TILED_THREADS // TILED_CHUNK):
-                        x = bx0 + xx
-                        v = zero
-                        if c0 + c < C and 0 <= y < Hl and 0 <= x < Wl:
-                            v = work[U(moff + (y * Wl + x) * C + c0 + c)]
-                        buf[U(c * ps + yy * bw + xx)] = v
-                cuda.syncthreads()
-                for c in range(min(TILED_CHUNK, C - c0)):   # the same trip count in every lane
-                    b = work[U(boff + c0 + c)]
-                    if active:
-                        row = c * ps + corner
-                        for a in range(TILED_SIDE):
-                            if a < R1:
-                                for e in range(TILED_SIDE):
-                                    if e < R1:
-                                        acc[a * TILED_SIDE + e] += b * buf[U(row + e)]
-                            row += bw
-                    keep_rolled()        # a channel at a time: only its loads are in flight
-                cuda.syncthreads()
-            per_pass = cap // area
-            for lo in range(0, TILE_Q, per_pass):    # D through the shared buffer, then the outputs
-                cnt = min(per_pass, TILE_Q - lo)
-                if lo <= qi < lo + cnt:
-                    for a in range(TILED_SIDE):
-                        for e in range(TILED_SIDE):
-                            if a < R1 and e < R1:
-                                buf[U((qi - lo) * area + (qy * R1 + a) * side + qx * R1 + e)] = acc[a * TILED_SIDE + e]
-                cuda.syncthreads()
-                for e in range(t, cnt * LL, TILED_THREADS):     # queries fastest: coalesced stores
-                    k = e // cnt
-                    i = lo + e - k * cnt
-                    hh = h0 + i // TILE_W
-                    ww = w0 + i % TILE_W
-                    if hh < H1 and ww < W1:
-                        kx = k // L
-                        d = (i - lo) * area + (k - kx * L) * side + kx     # `_corner_sums`' corner (0, 0)
-                        v = _bilinear(buf[U(d)], buf[U(d + 1)], buf[U(d + side)], buf[U(d + side + 1)],
-                                      like_type(frac[0, i], half), like_type(frac[1, i], half), one)
-                        store(out, ((n * levels + level) * LL + k) * Q + hh * W1 + ww, scale * v)
-                cuda.syncthreads()
-
-
-def _window_tiled_forward(work, bt_off, coords, out, cap, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy,
-                          scale, half):
-    """out = the lookup (dot products) on the (tile, level) pairs whose box fits ``cap`` (<= TILED_VALUES) values,
-    a block of TILED_THREADS per TILE_H × TILE_W tile of queries (grid: the tiles, N · ceil(H1 / TILE_H) ·
-    ceil(W1 / TILE_W)); ``work`` as `_window_forward`'s.  float32 work (float16, bfloat16, float32 data)."""
-    buf = cuda.shared.array(TILED_VALUES, nt.float32)
-    acc = cuda.local.array(TILED_QUADRANT, nt.float32)
-    box = cuda.shared.array((4, TILE_Q), nt.int32)
-    frac = cuda.shared.array((2, TILE_Q), nt.float64)
-    _window_tiled_body(work, bt_off, coords, out, min(cap, TILED_VALUES), buf, acc, box, frac, N, C, H1, W1, H2, W2,
-                       levels, radius, csn, csh, csw, csxy, scale, half)
-
-
-def _window_tiled_forward64(work, bt_off, coords, out, cap, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw,
-                            csxy, scale, half):
-    """`_window_tiled_forward` for float64 data (float64 work, ``cap`` <= TILED_VALUES64)."""
-    buf = cuda.shared.array(TILED_VALUES64, nt.float64)
-    acc = cuda.local.array(TILED_QUADRANT, nt.float64)
-    box = cuda.shared.array((4, TILE_Q), nt.int32)
-    frac = cuda.shared.array((2, TILE_Q), nt.float64)
-    _window_tiled_body(work, bt_off, coords, out, min(cap, TILED_VALUES64), buf, acc, box, frac, N, C, H1, W1, H2,
-                       W2, levels, radius, csn, csh, csw, csxy, scale, half)
-
-
-def _window_tiled_rest(work, bt_off, coords, out, cap, N, C, H1, W1, H2, W2, levels, radius, csn, csh, csw, csxy,
-                       scale, half):
-    """The (tile, level) pairs that `_window_tiled_forward` leaves (its box does not fit ``cap`` values): the
-    8 warps of the block take the tile's queries in turn, each as `_window_forward` does.  Same launch."""
-    D = cuda.shared.array((TILED_WARPS, TILED_AREA), nt.float64)
-    red = cuda.shared.array(TILED_THREADS, nt.float64)
-    box = cuda.shared.array((4, TILE_Q), nt.int32)
-    one = half + half
-    t = nt.int64(cuda.threadIdx.x)
-    warp = t // 32
-    lane = t % 32
-    L = 2 * radius + 1
-    LL = L * L
-    Q = H1 * W1
-    tiles = N * ((H1 + TILE_H - 1) // TILE_H) * ((W1 + TILE_W - 1) // TILE_W)
-    for tile in range(nt.int64(cuda.blockIdx.x), tiles, nt.int64(cuda.gridDim.x)):
-        n, h0, w0, live, q, h, w = _tile_query(tile, t // 4, H1, W1)
-        rest = 0                         # bit l: level l is this kernel's (levels < 32: the maps' sides are int32)
-        for level in range(levels):
-            if not _tile_plan(box, coords, n * csn + h * csh + w * csw, csxy, live, level, H2 >> level, W2 >> level,
-                              radius, cap, half)[5]:
-                rest |= 1 << level
-        if rest:
-            for i in range(warp, TILE_Q, TILED_WARPS):     # the same trip count in every warp
-                n, h0, w0, ok, qq, hh, ww = _tile_query(tile, i, H1, W1)
-                for level in range(levels):
-                    if rest >> level & 1:
-                        valid, fx, fy = _window_level(work, bt_off, coords, D, red, warp, lane, ok, n, qq, Q,
-                                                      n * csn + hh * csh + ww * csw, csxy, N, C, H2, W2, level, radius,
-                                                      half)
-                        if ok:
-                            for k in range(lane, LL, 32):
-                                kx = k // L
-                                d00, d01, d10, d11 = _corner_sums(D, warp, L + 1, kx, k - kx * L, half)
-                                store(out, ((n * levels + level) * LL + k) * Q + qq,
-                                      scale * _bilinear(d00, d01, d10, d11, fx, fy, one))
-                        warp_sync()
-
-
 def _window_grad_coords(grad, work, bt_off, coords, grad_coords, N, C, H1, W1, H2, W2, levels, radius, csn, csh,
                         csw, csxy, scale, half):
     """Per query (a warp): grad_coords = Σ_level 2**-level · Σ_k G_k · ∂(bilinear of the window sums)/∂(x, y)."""
@@ -1321,16 +1075,6 @@ POOL_CHANNELS_LAST = Kernel(_pool_channels_last, lambda d: (_w(d),) + (_I,) * 6 
 # capped at 128 registers (4 blocks of 128 threads per SM), without spills (tests/compile checks)
 WINDOW_FORWARD = Kernel(_window_forward, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 12 + (_f(d), _f(d)),
                         max_registers=128)
-# blocks of TILED_THREADS (the box reduction and the window sums are sized for them); an int64 ``cap`` after bt_off.
-# ptxas, sm_90: WINDOW_TILED_FORWARD 128 registers under its cap, no spills (2 blocks per SM).  float64 doubles the
-# window sums (156 uncapped); WINDOW_TILED_REST, the rare path of boxes that do not fit, holds the tile's plan next
-# to `_window_dots`' unrolled loads (161 float32, 181 float64).  Capping either would trade registers for spills.
-WINDOW_TILED_FORWARD = Kernel(_window_tiled_forward, lambda d: (_w(d), _I, _a(d), _a(d)) + (_I,) * 13 + (_f(d), _f(d)),
-                              dtypes=("float16", "bfloat16", "float32"), max_registers=128)
-WINDOW_TILED_FORWARD64 = Kernel(_window_tiled_forward64, WINDOW_TILED_FORWARD.signature, dtypes=("float64",))
-WINDOW_TILED_FORWARD64.register_budget = 168
-WINDOW_TILED_REST = Kernel(_window_tiled_rest, WINDOW_TILED_FORWARD.signature)
-WINDOW_TILED_REST.register_budget = 192
 WINDOW_GRAD_COORDS = Kernel(_window_grad_coords, lambda d: (_a(d), _w(d), _I, _a(d), _a(d)) + (_I,) * 12
                             + (_f(d), _f(d)), max_registers=128)
 WINDOW_GD = Kernel(_window_gd, lambda d: (_a(d), _w(d), _I, _a(d)) + (_I,) * 9 + (_f(d), _f(d)))

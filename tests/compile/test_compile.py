@@ -100,8 +100,7 @@ def test_registers_and_spills_sm90(kernel, dtype):
     assert not any(spills), log
 
 
-@pytest.mark.parametrize("name", ["WINDOW_FORWARD", "WINDOW_GRAD_COORDS", "WINDOW_GRAD_BASE", "WINDOW_GRAD_MAP_PARTIAL",
-                                  "WINDOW_TILED_REST"])
+@pytest.mark.parametrize("name", ["WINDOW_FORWARD", "WINDOW_GRAD_COORDS", "WINDOW_GRAD_BASE", "WINDOW_GRAD_MAP_PARTIAL"])
 def test_raft_window_kernels_load_channel_quads(name):
     """The RAFT window kernels read float32 channels four at a time in one 16-byte load (`load4`): their
     channel loops are bound by load instructions."""
@@ -111,15 +110,3 @@ def test_raft_window_kernels_load_channel_quads(name):
         ptx, _ = cuda.compile_ptx(kernel.pyfunc, tuple(kernel.signature("float32")), cc=(9, 0),
                                   **_ptx_options(kernel))
     assert "ld.global.v4.f32" in ptx
-
-
-@pytest.mark.parametrize("name,dtype", [("WINDOW_TILED_FORWARD", "float32"), ("WINDOW_TILED_FORWARD64", "float64")])
-def test_raft_tiled_window_sums_stay_in_registers(name, dtype):
-    """The tiled RAFT forward keeps a thread's window sums in a local array indexed by unrolled loops only: no
-    local memory is left once they are unrolled (an index that is not a constant would put it there), and its
-    box is read from shared memory."""
-    from gpuops.cuda import raft
-    kernel = getattr(raft, name)
-    with _fake_device((9, 0)):
-        ptx, _ = cuda.compile_ptx(kernel.pyfunc, tuple(kernel.signature(dtype)), cc=(9, 0), **_ptx_options(kernel))
-    assert ".local" not in ptx and "ld.shared" in ptx

@@ -3,9 +3,7 @@ float32 and bfloat16 (float64 once).
 
 Simulated device arrays take the CUDA path of the core: LOOKUP_FORWARD, ZERO_FILL, POOL_FEATURES,
 POOL_LEVEL, LOOKUP_GRAD_BASE, LOOKUP_GRAD_COORDS_PARTIAL/SUM, BUCKET_CLEAR/COUNT/SCAN/PLACE/SORT,
-LOOKUP_GRAD_MAP and LOOKUP_GRAD_MAP_POOLED, the window kernels, and the tiled window forward
-(WINDOW_TILED_FORWARD, WINDOW_TILED_FORWARD64, WINDOW_TILED_REST) against the float64 reference.  The
-simulator runs CUDA threads as OS threads, so the
+LOOKUP_GRAD_MAP and LOOKUP_GRAD_MAP_POOLED.  The simulator runs CUDA threads as OS threads, so the
 integer atomics of the bucketing really race: bit-identical repeats check that the sort makes the
 map gradient deterministic.  Shapes are tiny (one OS thread per CUDA thread).
 """
@@ -140,85 +138,3 @@ def test_window_kernels_read_channel_quads():
     base, inp = (rng.standard_normal(shape).astype(storage) for shape in ((2, 8, 3, 4), (2, 8, 5, 6)))
     _check_both(gpuops.patch_correlate, gpuops.patch_correlate_backward, [base, inp, coords], dict(radius=1), dtype,
                 4, "window")
-
-
-# the tiled window forward (variant "window_tiled"): forward only, against the float64 reference
-
-
-def _flow(rng, N, H, W, spread):
-    """RAFT-like coordinates (N, 2, H, W): the query grid plus a random flow."""
-    grid = np.stack(np.meshgrid(np.arange(W), np.arange(H)))[None].astype(np.float64)
-    return grid + rng.standard_normal((N, 2, H, W)) * spread
-
-
-@pytest.fixture
-def fallback_calls(monkeypatch):
-    """The queries WINDOW_TILED_REST computed (the simulator resolves the device function at run time)."""
-    from gpuops.cuda import raft as raft_cuda
-    calls = []
-    window_level = raft_cuda._window_level
-
-    def counted(*args):
-        live, n, q, level = args[7], args[8], args[9], args[17]
-        if live:
-            calls.append((int(n), int(q), int(level)))       # once per lane
-        return window_level(*args)
-    monkeypatch.setattr(raft_cuda, "_window_level", counted)
-    return calls
-
-
-def _tiled(fn, ref, arrays, params, tol):
-    got = fn(*[_dev(a) for a in arrays], **params, variant="window_tiled")
-    want = ref(*[np.asarray(a, np.float64) for a in arrays], **params)       # the values the kernels saw
-    _close(got, want, tol)
-
-
-@pytest.mark.parametrize("dtype,N,C,radius", [("float32", 2, 12, 1), ("bfloat16", 1, 8, 2), ("float64", 1, 12, 2)])
-def test_window_tiled_boxes_that_fit(dtype, N, C, radius, fallback_calls):
-    # 5x9 queries: two 8x8 tiles, mostly dead queries; C = 12 is a full and a partial channel chunk; a NaN, an
-    # Inf and a far query sample zeros (and do not widen their tile's box)
-    from gpuops import reference
-    rng = np.random.default_rng(7)
-    f1, f2 = rng.standard_normal((N, C, 5, 9)), rng.standard_normal((N, C, 5, 9))
-    coords = _flow(rng, N, 5, 9, 0.7)
-    coords[0, :, 1, 2] = [np.nan, 1.0]
-    coords[0, :, 4, 8] = [2.0, np.inf]
-    coords[-1, :, 3, 4] = [1e6, 2.0]
-    arrays = [a.astype(DTYPES[dtype][0]) for a in (f1, f2, coords)]
-    _tiled(gpuops.corr_lookup, reference.corr_lookup, arrays, dict(radius=radius, num_levels=2), DTYPES[dtype][1])
-    assert not fallback_calls
-
-
-def test_window_tiled_falls_back_per_level(monkeypatch, fallback_calls):
-    # a shared buffer of 800 float32: the first tile's level-0 box (about 10x13 pixels x 8 channels) does not fit
-    # and takes the warp per query of WINDOW_TILED_REST; the second tile (column 8) and level 1 fit, and their
-    # window sums go through the buffer in two passes (800 // 16 = 50 of the 64 queries, then 14)
-    from gpuops import _constants, reference
-    monkeypatch.setattr(_constants, "RAFT_WINDOW_TILED_SHARED_BYTES", 800 * 4)
-    rng = np.random.default_rng(8)
-    f1, f2 = rng.standard_normal((1, 8, 5, 9)), rng.standard_normal((1, 8, 5, 9))
-    coords = _flow(rng, 1, 5, 9, 0.7)
-    coords[0, :, 2, 3] = [np.nan, np.nan]
-    arrays = [a.astype(np.float32) for a in (f1, f2, coords)]
-    _tiled(gpuops.corr_lookup, reference.corr_lookup, arrays, dict(radius=1, num_levels=2), 1e-5)
-    assert sorted(set(fallback_calls)) == [(0, 9 * h + w, 0) for h in range(5) for w in range(8)]
-
-
-def test_window_tiled_scattered_flow(fallback_calls):
-    # queries of one tile sampling all over a 24x24 map: their box (about 30x30 pixels) does not fit the 4096
-    # float64 values of the shared buffer (float64: a small map does it)
-    from gpuops import reference
-    rng = np.random.default_rng(9)
-    base, inp = rng.standard_normal((1, 8, 3, 5)), rng.standard_normal((1, 8, 24, 24))
-    coords = rng.uniform(-4, 28, (1, 3, 5, 2))
-    coords[0, 1, 1] = [np.inf, np.nan]
-    coords[0, 2, 4] = [-1e9, 3.0]
-    _tiled(gpuops.patch_correlate, reference.patch_correlate, [base, inp, coords], dict(radius=1), 1e-12)
-    assert sorted(set(fallback_calls)) == [(0, q, 0) for q in range(3 * 5)]
-
-
-@pytest.mark.parametrize("params,reason", [(dict(radius=1, l1=True), "L1 lookups"), (dict(radius=5), "radius 5 > 4")])
-def test_window_tiled_refuses(params, reason):
-    arrays = [_dev(a) for a in _patch_arrays("float32")]
-    with pytest.raises(ValueError, match=f"variant 'window_tiled' cannot run this call: {reason}"):
-        gpuops.patch_correlate(*arrays, **params, variant="window_tiled")
