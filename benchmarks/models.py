@@ -111,12 +111,12 @@ def compare(stock, swapped, x):
     float32 model's own error on it (the reference says which side is off when float32 sums differ)."""
     import torch
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     modes = stock.training, swapped.training
-    reference = copy.deepcopy(stock).double()
-    for m in (stock, swapped, reference):
-        m.eval()
     try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        reference = copy.deepcopy(stock).double()
+        for m in (stock, swapped, reference):
+            m.eval()
         y64, g64 = _outputs_and_grads(reference, x.double())
         (y32, g32), (ys, gs) = (_outputs_and_grads(m, x) for m in (stock, swapped))
     finally:

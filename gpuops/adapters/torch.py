@@ -92,7 +92,8 @@ def _register_autocast(op, name, device_type):
     keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def cast(a, dtype):
-        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.device.type == device_type:
+        if (isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64
+                and a.device.type == device_type):
             return a.to(dtype)
         if isinstance(a, (list, tuple)):
             return type(a)(cast(e, dtype) for e in a)
@@ -259,11 +260,12 @@ class _Op:
 
 
 def _autocast_to(a):
-    """``a`` as PyTorch's convolution policy leaves it inside ``torch.autocast``: a floating tensor on a device
-    whose autocast is on becomes that region's autocast dtype (differentiably); anything else is unchanged."""
+    """``a`` as PyTorch's convolution policy leaves it inside ``torch.autocast``: a floating tensor other than
+    float64 (which autocast leaves alone) on a device whose autocast is on becomes that region's autocast
+    dtype (differentiably); anything else is unchanged."""
     if type(a) in (list, tuple):
         return type(a)(_autocast_to(e) for e in a)
-    if isinstance(a, torch.Tensor) and a.is_floating_point():
+    if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64:
         device = a.device.type
         if torch.is_autocast_enabled(device):
             return a.to(torch.get_autocast_dtype(device))
@@ -273,14 +275,16 @@ def _autocast_to(a):
 def _function(spec, op: _Op):
     """``gpuops.torch.<name>``: the public signature of the core function, without ``out`` and ``stream``."""
     forward, bind, n = spec.forward, spec.bind, len(spec.arrays)
-    autocast, array_names = spec.autocast, spec.array_names
+    autocast, array_names, array_set = spec.autocast, spec.array_names, frozenset(spec.array_names)
 
     def call(*args, **kwargs):
-        if kwargs and len(args) < n and array_names[len(args)] in kwargs:
+        if kwargs and len(args) < n and not array_set.isdisjoint(kwargs):
             # arrays given by keyword take their places, so that every path (and autograd) sees them
             kwargs = dict(kwargs)
-            while len(args) < n and array_names[len(args)] in kwargs:
-                args += (kwargs.pop(array_names[len(args)]),)
+            for i in range(len(args), n):
+                if array_names[i] not in kwargs and i < spec.required:
+                    raise TypeError(f"{spec.name}() missing required argument {array_names[i]!r}")
+                args += (kwargs.pop(array_names[i], None),)
         if spec.direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs:
             if autocast and _any_autocast() and not (_is_compiling() or _is_tracing() or _functorch_active()):
                 # the casts of the Autocast kernel (`_register_autocast`), here, so that the eager path applies

@@ -47,6 +47,16 @@ def test_autocast_calls_keep_the_eager_autograd_path(spec):
     assert type(y.grad_fn).__name__ == f"{spec.name}_eagerBackward"
 
 
+def test_float64_inputs_are_left_alone_as_by_f_conv2d():
+    """Autocast never casts float64 (PyTorch's policy): neither the eager path nor the registered op's
+    Autocast kernel."""
+    x, w = torch.randn(2, 4, 9, 9, dtype=torch.float64), torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert F.conv2d(x, w, padding=1, groups=4).dtype == torch.float64
+        assert gt.conv2d_depthwise(x, w, padding=1).dtype == torch.float64
+        assert torch.ops.gpuops.conv2d_depthwise(x, w, None, [1, 1], [1, 1], [1, 1]).dtype == torch.float64
+
+
 def test_depthwise_under_autocast_matches_f_conv2d():
     """The failure users hit: a bf16 autocast training step with a float32 depthwise weight."""
     x, w = torch.randn(2, 4, 9, 9), torch.randn(4, 1, 3, 3)

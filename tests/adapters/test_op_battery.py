@@ -258,6 +258,12 @@ def test_torch_arrays_by_keyword_are_differentiated(spec):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_torch_missing_array_before_a_keyword_array_is_named():
+    x, b = torch.zeros(1, 2, 3, 3), torch.zeros(2, requires_grad=True)
+    with pytest.raises(TypeError, match="missing required argument 'weight'"):
+        gt.conv2d_depthwise(x, bias=b)
+
+
 @pytest.mark.parametrize("spec", WITH_BACKWARD, ids=ids(WITH_BACKWARD))
 def test_torch_double_backward_raises(spec):
     """A gradient of a gradient through an op without a derivative of its backward must raise, not be 0."""

@@ -52,8 +52,10 @@ def test_conv_nhwc_kernels_are_checked():
     the generated ones per (K, stride) for the dtypes of their word width (2 float32 / 4 16-bit values)."""
     from gpuops.cuda import _conv_source, conv
     cases = {(k.name.rsplit(".", 1)[-1], d) for k, d in CASES}
-    for name in ("_dw_nhwc_direct", "_dw_nhwc_grad_x", "_dw_nhwc_wgrad", "_dw_nhwc_wgrad_final"):
+    for name in ("_dw_nhwc_direct", "_dw_nhwc_grad_x", "_dw_nhwc_wgrad"):
         assert {(name, d) for d in ("float16", "bfloat16", "float32", "float64")} <= cases
+    assert {("_dw_nhwc_wgrad_final_f32", d) for d in ("float16", "bfloat16", "float32")} <= cases
+    assert ("_dw_nhwc_wgrad_final_f64", "float64") in cases
     entries = _conv_source.nhwc_kernels()
     assert len(entries) == sum(len(t) * 2 for t in (conv.DW_NHWC_FAST, conv.DW_NHWC_GRAD_X_FAST,
                                                     conv.DW_NHWC_WGRAD_FAST))

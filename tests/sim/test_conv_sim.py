@@ -323,11 +323,14 @@ def test_nhwc_fast_grid_stride_loops_chunks_and_groups(monkeypatch, blocks):
         assert fast["dw_nhwc_wgrad_fast_3_1"][0][1] > 1                       # several groups
 
 
-def test_nhwc_weight_gradient_sums_more_groups_than_rows(monkeypatch):
+@pytest.mark.parametrize("one_block", [False, True], ids=["grid", "one-block"])
+def test_nhwc_weight_gradient_sums_more_groups_than_rows(monkeypatch, one_block):
     """Stage 2 of the channels-last weight gradient with more groups than its rows of threads (each row sums
-    every rows-th group, then the rows add up in order) and more outputs than one block's 32 (grid stride)."""
+    every rows-th group, then the rows add up in order), more outputs than one block's 32, and (one_block)
+    a single block that walks them all with its grid-stride loop, reusing its shared sums across barriers;
+    `_nhwc` compares every gradient with the CPU mirror."""
     from gpuops import _constants as K
-    monkeypatch.setattr(cv, "_NHWC_THREADS", 9)          # one strip per block: a group per 3 strips
+    monkeypatch.setattr(cv, "_NHWC_THREADS", 9)          # 3 words × 3 tap rows: one strip per block row
     monkeypatch.setattr(cv, "_NHWC_WGRAD_BLOCKS", 64)
     monkeypatch.setattr(cv, "_NHWC_WGRAD_STRIPS", 1)
     launches = []
@@ -335,14 +338,15 @@ def test_nhwc_weight_gradient_sums_more_groups_than_rows(monkeypatch):
 
     def spy(family, kernel, *args, **kwargs):
         launches.append((kernel, args[0], kwargs["grid"]))
+        if one_block and kernel == "dw_nhwc_wgrad_final":
+            kwargs["grid"] = (1,)
         return real_run(family, kernel, *args, **kwargs)
     monkeypatch.setattr(cv._core, "run", spy)
     _nhwc((2, 12, 1, 7, 9, 3, 1, 1, 1, True, "float32"), "nhwc_fast")
-    stage1 = [args for kernel, args, _ in launches if kernel.startswith("dw_nhwc_wgrad_fast")]
     final = [(args, grid) for kernel, args, grid in launches if kernel == "dw_nhwc_wgrad_final"]
     groups = final[0][0][3]
-    assert stage1 and groups > K.CONV_WGRAD_FINAL_ROWS, groups
-    outputs = 12 * (9 + 1)
+    assert groups > K.CONV_WGRAD_FINAL_ROWS and groups % K.CONV_WGRAD_FINAL_ROWS, groups
+    outputs = 12 * (9 + 1)                               # channels × (taps + bias), not a multiple of 32
     grid = final[0][1]
     assert (grid() if callable(grid) else grid)[0] == -(-outputs // 32)
 
