@@ -26,7 +26,7 @@ Channels-last depthwise (C-contiguous (N, H, W, C) arrays, the channel fastest, 
 consecutive channels of one pixel): ``DW_NHWC_DIRECT`` (one thread per output, the correlation of
 ``DW_DIRECT``), ``DW_NHWC_GRAD_X`` (the strided input gradient, a gather) and ``DW_NHWC_WGRAD`` +
 ``DW_NHWC_WGRAD_FINAL`` (the weight gradient: partial[group, tap, channel] over fixed pixel subsets, then
-the groups summed in order) take any taps, stride, dilation, multiplier and dtype; the generated
+the groups summed in a fixed order by rows of a block) take any taps, stride, dilation, multiplier and dtype; the generated
 ``DW_NHWC_FAST``, ``DW_NHWC_GRAD_X_FAST`` and ``DW_NHWC_WGRAD_FAST`` (64-bit words of channels, see
 gpuops.cuda._conv_source) are the fast path.
 
