@@ -3,8 +3,11 @@
     python3 -m benchmarks.kernel_times corr_lookup_fwd corr_lookup_bwd ...
 
 Each case builds the inputs of the matching benchmark row, warms up, then profiles 5 calls and prints the
-kernels by total time.  A first look at where a call's time goes before reaching for Nsight Compute.
+kernels by total time (the first ``ROWS`` of them, an environment variable, 15 by default).  A first look at
+where a call's time goes before reaching for Nsight Compute.  The ``<model>_<stock|gpuops>_<nchw|nhwc>_<fp32|bf16>``
+cases are one training step of `benchmarks.models`.
 """
+import os
 import sys
 
 import torch
@@ -77,7 +80,8 @@ def main(names):
     for name in names:
         prof = profiled(CASES[name]())
         print(f"== {name} (5 calls)")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=int(__import__("os").environ.get("ROWS", 15)), max_name_column_width=60))
+        rows = int(os.environ.get("ROWS", 15))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60))
 
 
 if __name__ == "__main__":

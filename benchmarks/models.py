@@ -225,7 +225,8 @@ def run_model(name, device, steps, rounds, warmup, dtypes=("float32", "bfloat16"
     return rows
 
 
-HEADER = ("| model | layout | depthwise swapped | check (fp32 rel. err. to float64, gpuops (stock): output / worst grad) "
+HEADER = ("| model | layout | depthwise swapped "
+          "| check (fp32 rel. err. to float64, gpuops (stock): output / worst grad) "
           "| float32 stock / gpuops ms | speed-up | bf16 autocast stock / gpuops ms | speed-up |\n"
           "|---|---|---|---|---|---|---|---|")
 

@@ -84,6 +84,11 @@ def _no_context(ctx, inputs, output):
     pass
 
 
+def _autocast_eligible(a) -> bool:
+    """A tensor that ``torch.autocast`` casts: floating, but not float64, which autocast leaves alone."""
+    return isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64
+
+
 def _register_autocast(op, name, device_type):
     """PyTorch's convolution policy for ``op``: inside ``torch.autocast(device_type)`` its floating tensor
     inputs are cast to the autocast dtype of that region (bfloat16 or float16, whichever it is; the
@@ -92,8 +97,7 @@ def _register_autocast(op, name, device_type):
     keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def cast(a, dtype):
-        if (isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64
-                and a.device.type == device_type):
+        if _autocast_eligible(a) and a.device.type == device_type:
             return a.to(dtype)
         if isinstance(a, (list, tuple)):
             return type(a)(cast(e, dtype) for e in a)
@@ -260,12 +264,12 @@ class _Op:
 
 
 def _autocast_to(a):
-    """``a`` as PyTorch's convolution policy leaves it inside ``torch.autocast``: a floating tensor other than
-    float64 (which autocast leaves alone) on a device whose autocast is on becomes that region's autocast
-    dtype (differentiably); anything else is unchanged."""
+    """``a`` as PyTorch's convolution policy leaves it inside ``torch.autocast``: an `_autocast_eligible`
+    tensor on a device whose autocast is on becomes that region's autocast dtype (differentiably); anything
+    else is unchanged."""
     if type(a) in (list, tuple):
         return type(a)(_autocast_to(e) for e in a)
-    if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64:
+    if _autocast_eligible(a):
         device = a.device.type
         if torch.is_autocast_enabled(device):
             return a.to(torch.get_autocast_dtype(device))
@@ -286,10 +290,10 @@ def _function(spec, op: _Op):
                     raise TypeError(f"{spec.name}() missing required argument {array_names[i]!r}")
                 args += (kwargs.pop(array_names[i], None),)
         if spec.direct and "out" not in kwargs and "stream" not in kwargs and "variant" not in kwargs:
-            if autocast and _any_autocast() and not (_is_compiling() or _is_tracing() or _functorch_active()):
+            path = _eager_path(args[:n])
+            if path != _DISPATCH and autocast and _any_autocast():
                 # the casts of the Autocast kernel (`_register_autocast`), here, so that the eager path applies
                 args = tuple(_autocast_to(a) if i < n else a for i, a in enumerate(args))
-            path = _eager_path(args[:n])
             if path == _DIRECT:
                 return forward(*args, **kwargs)       # the core checks and binds exactly as `bind` does
             if path == _EAGER_AUTOGRAD and op.eager is not None:
