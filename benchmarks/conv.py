@@ -28,6 +28,12 @@ def _cl(t):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _via_nchw(backward, g, x):
+    """The channels-last backward run by the NCHW kernels: grad_out and x copied to NCHW, grad_x copied back."""
+    gx, gw, gb = backward(g.contiguous(), x.contiguous())
+    return _cl(gx), gw, gb
+
+
 def _depthwise_case(N, Cc, Hh, Ww, k, stride, dtype, backward):
     """gpuops against cuDNN on NCHW tensors; more sides: both on channels_last tensors (gpuops then runs its
     channels-last kernels and returns channels-last results, as cuDNN does)."""
@@ -58,7 +64,8 @@ def _depthwise_case(N, Cc, Hh, Ww, k, stride, dtype, backward):
                     and y.is_contiguous(memory_format=torch.channels_last))
         nbytes = (x.numel() + N * Cc * Ho * Wo) * item
         return dict(gpuops=ours, peer=peer, peer_name="cuDNN F.conv2d(groups=C) NCHW", check=check, bytes=nbytes,
-                    extra={"gpuops channels_last": lambda: ours(xc), "cuDNN channels_last": lambda: peer(xc)})
+                    extra={"gpuops channels_last": lambda: ours(xc), "cuDNN channels_last": lambda: peer(xc),
+                           "gpuops NCHW kernels + layout copies": lambda: _cl(ours(xc.contiguous()))})
     g = torch.randn(N, Cc, Ho, Wo, device="cuda", dtype=dt)
     gc = _cl(g)
     xq, wq, bq = (t.detach().requires_grad_() for t in (x, w, b))
@@ -84,7 +91,8 @@ def _depthwise_case(N, Cc, Hh, Ww, k, stride, dtype, backward):
     return dict(gpuops=ours, peer=peer, peer_name="cuDNN autograd (groups=C) NCHW", check=check, bytes=nbytes,
                 extra={"gpuops channels_last": lambda: ours(gc, xc),
                        "cuDNN channels_last": lambda: torch.autograd.grad(out_cl, (xcq, wq, bq), gc,
-                                                                          retain_graph=True)})
+                                                                          retain_graph=True),
+                       "gpuops NCHW kernels + layout copies": lambda: _via_nchw(ours, gc, xc)})
 
 
 def _depthwise_train_case(N, Cc, Hh, Ww, k, stride, dtype):

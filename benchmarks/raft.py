@@ -13,7 +13,7 @@ import math
 
 from benchmarks.runner import workload
 
-_TOL = {"float32": 1e-4, "bfloat16": 3e-2}
+_TOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
 LEVELS, RADIUS = 4, 4
 
 
@@ -208,6 +208,11 @@ for _n, _h, _w in ((1, 55, 128), (4, 55, 128), (1, 135, 240)):
             lambda n=_n, h=_h, w=_w, mode=_mode: _case(n, 256, h, w, "float32", mode))
 workload("corr_lookup", "RAFT B4 C256 55x128 L4 r4 fwd", "bfloat16")(
     lambda: _case(4, 256, 55, 128, "bfloat16", "fwd"))
+# 16-bit features (issue #15: no slower than float32), forward and backward at B1
+for _dtype in ("bfloat16", "float16"):
+    for _mode in ("fwd", "bwd"):
+        workload("corr_lookup", f"RAFT B1 C256 55x128 L4 r4 {_mode}", _dtype)(
+            lambda dtype=_dtype, mode=_mode: _case(1, 256, 55, 128, dtype, mode))
 if importlib.util.find_spec("alt_cuda_corr") is not None:
     for _n, _h, _w in ((1, 55, 128), (4, 55, 128), (1, 135, 240)):
         for _mode in ("fwd", "bwd"):
