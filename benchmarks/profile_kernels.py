@@ -54,13 +54,13 @@ def _dgmm(side="right", dtype=torch.float32, backward=False):
     return setup
 
 
-def _involution(backward):
-    """The involution row of benchmarks/perpixel.py (B32 C256 56², K7, G16, float32)."""
+def _involution(backward, dtype=torch.float32):
+    """The involution row of benchmarks/perpixel.py (B32 C256 56², K7, G16)."""
     from benchmarks.perpixel import B, C, G, H, K, W
 
     def setup():
-        x = torch.randn(B, C, H, W, device="cuda")
-        w = torch.randn(B, G, K, K, H, W, device="cuda")
+        x = torch.randn(B, C, H, W, device="cuda", dtype=dtype)
+        w = torch.randn(B, G, K, K, H, W, device="cuda", dtype=dtype)
         if not backward:
             return lambda: gpuops.involution(x, w, padding=K // 2)
         g = torch.randn_like(x)
@@ -68,14 +68,14 @@ def _involution(backward):
     return setup
 
 
-def _kpn(k, backward):
-    """The KPN gather row of benchmarks/perpixel.py (1×3×1080×1920, float32)."""
+def _kpn(k, backward, dtype=torch.float32):
+    """The KPN gather row of benchmarks/perpixel.py (1×3×1080×1920)."""
     from benchmarks.perpixel import KPN
 
     def setup():
         n, c, h, w = KPN
-        x = torch.randn(n, c, h, w, device="cuda")
-        weights = torch.randn(n, k * k, h, w, device="cuda")
+        x = torch.randn(n, c, h, w, device="cuda", dtype=dtype)
+        weights = torch.randn(n, k * k, h, w, device="cuda", dtype=dtype)
         if not backward:
             return lambda: gpuops.weighted_filter(x, weights)
         g = torch.randn_like(x)
@@ -112,6 +112,10 @@ WORKLOADS = {
     "involution_bwd": _involution(True),
     "kpn21_fwd": _kpn(21, False),
     "kpn21_bwd": _kpn(21, True),
+    # the per-pixel backward rows that were slower in bfloat16 than in float32 (session 9)
+    "involution_bwd_bf16": _involution(True, torch.bfloat16),
+    "kpn5_bwd": _kpn(5, True),
+    "kpn5_bwd_bf16": _kpn(5, True, torch.bfloat16),
 }
 
 

@@ -440,17 +440,75 @@ def corr_pyramid_lookup_backward(grad_out, pyramid, coords, *, radius=4, out=Non
     gc = _core.output(out_coords, c, c.shape)
     if g.size == 0:                 # no queries: every output is empty (the levels have the query axes)
         return tuple(a.obj for a in grads), gc.obj
+    for i, grad in enumerate(grads):
+        _plane_run("lookup_grad_level", (In(g, _flat(g)), In(c, _flat(c)), Out(grad, _flat(grad)))
+                   + geo.level_ints(i) + (0.5,), geo.N * geo.H * geo.W, grad.size, c, stream)
+    _coords_gradient(g, levels, c, geo, gc, stream)
+    return tuple(a.obj for a in grads), gc.obj
+
+
+#: array kinds an accumulating backward can write in place
+_WRITABLE_KINDS = ("numpy", "torch", "cuda_array_interface", "cupy", "simulated_cuda")
+
+
+@_ops.guards_out
+def corr_pyramid_lookup_backward_add(grad_out, pyramid, coords, *, radius=4, out, coords_grad=True, stream=None):
+    """`corr_pyramid_lookup_backward` for a pyramid looked up many times (RAFT's training step, as
+    `gpuops.torch.CorrBlock` runs it): ``out = (grad_pyramid, grad_coords or None)``, and each level's
+    gradient of this lookup is *added* to ``grad_pyramid[i]`` in place.  Returns ``(grad_pyramid,
+    grad_coords)``; grad_coords is None when ``coords_grad`` is False (RAFT detaches its coordinates).
+
+    grad_pyramid: one array per level, C-contiguous, of the level's shape, the pyramid's dtype (float32 or
+    float64: the sums stay in the compute type) and device; a numpy, torch or CUDA array (JAX arrays are
+    immutable).  Only the (2r+2)² footprint of each query's window is read and written (the elements a
+    lookup can make nonzero), where the plain backward writes every level whole per lookup and the caller
+    then sums those dense gradients.  The values are the plain backward's, summed in call order (the first
+    call on zeros gives them bit for bit); deterministic.
+    """
+    levels, c, geo = _lookup_inputs(pyramid, coords, radius)
+    g = _grad_lookup(grad_out, c, geo)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError("out must be (grad_pyramid, grad_coords or None): the level gradients to add to")
+    out_levels, out_coords = out
+    if not isinstance(out_levels, (tuple, list)) or len(out_levels) != geo.levels:
+        raise ValueError(f"out[0] (grad_pyramid) must be a sequence of {geo.levels} arrays, one per level")
+    grads = []
+    for i, (o, lvl) in enumerate(zip(out_levels, levels)):
+        a = _core.floating(f"grad_pyramid[{i}]", o)
+        _core.same_dtype_and_device(c, a)
+        if tuple(a.shape) != tuple(lvl.shape):
+            raise ValueError(f"grad_pyramid[{i}] must have shape {list(lvl.shape)} (level {i}'s), got "
+                             f"{list(a.shape)}")
+        if a.dtype not in ("float32", "float64"):
+            raise TypeError(f"grad_pyramid[{i}] must be float32 or float64 (the sums stay in the compute type), "
+                            f"got {a.dtype}: use corr_pyramid_lookup_backward for 16-bit pyramids")
+        if a.kind.name not in _WRITABLE_KINDS or not a.kind.is_contiguous(a) or (
+                a.kind.name == "numpy" and not a.obj.flags.writeable):
+            raise ValueError(f"grad_pyramid[{i}] must be a writable C-contiguous numpy, torch or CUDA array (it "
+                             f"is added to in place), got a {a.kind.name} array")
+        grads.append(a)
+    gc = None
+    if coords_grad:
+        gc = _core.output(out_coords, c, c.shape)
+    if g.size:
+        F = 2 * geo.radius + 2
+        for i, grad in enumerate(grads):
+            _run("lookup_grad_level_add", (In(g, _flat(g)), In(c, _flat(c)), Out(grad, _flat(grad)))
+                 + geo.level_ints(i) + (0.5,), geo.N * geo.H * geo.W * F * F, c, stream)
+        if gc is not None:
+            _coords_gradient(g, levels, c, geo, gc, stream)
+    return tuple(a.obj for a in grads), None if gc is None else gc.obj
+
+
+def _coords_gradient(g, levels, c, geo, gc, stream):
+    """grad_coords of a lookup: per-output partials level by level, then one sum per query in order."""
     count = geo.N * geo.H * geo.W * geo.LL
     part = _core.scratch(c, (2 * g.size,), _compute(c), stream)
-    for i, (vol, grad) in enumerate(zip(levels, grads)):
-        ints = geo.level_ints(i) + (0.5,)
-        _plane_run("lookup_grad_level", (In(g, _flat(g)), In(c, _flat(c)), Out(grad, _flat(grad))) + ints,
-                   geo.N * geo.H * geo.W, grad.size, c, stream)
+    for i, vol in enumerate(levels):
         _run("lookup_grad_coords_partial", (In(vol, _flat(vol)), In(c, _flat(c)), In(g, _flat(g)), Out(part))
-             + ints, count, c, stream)
+             + geo.level_ints(i) + (0.5,), count, c, stream)
     _run("lookup_grad_coords_sum", (In(part), Out(gc, _flat(gc)), geo.N, geo.H * geo.W, geo.levels * geo.LL, 0.5),
          geo.N * geo.H * geo.W, c, stream)
-    return tuple(a.obj for a in grads), gc.obj
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gpuops import _core, _ops
+from gpuops import _core, _ops, pyramid
 from gpuops.adapters.torch import corr_lookup, corr_pyramid, corr_pyramid_lookup
 
 _SIXTEEN_BIT = (torch.float16, torch.bfloat16)
@@ -31,7 +31,10 @@ class CorrBlock(nn.Module):
     ``alternate=False`` (RAFT's CorrBlock): the all-pairs pyramid is built once, here, with `corr_pyramid`
     ((N, H, W, H >> i, W >> i) per level: O((H·W)²) memory), and each call looks it up with
     `corr_pyramid_lookup`; in training the pyramid's backward runs once, with the level gradients of every
-    call summed by autograd.  ``alternate=True`` (AlternateCorrBlock): each call computes `corr_lookup`
+    call summed into one buffer in place (`_LevelGradients`: each lookup adds its windows' footprints, instead
+    of a dense gradient per call that autograd would then sum; coords get a gradient only when they require
+    one).  That eager path is taken when the maps require grad outside torch.compile; a block built inside
+    a compiled region (or without grad) runs the registered ops.  ``alternate=True`` (AlternateCorrBlock): each call computes `corr_lookup`
     from the feature maps, without the volume (memory O(C·H·W)).  Both give the same values.  16-bit
     feature maps are upcast to float32 once, here (RAFT's model calls CorrBlock with ``fmap.float()``), and
     coords are cast to the maps' dtype: the ops take one dtype, and 16-bit coordinates would lose
@@ -58,8 +61,14 @@ class CorrBlock(nn.Module):
         _ops.REGISTRY["corr_lookup"].output_shape(metas, dict(radius=radius, num_levels=num_levels))
         self.num_levels, self.radius, self.alternate = int(num_levels), int(radius), alternate
         self.dtype = fmap1.dtype
+        self._grads = None
         if alternate:
             self.fmap1, self.fmap2 = fmap1, fmap2
+        elif (torch.is_grad_enabled() and (fmap1.requires_grad or fmap2.requires_grad)
+              and not torch.compiler.is_compiling()):
+            self._grads = _LevelGradients()
+            self._token = _BuildPyramid.apply(self._grads, self.num_levels, fmap1, fmap2)
+            self.pyramid = self._grads.levels
         else:
             self.pyramid = corr_pyramid(fmap1, fmap2, num_levels=self.num_levels)
 
@@ -67,9 +76,101 @@ class CorrBlock(nn.Module):
         coords = coords.to(self.dtype)
         if self.alternate:
             out = corr_lookup(self.fmap1, self.fmap2, coords, radius=self.radius, num_levels=self.num_levels)
+        elif self._grads is not None:
+            if torch.compiler.is_compiling():
+                raise RuntimeError("this CorrBlock was built for eager training (its maps require grad); "
+                                   "build it inside the compiled region, where it runs the registered ops")
+            out = _LookupPyramid.apply(self._grads, self.radius, self._token, coords)
         else:
             out = corr_pyramid_lookup(self.pyramid, coords, radius=self.radius)
         return out.float()
 
     def extra_repr(self):
         return f"num_levels={self.num_levels}, radius={self.radius}, alternate={self.alternate}"
+
+
+class _LevelGradients:
+    """The pyramid of one training-mode block and its level gradients for the backward pass under way: every
+    lookup's backward adds into one buffer per level (`gpuops.pyramid.corr_pyramid_lookup_backward_add`), and
+    the pyramid's backward takes the sum.  The buffers belong to one backward pass (autograd's graph task): a
+    pass that runs lookups but not the pyramid's backward (a gradient for coords alone) leaves nothing behind
+    for the next."""
+
+    __slots__ = ("levels", "buffers", "task")
+
+    def __init__(self):
+        self.levels, self.buffers, self.task = None, None, None
+
+    def for_this_pass(self):
+        task = torch._C._current_graph_task_id()
+        if self.buffers is None or self.task != task:
+            self.buffers, self.task = [torch.zeros_like(level) for level in self.levels], task
+        return self.buffers
+
+    def take(self):
+        buffers, self.buffers = self.buffers, None
+        return buffers if self.task == torch._C._current_graph_task_id() else None
+
+
+class _BuildPyramid(torch.autograd.Function):
+    """corr_pyramid, keeping the levels on ``grads`` and returning an empty token: the lookups depend on
+    the token, so autograd runs this backward once, after every lookup's has added its share."""
+
+    @staticmethod
+    def forward(ctx, grads, num_levels, fmap1, fmap2):
+        grads.levels = pyramid.corr_pyramid(fmap1.detach(), fmap2.detach(), num_levels=num_levels)
+        ctx.grads, ctx.num_levels = grads, num_levels
+        ctx.save_for_backward(fmap1, fmap2)
+        return fmap1.new_empty(0)
+
+    @staticmethod
+    def backward(ctx, _token_grad):
+        summed = ctx.grads.take()
+        if summed is None:
+            return None, None, None, None
+        fmap1, fmap2 = ctx.saved_tensors
+        g1, g2 = pyramid.corr_pyramid_backward(summed, fmap1.detach(), fmap2.detach(), num_levels=ctx.num_levels)
+        return (None, None, *_no_derivative(g1 if ctx.needs_input_grad[2] else None,
+                                            g2 if ctx.needs_input_grad[3] else None,
+                                            anchor=fmap1 if fmap1.requires_grad else fmap2))
+
+
+class _LookupPyramid(torch.autograd.Function):
+    """corr_pyramid_lookup on ``grads.levels``; its backward adds the level gradients in place."""
+
+    @staticmethod
+    def forward(ctx, grads, radius, token, coords):
+        ctx.grads, ctx.radius = grads, radius
+        ctx.save_for_backward(coords, token)
+        return pyramid.corr_pyramid_lookup(grads.levels, coords.detach(), radius=radius)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        coords, token = ctx.saved_tensors
+        _, grad_coords = pyramid.corr_pyramid_lookup_backward_add(
+            grad_out.detach(), ctx.grads.levels, coords.detach(), radius=ctx.radius,
+            out=(ctx.grads.for_this_pass(), None), coords_grad=ctx.needs_input_grad[3])
+        return None, None, None, *_no_derivative(grad_coords, anchor=token)
+
+
+def _no_derivative(*grads, anchor):
+    """``grads`` as they are, or, in a backward that records a graph (create_graph=True), marked so that
+    differentiating them again raises instead of treating them as constants (a silently wrong second
+    derivative).  ``anchor``: a saved input that requires grad, so that the marked gradients do too."""
+    if not torch.is_grad_enabled():
+        return grads
+    return tuple(None if g is None else _Underivable.apply(g, anchor) for g in grads)
+
+
+class _Underivable(torch.autograd.Function):
+    """The identity on a gradient computed by the training path; its own gradient raises."""
+
+    @staticmethod
+    def forward(ctx, grad, anchor):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError("gpuops.torch.CorrBlock: double backward (the gradient of its gradient, e.g. "
+                           "autograd.grad(..., create_graph=True) followed by another backward) is not supported "
+                           "on its training path")

@@ -79,6 +79,22 @@ def lookup_level(vol, coords, out, N, H, W, Hl, Wl, levels, level, radius, half)
             out[((n * levels + level) * LL + k) * HW + hw] = s
 
 
+@njit(cache=True, inline="always")
+def _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero):
+    L = 2 * radius + 1
+    acc = zero
+    for a in range(2):
+        dy = y - y0 - a
+        if -radius <= dy <= radius:
+            wy = fy if a else one - fy
+            for e in range(2):
+                dx = x - x0 - e
+                if -radius <= dx <= radius:
+                    wx = fx if e else one - fx
+                    acc += grad[base + ((dx + radius) * L + dy + radius) * HW] * (wy * wx)
+    return acc
+
+
 @njit(**CPU_JIT)
 def lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
     one = half + half
@@ -97,16 +113,32 @@ def lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius
             x = p - y * Wl
             acc = zero
             if valid:
-                for a in range(2):
-                    dy = y - y0 - a
-                    if -radius <= dy <= radius:
-                        wy = fy if a else one - fy
-                        for e in range(2):
-                            dx = x - x0 - e
-                            if -radius <= dx <= radius:
-                                wx = fx if e else one - fx
-                                acc += grad[base + ((dx + radius) * L + dy + radius) * HW] * (wy * wx)
+                acc = _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
             gvol[q * plane + p] = acc
+
+
+@njit(**CPU_JIT)
+def lookup_grad_level_add(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    F = L + 1
+    HW = H * W
+    for q in prange(N * HW):
+        n = q // HW
+        hw = q - n * HW
+        valid, x0, y0, fx, fy = _position(coords, n * 2 * HW + hw, HW, level, half)
+        if not valid:
+            continue
+        base = (n * levels + level) * LL * HW + hw
+        for f in range(F * F):
+            fr = f // F
+            y = y0 - radius + fr
+            x = x0 - radius + (f - fr * F)
+            if 0 <= y < Hl and 0 <= x < Wl:
+                at = q * Hl * Wl + y * Wl + x
+                gvol[at] = gvol[at] + _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
 
 
 @njit(**CPU_JIT)

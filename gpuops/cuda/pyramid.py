@@ -28,6 +28,8 @@ kernel runs once per level):
 * `LOOKUP_GRAD_LEVEL` — the gradient w.r.t. one level's volume as a gather: one thread per volume
   element (n, h, w, y, x) sums, in a fixed order, the ≤ 4 bilinear terms of its own query's offsets
   whose corners land on (y, x) (only query (n, h, w) reads plane (n, h, w): no scatter, no atomics).
+* `LOOKUP_GRAD_LEVEL_ADD` — the same sums added in place on each query's (2r+2)² footprint alone (the
+  accumulating backward of a pyramid looked up many times: no dense write per lookup).
 * `LOOKUP_GRAD_COORDS_PARTIAL` (one thread per output element of a level: G · ∂s/∂(x, y) · 2**-level)
   then `LOOKUP_GRAD_COORDS_SUM` (one thread per query: the sum over every level's channels, in order).
 
@@ -202,6 +204,24 @@ def _lookup_level(vol, coords, out, N, H, W, Hl, Wl, levels, level, radius, half
         store(out, ((n * levels + level) * LL + k) * HW + hw, s)
 
 
+@cuda.jit(device=True, **_INLINE)
+def _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero):
+    """Σ, in a fixed order, over the offsets of one query (its grad channels from ``base``, one plane HW apart)
+    with a corner on volume element (y, x) of the bilinear terms grad · corner weight (≤ 4 terms)."""
+    L = 2 * radius + 1
+    acc = zero
+    for a in range(2):                          # (y, x) as corner row a of offset dy ...
+        dy = y - y0 - a
+        if -radius <= dy <= radius:
+            wy = fy if a else one - fy
+            for e in range(2):                  # ... and corner column e of offset dx
+                dx = x - x0 - e
+                if -radius <= dx <= radius:
+                    wx = fx if e else one - fx
+                    acc += load(grad, base + ((dx + radius) * L + dy + radius) * HW) * (wy * wx)
+    return acc
+
+
 def _lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
     """gvol[n, h, w, y, x] = Σ over query (n, h, w)'s offsets with a corner on (y, x) of grad · corner weight.
     A block per query plane (grid-stride over the queries), its threads over the plane: the query's position
@@ -225,16 +245,36 @@ def _lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radiu
             x = p - y * Wl32
             acc = zero
             if valid:
-                for a in range(2):                  # (y, x) as corner row a of offset dy ...
-                    dy = y - y0 - a
-                    if -radius <= dy <= radius:
-                        wy = fy if a else one - fy
-                        for e in range(2):          # ... and corner column e of offset dx
-                            dx = x - x0 - e
-                            if -radius <= dx <= radius:
-                                wx = fx if e else one - fx
-                                acc += load(grad, base + ((dx + radius) * L + dy + radius) * HW) * (wy * wx)
+                acc = _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
             store(gvol, first + p, acc)
+
+
+def _lookup_grad_level_add(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
+    """gvol[n, h, w, y, x] += LOOKUP_GRAD_LEVEL's value, on the (2r+2)² footprint of query (n, h, w)'s window
+    alone (every element it can make nonzero), in place: one thread per (query, footprint element), the
+    element fastest.  Elements outside the plane and invalid queries are left as they are."""
+    one = half + half
+    zero = half - half
+    L = 2 * radius + 1
+    LL = L * L
+    F = L + 1
+    FF = F * F
+    HW = H * W
+    start, step = _thread_range()
+    for i in range(start, N * HW * FF, step):
+        q = i // FF
+        f = i - q * FF
+        n = q // HW
+        hw = q - n * HW
+        valid, x0, y0, fx, fy = _position(coords, n * 2 * HW + hw, HW, level, half)
+        fr = f // F
+        y = y0 - radius + fr
+        x = x0 - radius + (f - fr * F)
+        if valid and 0 <= y < Hl and 0 <= x < Wl:
+            at = q * Hl * Wl + y * Wl + x
+            base = (n * levels + level) * LL * HW + hw
+            store(gvol, at, load(gvol, at) + _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one,
+                                                              zero))
 
 
 def _lookup_level_coords_partial(vol, coords, grad, part, N, H, W, Hl, Wl, levels, level, radius, half):
@@ -312,6 +352,7 @@ UNPOOL = Kernel(_unpool, lambda d: (_a(d), _w(d), _I, _I, _I) + (_I,) * 3 + (_f(
 UNPOOL_FINAL = Kernel(_unpool_final, lambda d: (_a(d), _w(d), _I, _a(d)) + (_I,) * 3 + (_f(d),))
 LOOKUP_LEVEL = Kernel(_lookup_level, lambda d: (_a(d), _a(d), _a(d)) + (_I,) * 8 + (_f(d),))
 LOOKUP_GRAD_LEVEL = Kernel(_lookup_grad_level, lambda d: (_a(d), _a(d), _a(d)) + (_I,) * 8 + (_f(d),))
+LOOKUP_GRAD_LEVEL_ADD = Kernel(_lookup_grad_level_add, lambda d: (_a(d), _a(d), _a(d)) + (_I,) * 8 + (_f(d),))
 LOOKUP_GRAD_COORDS_PARTIAL = Kernel(_lookup_level_coords_partial,
                                     lambda d: (_a(d), _a(d), _a(d), _w(d)) + (_I,) * 8 + (_f(d),))
 LOOKUP_GRAD_COORDS_SUM = Kernel(_lookup_coords_sum, lambda d: (_w(d), _a(d)) + (_I,) * 3 + (_f(d),))

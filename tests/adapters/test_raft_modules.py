@@ -132,6 +132,84 @@ def test_corr_block_refinement_loop_gradients_match_raft_and_the_alternate_block
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
+def _training_loss(block, coords, flows, weights):
+    return sum((block(coords + flow) * w).sum() for flow, w in zip(flows, weights))
+
+
+def _training_case(seed=6):
+    f1, f2, coords = _maps(N=1, C=3, H=6, W=8, seed=seed)
+    flows = [torch.randn(coords.shape, generator=torch.Generator().manual_seed(seed + s), dtype=torch.float64)
+             for s in range(3)]
+    weights = [torch.randn(1, 3 * 9, 6, 8, generator=torch.Generator().manual_seed(20 + s), dtype=torch.float64)
+               for s in range(3)]
+    return f1, f2, coords, flows, weights
+
+
+def _alternate_gradients(f1, f2, coords, flows, weights, wrt_coords=False):
+    inputs = [t.clone().requires_grad_() for t in (f1, f2)] + ([coords.clone().requires_grad_()] if wrt_coords else [])
+    block = gt.CorrBlock(inputs[0], inputs[1], num_levels=3, radius=1, alternate=True)
+    return torch.autograd.grad(_training_loss(block, inputs[2] if wrt_coords else coords, flows, weights), inputs)
+
+
+def test_corr_block_training_path_sums_level_gradients_in_place(monkeypatch):
+    """The eager training path (maps requiring grad): lookups add into one buffer per level, the pyramid's backward
+    runs once; the gradients of maps and coordinates are the alternate block's (corr_lookup, no pyramid)."""
+    from gpuops.adapters import torch_raft
+    f1, f2, coords, flows, weights = _training_case()
+    want = _alternate_gradients(f1, f2, coords, flows, weights, wrt_coords=True)
+    pyramid_backwards = []
+    plain_backward = torch_raft.pyramid.corr_pyramid_backward
+    monkeypatch.setattr(torch_raft.pyramid, "corr_pyramid_backward",
+                        lambda *a, **k: pyramid_backwards.append(1) or plain_backward(*a, **k))
+    a, b, c = (t.clone().requires_grad_() for t in (f1, f2, coords))
+    block = gt.CorrBlock(a, b, num_levels=3, radius=1)
+    assert block._grads is not None and all(p.grad_fn is None for p in block.pyramid)
+    got = torch.autograd.grad(_training_loss(block, c, flows, weights), (a, b, c))
+    assert len(pyramid_backwards) == 1 and block._grads.buffers is None      # summed once, buffers released
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+
+
+def test_corr_block_training_path_across_backward_passes():
+    f1, f2, coords, flows, weights = _training_case(seed=7)
+    want = _alternate_gradients(f1, f2, coords, flows, weights)
+    a, b, c = (t.clone().requires_grad_() for t in (f1, f2, coords))
+    block = gt.CorrBlock(a, b, num_levels=3, radius=1)
+    loss = _training_loss(block, c, flows, weights)
+    # a pass for the coordinates alone runs the lookups' backwards but not the pyramid's: nothing may carry over
+    torch.autograd.grad(loss, c, retain_graph=True)
+    first = torch.autograd.grad(loss, (a, b), retain_graph=True)
+    loss.backward()                                     # a second full pass, into .grad
+    for x, y, acc in zip(first, want, (a.grad, b.grad)):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(acc, y, rtol=1e-9, atol=1e-9)
+
+
+def test_corr_block_training_path_refuses_double_backward_and_compile():
+    f1, f2, coords, flows, weights = _training_case(seed=8)
+    a, b = (t.clone().requires_grad_() for t in (f1, f2))
+    block = gt.CorrBlock(a, b, num_levels=3, radius=1)
+    ga, _ = torch.autograd.grad(_training_loss(block, coords, flows, weights), (a, b), create_graph=True)
+    torch.testing.assert_close(ga, _alternate_gradients(f1, f2, coords, flows, weights)[0], rtol=1e-9, atol=1e-9)
+    with pytest.raises(RuntimeError, match="CorrBlock: double backward"):
+        torch.autograd.grad(ga.sum(), a)
+    compiled = torch.compile(block, backend="eager", fullgraph=True)
+    with pytest.raises(Exception, match="built for eager training"):
+        compiled(coords)
+
+
+def test_corr_block_built_inside_torch_compile_trains_with_the_registered_ops():
+    f1, f2, coords, flows, weights = _training_case(seed=9)
+    want = _alternate_gradients(f1, f2, coords, flows, weights)
+
+    @torch.compile(backend="aot_eager", fullgraph=True)
+    def loss_of(a, b):
+        return _training_loss(gt.CorrBlock(a, b, num_levels=3, radius=1), coords, flows, weights)
+    a, b = (t.clone().requires_grad_() for t in (f1, f2))
+    for x, y in zip(torch.autograd.grad(loss_of(a, b), (a, b)), want):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+
+
 def test_corr_block_inference_and_torch_compile():
     f1, f2, coords = _maps(N=1, C=4, H=8, W=8, dtype=torch.float32, seed=5)
     with torch.no_grad():

@@ -485,6 +485,61 @@ def test_lookup_grad_out_must_have_the_output_shape():
         gpuops.corr_pyramid_lookup_backward(np.zeros((2, 18, 6, 5), np.float32), pyr, c, radius=1)
 
 
+# ---------------------------------------------------------------------------------------------
+# the accumulating lookup backward (gpuops.torch.CorrBlock's training path)
+
+
+def test_lookup_backward_add_sums_the_reference_over_lookups():
+    _, _, pyr = _pyramid_case(1, 2, 5, 4, 3, seed=20)
+    rng = np.random.default_rng(21)
+    buffers = [np.zeros_like(level) for level in pyr]
+    want = [np.zeros_like(level) for level in pyr]
+    for k in range(3):
+        coords = _coords(1, 5, 4, seed=22 + k, low=-3, high=7)
+        coords[0, :, 1, 1] = [np.nan, 2.0] if k == 0 else [1e30, 2.0]        # an invalid query
+        g = rng.standard_normal((1, 27, 5, 4))
+        got, gc = family.corr_pyramid_lookup_backward_add(g, pyr, coords, radius=1, out=(buffers, None))
+        assert got[0] is buffers[0]
+        ref_levels, ref_coords = R.corr_pyramid_lookup_backward(g, pyr, coords, 1)
+        for w, r in zip(want, ref_levels):
+            w += r
+        for a, b in zip(buffers, want):
+            _close(a, b)
+        _close(gc, ref_coords)
+        if k == 0:                                  # on zeros: the plain backward's values, bit for bit
+            for a, b in zip(buffers, gpuops.corr_pyramid_lookup_backward(g, pyr, coords, radius=1)[0]):
+                np.testing.assert_array_equal(a, b)
+    assert family.corr_pyramid_lookup_backward_add(g, pyr, coords, radius=1, out=(buffers, None),
+                                                   coords_grad=False)[1] is None
+
+
+def test_lookup_backward_add_refuses_bad_buffers():
+    _, _, pyr = _pyramid_case(1, 2, 4, 4, 2)
+    c = _coords(1, 4, 4)
+    g = np.zeros((1, 18, 4, 4))
+    good = [np.zeros_like(level) for level in pyr]
+    add = family.corr_pyramid_lookup_backward_add
+    with pytest.raises(TypeError, match=r"out must be \(grad_pyramid, grad_coords or None\)"):
+        add(g, pyr, c, radius=1, out=good[0])
+    with pytest.raises(ValueError, match=r"out\[0\] \(grad_pyramid\) must be a sequence of 2 arrays"):
+        add(g, pyr, c, radius=1, out=(good[:1], None))
+    with pytest.raises(ValueError, match=r"grad_pyramid\[1\] must have shape \[1, 4, 4, 2, 2\]"):
+        add(g, pyr, c, radius=1, out=([good[0], np.zeros((1, 4, 4, 2, 3))], None))
+    with pytest.raises(TypeError, match=r"grad_pyramid\[0\] must have the dtype of coords"):
+        add(g, pyr, c, radius=1, out=([good[0].astype(np.float32), good[1]], None))
+    with pytest.raises(TypeError, match=r"grad_pyramid\[0\] must be float32 or float64"):
+        add(g.astype(np.float16), [p.astype(np.float16) for p in pyr], c.astype(np.float16), radius=1,
+            out=([b.astype(np.float16) for b in good], None))
+    frozen = good[0].copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"grad_pyramid\[0\] must be a writable C-contiguous"):
+        add(g, pyr, c, radius=1, out=([frozen, good[1]], None))
+    with pytest.raises(ValueError, match=r"grad_pyramid\[0\] must be a writable C-contiguous"):
+        add(g, pyr, c, radius=1, out=([np.zeros((1, 4, 4, 4, 8))[..., ::2], good[1]], None))
+    with pytest.raises(ValueError, match="out must not share memory with pyramid"):
+        add(g, pyr, c, radius=1, out=(list(pyr), None))
+
+
 def test_family_lists_its_gemm_variants():
     assert [v.name for v in family.GEMM_VARIANTS] == ["numpy", "torch", "cupy", "numba"]
     assert gpuops.corr_pyramid is family.corr_pyramid and "corr_pyramid_lookup_backward" in gpuops.__all__

@@ -3,7 +3,7 @@ CPU path, in float32, bfloat16 and float64 (float16 for the GEMM's narrow kernel
 
 Simulated device arrays take the CUDA path of the core: GEMM (the numba fallback: simulated arrays are
 neither torch tensors nor CuPy arrays, so `_gemm` picks it), POOL, UNPOOL, UNPOOL_FINAL, LOOKUP_LEVEL,
-LOOKUP_GRAD_LEVEL, LOOKUP_GRAD_COORDS_PARTIAL and LOOKUP_GRAD_COORDS_SUM.  The CPU side is numpy's BLAS for
+LOOKUP_GRAD_LEVEL, LOOKUP_GRAD_LEVEL_ADD, LOOKUP_GRAD_COORDS_PARTIAL and LOOKUP_GRAD_COORDS_SUM.  The CPU side is numpy's BLAS for
 the GEMM and the mirrors for the rest.  Shapes are tiny (one OS thread per CUDA thread) but the GEMM's are
 ragged (more than one 32 × 32 tile and more than one K step), and repeats must be bit-identical.
 """
@@ -20,6 +20,7 @@ if SIMULATOR:
 
     import gpuops
     from gpuops import pyramid
+    from gpuops import pyramid as pyramid_family
 
 DTYPES = {"float32": (np.float32, 1e-5), "bfloat16": (ml_dtypes.bfloat16, 2e-2), "float64": (np.float64, 1e-12),
           "float16": (np.float16, 2e-3)}
@@ -146,3 +147,31 @@ def test_lookup_gradient_planes_in_several_passes(monkeypatch):
     for a, b in zip(got_levels, want_levels):
         _close(a, b, 1e-5)
     _close(got_coords, want_coords, 4e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("radius", [0, 1])
+def test_lookup_gradient_added_on_footprints(dtype, radius):
+    # LOOKUP_GRAD_LEVEL_ADD: two lookups (an invalid query, one far outside, one at an integer position) added
+    # into one set of device buffers equal the CPU path's sum of the plain backwards; the first add on zeros is
+    # LOOKUP_GRAD_LEVEL's value bit for bit
+    pyramid, coords = _lookup_arrays(dtype, seed=radius)
+    coords2 = (coords + np.asarray(0.375, coords.dtype)).astype(coords.dtype)
+    rng = np.random.default_rng(3)
+    shape = gpuops.corr_pyramid_lookup(pyramid, coords, radius=radius).shape
+    g1, g2 = (rng.standard_normal(shape).astype(coords.dtype) for _ in range(2))
+    plain1, want_coords = gpuops.corr_pyramid_lookup_backward(g1, pyramid, coords, radius=radius)
+    plain2, _ = gpuops.corr_pyramid_lookup_backward(g2, pyramid, coords2, radius=radius)
+    buffers = tuple(cuda.to_device(np.zeros_like(level)) for level in pyramid)
+    dev_pyramid = _dev(pyramid)
+    _, got_coords = pyramid_family.corr_pyramid_lookup_backward_add(_dev(g1), dev_pyramid, _dev(coords),
+                                                                    radius=radius, out=(buffers, None))
+    for got, dense in zip(buffers, gpuops.corr_pyramid_lookup_backward(_dev(g1), dev_pyramid, _dev(coords),
+                                                                       radius=radius)[0]):
+        _same(got, dense)
+    _close(got_coords, want_coords, 4 * DTYPES[dtype][1])
+    _, none = pyramid_family.corr_pyramid_lookup_backward_add(_dev(g2), dev_pyramid, _dev(coords2), radius=radius,
+                                                              out=(buffers, None), coords_grad=False)
+    assert none is None
+    for got, a, b in zip(buffers, plain1, plain2):
+        _close(got, np.asarray(a, np.float64) + b, DTYPES[dtype][1])
