@@ -295,6 +295,7 @@ def _pyramid_case(N, C, H, W, dtype, mode):
                 peer_name=f"{peer_name}, {ITERS} lookups, autograd", check=check)
 
 
-for _mode in ("fwd", "fwd+bwd"):
-    workload("corr_pyramid", f"RAFT B1 C256 55x128 L4 r4 pyramid + {ITERS} lookups {_mode}", "float32")(
-        lambda mode=_mode: _pyramid_case(1, 256, 55, 128, "float32", mode))
+for _h, _w in ((55, 128), (135, 240)):          # 440×1024 and 1080p inputs
+    for _mode in ("fwd", "fwd+bwd"):
+        workload("corr_pyramid", f"RAFT B1 C256 {_h}x{_w} L4 r4 pyramid + {ITERS} lookups {_mode}", "float32")(
+            lambda h=_h, w=_w, mode=_mode: _pyramid_case(1, 256, h, w, "float32", mode))

@@ -3,7 +3,7 @@
 For each workload: build random inputs, run gpuops and the peer once and check they agree, then
 time both with CUDA events (warm-up, median of 30 runs, best of `ROUNDS` interleaved rounds).
 Prints and writes a markdown table (op, workload, dtype, pass, gpuops ms, peer ms, speed-up, % of
-the floor -- a device copy of as many bytes -- and peak memory),
+the floor -- a device copy of as many bytes -- and the peak memory each side allocates above its inputs),
 a JSON file and, when matplotlib is present, a PNG chart.  Host-overhead workloads time the Python
 call itself (µs per call, no synchronisation inside the loop).
 
@@ -152,16 +152,22 @@ def _selected(w, only, dtypes):
     return not only or any(o in w["op"] or o in w["name"] for o in only)
 
 
+def _time_and_memory(fn):
+    """(ms, MB): ``fn``'s time and the peak of the memory it allocates above what was allocated before it (the
+    inputs and whatever the case holds for either side, such as a peer's saved graph, do not count)."""
+    import torch
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    ms = cuda_time_ms(fn)
+    return ms, (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
 def _device_times(case, row, latency):
     """Time the device sides of ``case`` into ``row``: gpuops and the peer (with peak memory), its ``extra``
     sides, interleaved rounds keeping each side's best median; with ``latency``, each side's latency too."""
-    import torch
-    torch.cuda.reset_peak_memory_stats()
-    row["gpuops_ms"] = cuda_time_ms(case["gpuops"])
-    row["gpuops_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    torch.cuda.reset_peak_memory_stats()
-    row["peer_ms"] = cuda_time_ms(case["peer"])
-    row["peer_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    row["gpuops_ms"], row["gpuops_peak_mb"] = _time_and_memory(case["gpuops"])
+    row["peer_ms"], row["peer_peak_mb"] = _time_and_memory(case["peer"])
     extra = case.get("extra", {})
     row["extra_ms"] = {label: cuda_time_ms(fn) for label, fn in extra.items()}
     # more rounds, interleaved; each side keeps its best median (a slow stretch of the GPU, seen here as a
@@ -241,7 +247,7 @@ def _line(r):
 
 
 HEADER = ("| op | workload | dtype | pass | gpuops ms | peer ms | speed-up | % of floor (of copy BW) "
-          "| peak mem gpuops / peer | more sides ms | best / best | latency ms gpuops / peer; more sides |\n"
+          "| peak mem above inputs gpuops / peer | more sides ms | best / best | latency ms gpuops / peer; more sides |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
