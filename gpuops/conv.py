@@ -691,7 +691,7 @@ def _nhwc_wgrad_run(c):
     V = _word_values(x.dtype)
     CW = C // V
     chunks, cwb = _nhwc_chunks(CW)
-    xstrips = _ceil(Wo, _conv_source.nhwc_tx(k, s, V))
+    xstrips = _ceil(Wo, _conv_source.nhwc_tx(k, s, V, wgrad=True))
     strips = N * Ho * xstrips
     pb = max(1, min(_NHWC_THREADS // (cwb * k), strips))
     groups = max(1, min(K.MAX_GRID_YZ, strips // (pb * _NHWC_WGRAD_STRIPS), _ceil(_NHWC_WGRAD_BLOCKS, chunks)))

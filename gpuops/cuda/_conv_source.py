@@ -485,6 +485,7 @@ def _gen_tile_wgrad(K, NY=NY):
 
 NHWC_WORDS = (2, 4)               # channels per 64-bit word: float32, 16-bit types
 NHWC_TX = 4                       # outputs per thread along a row (forward, weight gradient)
+NHWC_TX_WIDE = 8                  # the same where more outputs per thread measured faster (`nhwc_tx`)
 NHWC_TP = 2                       # groups of S input columns per thread (strided input gradient)
 NHWC_REG_TAPS = 36                # most tap values K·K·V a thread keeps in registers
 
@@ -501,12 +502,18 @@ from gpuops.cuda._memory import load, store
 '''
 
 
-def nhwc_tx(K, S, V):
-    """Outputs per thread along a row of the channels-last correlation and weight gradient: half as many at
-    stride 2, whose rows of input words are twice as long (each kernel then fits 128 registers without
-    spills; ``V`` is there for tuning per word width)."""
+def nhwc_tx(K, S, V, wgrad=False):
+    """Outputs per thread along a row of the channels-last correlation (and, with ``wgrad``, of the weight
+    gradient).  At stride 1, `NHWC_TX_WIDE` for the weight gradient and for the correlation of 16-bit words
+    (V = 4) with K >= 5, whose rows of words are then read once per 8 outputs instead of 4; `NHWC_TX` for
+    the rest (an H100 sweep of 2, 4 and 8, session 10: 8 took the 7×7 bf16 forward from 0.189 to 0.119 ms at
+    ConvNeXt-T's C96 56², and every weight gradient down, but slowed the 3×3 bf16 and the 7×7 float32 forward).
+    Half as many at stride 2, whose rows of input words are twice as long (each kernel fits its register cap
+    without spills)."""
     if S > 1:
         return NHWC_TX // 2
+    if wgrad or (V == 4 and K >= 5):
+        return NHWC_TX_WIDE
     return NHWC_TX
 
 
@@ -774,7 +781,7 @@ def _gen_nhwc_grad_x(K, S, V):
 
 
 def _gen_nhwc_wgrad(K, S, V):
-    TX = nhwc_tx(K, S, V)
+    TX = nhwc_tx(K, S, V, wgrad=True)
     R = (TX - 1) * S + K
     KV = K * V
     L = [f"def _dw_nhwc_wgrad_k{K}s{S}v{V}(x, g, partial, CW, H, W, Ho, Wo, ph, pw, cwb, xstrips, strips,",

@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PINNED = {
     "correlation_tiles": "c7cde02aba372fef1d995c5cc229f76e24009b52339c3f9f0836b499bd670fb4",
     "conv_depthwise": "4974968b0c33808795542f56e242e3204ddb8a46a9692f5ee0c8d2a3d73c3094",
-    "conv_nhwc": "7e5a46ed8759cefb15ca27c5ba7a00c9281c6935aa10f95767410cd170468f5d",
+    "conv_nhwc": "cef133dbde3c24067f57d4ed5a57d2df949dd84efc9a86c14476788c22ed141a",
 }
 
 
