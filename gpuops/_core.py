@@ -623,17 +623,18 @@ def refuse_overlap(out, inputs):
     ((name, value) pairs; values that are not arrays are skipped): kernels read inputs while they write
     outputs, so an aliased output would silently give wrong numbers.  Sequences (a sequence argument such
     as a pyramid, a nested tuple of outputs) are checked element by element, as ``name[i]``."""
-    inputs = list(_flat_pairs(inputs))
+    spans = None                        # the inputs' extents, measured once, at the first output
     for _, o in _flat_pairs((("out", out),)):
         if o is None or _kind_of(o) is None:
             continue
         o_span = _extent(wrap("out", o))
-        for name, value in inputs:
-            if value is None or _kind_of(value) is None:
-                continue
-            span = _extent(wrap(name, value))
-            if o_span is not None and span is not None and o_span[0] == span[0] and (
-                    o_span[1] < span[2] and span[1] < o_span[2]):
+        if o_span is None:
+            continue
+        if spans is None:
+            spans = [(name, _extent(wrap(name, value))) for name, value in _flat_pairs(inputs)
+                     if value is not None and _kind_of(value) is not None]
+        for name, span in spans:
+            if span is not None and o_span[0] == span[0] and (o_span[1] < span[2] and span[1] < o_span[2]):
                 raise ValueError(f"out must not share memory with {name}: gpuops kernels read their inputs "
                                  f"while writing their outputs; pass a separate array")
 
@@ -650,6 +651,11 @@ def _flat_pairs(pairs):
 def _extent(arr: Arr):
     """(device, first byte, one past the last byte) that ``arr`` spans, or None where it cannot be told."""
     obj = arr.obj
+    if arr.size == 0:
+        return None
+    if arr.kind is TORCH and obj.is_contiguous():       # the common case, without the strides
+        ptr = obj.data_ptr()
+        return (arr.device, ptr, ptr + arr.size * obj.element_size())
     if arr.kind is NUMPY or arr.kind is SIMULATED:
         host = obj if arr.kind is NUMPY else SIMULATED.host(arr)
         ptr, strides, itemsize = host.ctypes.data, host.strides, host.itemsize
@@ -658,8 +664,6 @@ def _extent(arr: Arr):
             if arr.kind is TORCH else arr.kind.pointer(arr)
         itemsize = STORAGE[arr.dtype][1] if arr.dtype in STORAGE else np.dtype(arr.dtype).itemsize
     else:
-        return None
-    if arr.size == 0:
         return None
     lo = ptr + sum((n - 1) * st for n, st in zip(arr.shape, strides) if st < 0)
     hi = ptr + sum((n - 1) * st for n, st in zip(arr.shape, strides) if st > 0) + itemsize
