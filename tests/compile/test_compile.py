@@ -99,7 +99,7 @@ def test_registers_and_spills_sm90(kernel, dtype):
     registers = int(re.search(r"Used (\d+) registers", log).group(1))
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill", log)]
     assert registers <= getattr(kernel, "register_budget", REGISTER_BUDGET), log
-    assert not any(spills), log
+    assert max(spills, default=0) <= getattr(kernel, "spill_budget", 0), log       # bytes; 0 unless measured
 
 
 @pytest.mark.parametrize("name", ["WINDOW_FORWARD", "WINDOW_GRAD_COORDS", "WINDOW_GRAD_BASE", "WINDOW_GRAD_MAP_PARTIAL"])
