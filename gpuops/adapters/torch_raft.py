@@ -33,9 +33,10 @@ class CorrBlock(nn.Module):
     `corr_pyramid_lookup`; in training the pyramid's backward runs once, with the level gradients of every
     call summed into one buffer in place (`_LevelGradients`: each lookup adds its windows' footprints, instead
     of a dense gradient per call that autograd would then sum; coords get a gradient only when they require
-    one).  That eager path is taken when the maps require grad outside torch.compile; a block built inside
-    a compiled region (or without grad) runs the registered ops.  ``alternate=True`` (AlternateCorrBlock): each call computes `corr_lookup`
-    from the feature maps, without the volume (memory O(C·H·W)).  Both give the same values.  16-bit
+    one; ``pyramid`` then holds the levels' values without autograd history).  That eager path is taken when
+    the maps require grad outside torch.compile; a block built inside a compiled region (or without grad) runs
+    the registered ops.  ``alternate=True`` (AlternateCorrBlock): each call computes `corr_lookup` from the
+    feature maps, without the volume (memory O(C·H·W)).  Both give the same values.  16-bit
     feature maps are upcast to float32 once, here (RAFT's model calls CorrBlock with ``fmap.float()``), and
     coords are cast to the maps' dtype: the ops take one dtype, and 16-bit coordinates would lose
     sub-pixel precision.  Bad sizes and parameters raise at construction, as RAFT's avg_pool2d would for

@@ -3,8 +3,8 @@ CPU path, in float32, bfloat16 and float64 (float16 for the GEMM's narrow kernel
 
 Simulated device arrays take the CUDA path of the core: GEMM (the numba fallback: simulated arrays are
 neither torch tensors nor CuPy arrays, so `_gemm` picks it), POOL, UNPOOL, UNPOOL_FINAL, LOOKUP_LEVEL,
-LOOKUP_GRAD_LEVEL, LOOKUP_GRAD_LEVEL_ADD, LOOKUP_GRAD_COORDS_PARTIAL and LOOKUP_GRAD_COORDS_SUM.  The CPU side is numpy's BLAS for
-the GEMM and the mirrors for the rest.  Shapes are tiny (one OS thread per CUDA thread) but the GEMM's are
+LOOKUP_GRAD_LEVEL, LOOKUP_GRAD_LEVEL_ADD, LOOKUP_GRAD_COORDS_PARTIAL and LOOKUP_GRAD_COORDS_SUM.  The CPU side is
+numpy's BLAS for the GEMM and the mirrors for the rest.  Shapes are tiny (one OS thread per CUDA thread) but the GEMM's are
 ragged (more than one 32 × 32 tile and more than one K step), and repeats must be bit-identical.
 """
 import ml_dtypes
