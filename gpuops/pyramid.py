@@ -455,8 +455,9 @@ _WRITABLE_KINDS = ("numpy", "torch", "cuda_array_interface", "cupy", "simulated_
 def corr_pyramid_lookup_backward_add(grad_out, pyramid, coords, *, radius=4, out, coords_grad=True, stream=None):
     """`corr_pyramid_lookup_backward` for a pyramid looked up many times (RAFT's training step, as
     `gpuops.torch.CorrBlock` runs it): ``out = (grad_pyramid, grad_coords or None)``, and each level's
-    gradient of this lookup is *added* to ``grad_pyramid[i]`` in place.  Returns ``(grad_pyramid,
-    grad_coords)``; grad_coords is None when ``coords_grad`` is False (RAFT detaches its coordinates).
+    gradient of this lookup is *added* to ``grad_pyramid[i]`` in place (grad_pyramid None: grad_coords alone).
+    Returns ``(grad_pyramid, grad_coords)``; grad_coords is None when ``coords_grad`` is False (RAFT detaches
+    its coordinates).  The output arrays must not share memory with the inputs or with each other.
 
     grad_pyramid: one array per level, C-contiguous, of the level's shape, the pyramid's dtype (float32 or
     float64: the sums stay in the compute type) and device; a numpy, torch or CUDA array (JAX arrays are
@@ -470,10 +471,16 @@ def corr_pyramid_lookup_backward_add(grad_out, pyramid, coords, *, radius=4, out
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError("out must be (grad_pyramid, grad_coords or None): the level gradients to add to")
     out_levels, out_coords = out
-    if not isinstance(out_levels, (tuple, list)) or len(out_levels) != geo.levels:
-        raise ValueError(f"out[0] (grad_pyramid) must be a sequence of {geo.levels} arrays, one per level")
+    if out_levels is not None and (not isinstance(out_levels, (tuple, list)) or len(out_levels) != geo.levels):
+        raise ValueError(f"out[0] (grad_pyramid) must be a sequence of {geo.levels} arrays, one per level, or None")
+    if out_coords is not None and not coords_grad:
+        raise ValueError("out[1] (grad_coords) was given with coords_grad=False")
+    for i, o in enumerate(out_levels or ()):       # the buffers are written too: none may share memory
+        _core.refuse_overlap(o, [(f"grad_pyramid[{j}]", out_levels[j]) for j in range(i)])
+    if out_coords is not None and out_levels is not None:
+        _core.refuse_overlap(out_coords, [("grad_pyramid", list(out_levels))])
     grads = []
-    for i, (o, lvl) in enumerate(zip(out_levels, levels)):
+    for i, (o, lvl) in enumerate(zip(out_levels or (), levels)):
         a = _core.floating(f"grad_pyramid[{i}]", o)
         _core.same_dtype_and_device(c, a)
         if tuple(a.shape) != tuple(lvl.shape):
@@ -497,7 +504,7 @@ def corr_pyramid_lookup_backward_add(grad_out, pyramid, coords, *, radius=4, out
                  + geo.level_ints(i) + (0.5,), geo.N * geo.H * geo.W * F * F, c, stream)
         if gc is not None:
             _coords_gradient(g, levels, c, geo, gc, stream)
-    return tuple(a.obj for a in grads), None if gc is None else gc.obj
+    return None if out_levels is None else tuple(a.obj for a in grads), None if gc is None else gc.obj
 
 
 def _coords_gradient(g, levels, c, geo, gc, stream):

@@ -68,8 +68,8 @@ class CorrBlock(nn.Module):
         elif (torch.is_grad_enabled() and (fmap1.requires_grad or fmap2.requires_grad)
               and not torch.compiler.is_compiling()):
             self._grads = _LevelGradients()
-            self._token = _BuildPyramid.apply(self._grads, self.num_levels, fmap1, fmap2)
-            self.pyramid = self._grads.levels
+            self._token, *levels = _BuildPyramid.apply(self._grads, self.num_levels, fmap1, fmap2)
+            self.pyramid = tuple(levels)
         else:
             self.pyramid = corr_pyramid(fmap1, fmap2, num_levels=self.num_levels)
 
@@ -81,7 +81,7 @@ class CorrBlock(nn.Module):
             if torch.compiler.is_compiling():
                 raise RuntimeError("this CorrBlock was built for eager training (its maps require grad); "
                                    "build it inside the compiled region, where it runs the registered ops")
-            out = _LookupPyramid.apply(self._grads, self.radius, self._token, coords)
+            out = _LookupPyramid.apply(self._grads, self.radius, self._token, coords, *self.pyramid)
         else:
             out = corr_pyramid_lookup(self.pyramid, coords, radius=self.radius)
         return out.float()
@@ -91,41 +91,51 @@ class CorrBlock(nn.Module):
 
 
 class _LevelGradients:
-    """The pyramid of one training-mode block and its level gradients for the backward pass under way: every
-    lookup's backward adds into one buffer per level (`gpuops.pyramid.corr_pyramid_lookup_backward_add`), and
-    the pyramid's backward takes the sum.  The buffers belong to one backward pass (autograd's graph task): a
-    pass that runs lookups but not the pyramid's backward (a gradient for coords alone) leaves nothing behind
-    for the next."""
+    """The level gradients of one training-mode block's backward passes: every lookup's backward adds into one
+    buffer per level (`gpuops.pyramid.corr_pyramid_lookup_backward_add`), and the pyramid's backward takes the
+    sum.  Buffers are kept per backward pass (autograd's graph task), so a pass started inside another (a hook
+    calling autograd.grad) keeps its own; a lookup adds only in a pass that will run the pyramid's backward
+    (a gradient for coords alone adds nothing, and leaves nothing).  No levels are kept here: the lookups save
+    them for their backward, so the pyramid goes with the block and the graph's saved tensors."""
 
-    __slots__ = ("levels", "buffers", "task")
+    __slots__ = ("passes",)
 
     def __init__(self):
-        self.levels, self.buffers, self.task = None, None, None
+        self.passes = {}
 
-    def for_this_pass(self):
+    def for_this_pass(self, levels, build_node):
+        """This pass's buffers (zeros at first), or None when it does not run the pyramid's backward."""
+        if not torch._C._will_engine_execute_node(build_node):
+            return None
         task = torch._C._current_graph_task_id()
-        if self.buffers is None or self.task != task:
-            self.buffers, self.task = [torch.zeros_like(level) for level in self.levels], task
-        return self.buffers
+        buffers = self.passes.get(task)
+        if buffers is None:
+            buffers = self.passes[task] = [torch.zeros_like(level) for level in levels]
+        return buffers
 
     def take(self):
-        buffers, self.buffers = self.buffers, None
-        return buffers if self.task == torch._C._current_graph_task_id() else None
+        """This pass's summed buffers (None when no lookup added), now used on the current stream."""
+        buffers = self.passes.pop(torch._C._current_graph_task_id(), None)
+        for buf in buffers or ():
+            if buf.is_cuda:         # added on the lookups' streams, read and freed on this one
+                buf.record_stream(torch.cuda.current_stream(buf.device))
+        return buffers
 
 
 class _BuildPyramid(torch.autograd.Function):
-    """corr_pyramid, keeping the levels on ``grads`` and returning an empty token: the lookups depend on
-    the token, so autograd runs this backward once, after every lookup's has added its share."""
+    """corr_pyramid -> (token, *levels), the levels without autograd history: the lookups depend on the empty
+    token, so autograd runs this backward once, after every lookup's has added its share."""
 
     @staticmethod
     def forward(ctx, grads, num_levels, fmap1, fmap2):
-        grads.levels = pyramid.corr_pyramid(fmap1.detach(), fmap2.detach(), num_levels=num_levels)
+        levels = pyramid.corr_pyramid(fmap1.detach(), fmap2.detach(), num_levels=num_levels)
+        ctx.mark_non_differentiable(*levels)
         ctx.grads, ctx.num_levels = grads, num_levels
         ctx.save_for_backward(fmap1, fmap2)
-        return fmap1.new_empty(0)
+        return (fmap1.new_empty(0), *levels)
 
     @staticmethod
-    def backward(ctx, _token_grad):
+    def backward(ctx, _token_grad, *_level_grads):
         summed = ctx.grads.take()
         if summed is None:
             return None, None, None, None
@@ -137,21 +147,24 @@ class _BuildPyramid(torch.autograd.Function):
 
 
 class _LookupPyramid(torch.autograd.Function):
-    """corr_pyramid_lookup on ``grads.levels``; its backward adds the level gradients in place."""
+    """corr_pyramid_lookup on ``levels``; its backward adds the level gradients in place."""
 
     @staticmethod
-    def forward(ctx, grads, radius, token, coords):
-        ctx.grads, ctx.radius = grads, radius
-        ctx.save_for_backward(coords, token)
-        return pyramid.corr_pyramid_lookup(grads.levels, coords.detach(), radius=radius)
+    def forward(ctx, grads, radius, token, coords, *levels):
+        ctx.grads, ctx.radius, ctx.build_node = grads, radius, token.grad_fn
+        ctx.save_for_backward(coords, token, *levels)
+        return pyramid.corr_pyramid_lookup(levels, coords.detach(), radius=radius)
 
     @staticmethod
     def backward(ctx, grad_out):
-        coords, token = ctx.saved_tensors
+        coords, token, *levels = ctx.saved_tensors
+        buffers = ctx.grads.for_this_pass(levels, ctx.build_node)
         _, grad_coords = pyramid.corr_pyramid_lookup_backward_add(
-            grad_out.detach(), ctx.grads.levels, coords.detach(), radius=ctx.radius,
-            out=(ctx.grads.for_this_pass(), None), coords_grad=ctx.needs_input_grad[3])
-        return None, None, None, *_no_derivative(grad_coords, anchor=token)
+            grad_out.detach(), levels, coords.detach(), radius=ctx.radius, out=(buffers, None),
+            coords_grad=ctx.needs_input_grad[3])
+        # a defined (empty) gradient for the token, so that autograd orders the pyramid's backward after this one
+        # across streams
+        return (None, None, token.new_zeros(0), *_no_derivative(grad_coords, anchor=token), *(None,) * len(levels))
 
 
 def _no_derivative(*grads, anchor):

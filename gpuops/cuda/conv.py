@@ -734,10 +734,12 @@ _WORD_DTYPES = {2: ("float32",), 4: ("float16", "bfloat16")}
 #: register caps of the channels-last kernels, as measured (H100, session 10): 128 (2 blocks of 256 threads per SM)
 #: for the 4-output ones, 168 for the 8-output ones (C192 28² 7×7 bf16 forward 0.098 ms at 128, 0.075 at 168).
 #: A cap of 192 for all slowed the 4-output float32 forward (C96 56² 7×7: 0.185 -> 0.251 ms) and the 8-output bf16
-#: one (0.119 -> 0.137); at 168 the 7×7 16-bit correlation spills `NHWC_WIDE_SPILL` bytes, faster all the same
+#: one (0.119 -> 0.137)
 NHWC_MAX_REGISTERS = 128
 NHWC_WIDE_MAX_REGISTERS = 168
-NHWC_WIDE_SPILL = 16
+#: bytes ptxas spills at those caps where it spills at all, (table, K, stride, V) -> bytes: the 7×7 16-bit
+#: correlation, measured faster all the same (the compile checks allow exactly these)
+NHWC_SPILLS = {("DW_NHWC_FAST", 7, 1, 4): 12}
 _NHWC_SIGS = {"DW_NHWC_FAST": lambda d: (_flat(d),) * 4 + (_I,) * 12,
               "DW_NHWC_GRAD_X_FAST": lambda d: (_flat(d),) * 3 + (_I,) * 10,
               "DW_NHWC_WGRAD_FAST": lambda d: (_flat(d), _flat(d), _partial(d)) + (_I,) * 11}
@@ -767,7 +769,7 @@ def build_nhwc(sizes=FAST_SIZES, strides=FAST_STRIDES):
         kernel = entry.kernels[v] = Kernel(getattr(module, function), _NHWC_SIGS[table], dtypes=_WORD_DTYPES[v],
                                            max_registers=cap)
         kernel.register_budget = cap                    # what the compile checks hold it to
-        kernel.spill_budget = NHWC_WIDE_SPILL if wide else 0
+        kernel.spill_budget = NHWC_SPILLS.get((table, k, s, v), 0)
         # gpuops._core.run finds them as DW_NHWC_FAST_<K>_<S>, DW_NHWC_GRAD_X_FAST_<K>_<S>, DW_NHWC_WGRAD_FAST_<K>_<S>
         globals()[f"{table}_{k}_{s}"] = entry
 

@@ -165,7 +165,7 @@ def test_corr_block_training_path_sums_level_gradients_in_place(monkeypatch):
     block = gt.CorrBlock(a, b, num_levels=3, radius=1)
     assert block._grads is not None and all(p.grad_fn is None for p in block.pyramid)
     got = torch.autograd.grad(_training_loss(block, c, flows, weights), (a, b, c))
-    assert len(pyramid_backwards) == 1 and block._grads.buffers is None      # summed once, buffers released
+    assert len(pyramid_backwards) == 1 and not block._grads.passes      # summed once, buffers released
     for x, y in zip(got, want):
         torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
 
@@ -178,11 +178,51 @@ def test_corr_block_training_path_across_backward_passes():
     loss = _training_loss(block, c, flows, weights)
     # a pass for the coordinates alone runs the lookups' backwards but not the pyramid's: nothing may carry over
     torch.autograd.grad(loss, c, retain_graph=True)
+    assert not block._grads.passes
     first = torch.autograd.grad(loss, (a, b), retain_graph=True)
     loss.backward()                                     # a second full pass, into .grad
     for x, y, acc in zip(first, want, (a.grad, b.grad)):
         torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(acc, y, rtol=1e-9, atol=1e-9)
+
+
+def test_corr_block_training_path_one_map_and_a_pass_inside_another():
+    f1, f2, coords, flows, weights = _training_case(seed=10)
+    want = _alternate_gradients(f1, f2, coords, flows, weights)
+    a = f1.clone().requires_grad_()                    # fmap2 needs no gradient
+    block = gt.CorrBlock(a, f2, num_levels=3, radius=1)
+    torch.testing.assert_close(torch.autograd.grad(_training_loss(block, coords, flows, weights), a)[0], want[0],
+                               rtol=1e-9, atol=1e-9)
+    # a hook on one lookup's output starts a second backward pass through another lookup of the same block while
+    # the first pass is under way: each pass sums its own lookups
+    a, b = (t.clone().requires_grad_() for t in (f1, f2))
+    block = gt.CorrBlock(a, b, num_levels=3, radius=1)
+    outs = [block(coords + flow) for flow in flows]
+    first_alone = (outs[0] * weights[0]).sum()           # a branch of its own, which the outer pass does not run
+    inner = []
+    outs[1].register_hook(lambda g: inner.append(torch.autograd.grad(first_alone, a, retain_graph=True)[0]))
+    got = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), (a, b))
+    assert len(inner) == 1
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+    alone = _alternate_gradients(f1, f2, coords, flows[:1], weights[:1])[0]
+    torch.testing.assert_close(inner[0], alone, rtol=1e-9, atol=1e-9)
+
+
+def test_corr_block_training_path_frees_the_pyramid_with_the_block():
+    """The graph keeps no pyramid after its backward: a loss kept alive (RAFT's loop holds the last one into the
+    next iteration) does not keep the block's O((H·W)²) levels."""
+    import gc
+    import weakref
+    f1, f2, coords, flows, weights = _training_case(seed=11)
+    a, b = (t.clone().requires_grad_() for t in (f1, f2))
+    block = gt.CorrBlock(a, b, num_levels=3, radius=1)
+    loss = _training_loss(block, coords, flows, weights)
+    level = weakref.ref(block.pyramid[0])
+    loss.backward()
+    del block
+    gc.collect()
+    assert level() is None and loss.requires_grad
 
 
 def test_corr_block_training_path_refuses_double_backward_and_compile():

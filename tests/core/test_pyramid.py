@@ -511,6 +511,10 @@ def test_lookup_backward_add_sums_the_reference_over_lookups():
                 np.testing.assert_array_equal(a, b)
     assert family.corr_pyramid_lookup_backward_add(g, pyr, coords, radius=1, out=(buffers, None),
                                                    coords_grad=False)[1] is None
+    # no buffers: the coordinates' gradient alone
+    levels, gc = family.corr_pyramid_lookup_backward_add(g, pyr, coords, radius=1, out=(None, None))
+    assert levels is None
+    _close(gc, ref_coords)
 
 
 def test_lookup_backward_add_refuses_bad_buffers():
@@ -538,6 +542,12 @@ def test_lookup_backward_add_refuses_bad_buffers():
         add(g, pyr, c, radius=1, out=([np.zeros((1, 4, 4, 4, 8))[..., ::2], good[1]], None))
     with pytest.raises(ValueError, match="out must not share memory with pyramid"):
         add(g, pyr, c, radius=1, out=(list(pyr), None))
+    with pytest.raises(ValueError, match=r"out must not share memory with grad_pyramid\[0\]"):
+        add(g, pyr, c, radius=1, out=([good[0], good[0][:, :, :, :2, :2]], None))
+    with pytest.raises(ValueError, match=r"out must not share memory with grad_pyramid"):
+        add(g, pyr, c, radius=1, out=(good, good[0][:, :2, 0, 0, 0].reshape(1, 2, 1, 1)))
+    with pytest.raises(ValueError, match=r"out\[1\] \(grad_coords\) was given with coords_grad=False"):
+        add(g, pyr, c, radius=1, out=(good, np.zeros_like(c)), coords_grad=False)
 
 
 def test_family_lists_its_gemm_variants():
