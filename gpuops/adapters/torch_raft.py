@@ -159,9 +159,11 @@ class _LookupPyramid(torch.autograd.Function):
     def backward(ctx, grad_out):
         coords, token, *levels = ctx.saved_tensors
         buffers = ctx.grads.for_this_pass(levels, ctx.build_node)
-        _, grad_coords = pyramid.corr_pyramid_lookup_backward_add(
-            grad_out.detach(), levels, coords.detach(), radius=ctx.radius, out=(buffers, None),
-            coords_grad=ctx.needs_input_grad[3])
+        grad_coords = None
+        if buffers is not None or ctx.needs_input_grad[3]:
+            _, grad_coords = pyramid.corr_pyramid_lookup_backward_add(
+                grad_out.detach(), levels, coords.detach(), radius=ctx.radius, out=(buffers, None),
+                coords_grad=ctx.needs_input_grad[3])
         # a defined (empty) gradient for the token, so that autograd orders the pyramid's backward after this one
         # across streams
         return (None, None, token.new_zeros(0), *_no_derivative(grad_coords, anchor=token), *(None,) * len(levels))

@@ -6,7 +6,7 @@ The lookup kernels run in parallel over queries (each query's position is comput
 offsets, or its plane, follow in the kernels' order); the pooling kernels over output elements.
 """
 from gpuops._toolchain import CPU_JIT, njit, prange
-from gpuops.cpu.raft import _corners, pooled_mean
+from gpuops.cpu.raft import _corners, corner_gradient, pooled_mean
 from gpuops.cpu.raft import _position as _raft_position
 
 
@@ -79,22 +79,6 @@ def lookup_level(vol, coords, out, N, H, W, Hl, Wl, levels, level, radius, half)
             out[((n * levels + level) * LL + k) * HW + hw] = s
 
 
-@njit(cache=True, inline="always")
-def _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero):
-    L = 2 * radius + 1
-    acc = zero
-    for a in range(2):
-        dy = y - y0 - a
-        if -radius <= dy <= radius:
-            wy = fy if a else one - fy
-            for e in range(2):
-                dx = x - x0 - e
-                if -radius <= dx <= radius:
-                    wx = fx if e else one - fx
-                    acc += grad[base + ((dx + radius) * L + dy + radius) * HW] * (wy * wx)
-    return acc
-
-
 @njit(**CPU_JIT)
 def lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
     one = half + half
@@ -113,7 +97,7 @@ def lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius
             x = p - y * Wl
             acc = zero
             if valid:
-                acc = _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
+                acc = corner_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
             gvol[q * plane + p] = acc
 
 
@@ -138,7 +122,7 @@ def lookup_grad_level_add(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, ra
             x = x0 - radius + (f - fr * F)
             if 0 <= y < Hl and 0 <= x < Wl:
                 at = q * Hl * Wl + y * Wl + x
-                gvol[at] = gvol[at] + _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
+                gvol[at] = gvol[at] + corner_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
 
 
 @njit(**CPU_JIT)

@@ -43,6 +43,23 @@ def _pixel(src, off, Hl, Wl, y, x, zero):
 
 
 @njit(cache=True, inline="always")
+def corner_gradient(grad, base, stride, radius, y, x, y0, x0, fx, fy, one, zero):
+    """gpuops.cuda.raft.corner_gradient."""
+    L = 2 * radius + 1
+    acc = zero
+    for a in range(2):
+        dy = y - y0 - a
+        if -radius <= dy <= radius:
+            wy = fy if a else one - fy
+            for e in range(2):
+                dx = x - x0 - e
+                if -radius <= dx <= radius:
+                    wx = fx if e else one - fx
+                    acc += grad[base + ((dx + radius) * L + dy + radius) * stride] * (wy * wx)
+    return acc
+
+
+@njit(cache=True, inline="always")
 def _corners(src, off, Hl, Wl, y, x, zero):
     return (_pixel(src, off, Hl, Wl, y, x, zero), _pixel(src, off, Hl, Wl, y, x + 1, zero),
             _pixel(src, off, Hl, Wl, y + 1, x, zero), _pixel(src, off, Hl, Wl, y + 1, x + 1, zero))

@@ -41,7 +41,7 @@ from gpuops._dtypes import STORAGE
 from gpuops._launch import ByDtype, Kernel, array_type, compute_type
 from gpuops._toolchain import SIMULATOR, cuda, nt
 from gpuops.cuda._memory import load, store
-from gpuops.cuda.raft import _corners, pooled_mean, position, thread_range
+from gpuops.cuda.raft import _corners, corner_gradient, pooled_mean, position, thread_range
 
 THREADS = PYRAMID_THREADS
 TILE = PYRAMID_GEMM_TILE
@@ -204,24 +204,6 @@ def _lookup_level(vol, coords, out, N, H, W, Hl, Wl, levels, level, radius, half
         store(out, ((n * levels + level) * LL + k) * HW + hw, s)
 
 
-@cuda.jit(device=True, **_INLINE)
-def _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero):
-    """Σ, in a fixed order, over the offsets of one query (its grad channels from ``base``, one plane HW apart)
-    with a corner on volume element (y, x) of the bilinear terms grad · corner weight (≤ 4 terms)."""
-    L = 2 * radius + 1
-    acc = zero
-    for a in range(2):                          # (y, x) as corner row a of offset dy ...
-        dy = y - y0 - a
-        if -radius <= dy <= radius:
-            wy = fy if a else one - fy
-            for e in range(2):                  # ... and corner column e of offset dx
-                dx = x - x0 - e
-                if -radius <= dx <= radius:
-                    wx = fx if e else one - fx
-                    acc += load(grad, base + ((dx + radius) * L + dy + radius) * HW) * (wy * wx)
-    return acc
-
-
 def _lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radius, half):
     """gvol[n, h, w, y, x] = Σ over query (n, h, w)'s offsets with a corner on (y, x) of grad · corner weight.
     A block per query plane (grid-stride over the queries), its threads over the plane: the query's position
@@ -245,7 +227,7 @@ def _lookup_grad_level(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, radiu
             x = p - y * Wl32
             acc = zero
             if valid:
-                acc = _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
+                acc = corner_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one, zero)
             store(gvol, first + p, acc)
 
 
@@ -273,7 +255,7 @@ def _lookup_grad_level_add(grad, coords, gvol, N, H, W, Hl, Wl, levels, level, r
         if valid and 0 <= y < Hl and 0 <= x < Wl:
             at = q * Hl * Wl + y * Wl + x
             base = (n * levels + level) * LL * HW + hw
-            store(gvol, at, load(gvol, at) + _volume_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one,
+            store(gvol, at, load(gvol, at) + corner_gradient(grad, base, HW, radius, y, x, y0, x0, fx, fy, one,
                                                               zero))
 
 

@@ -105,6 +105,25 @@ def position(coords, off, csxy, level, half):
 
 
 @cuda.jit(device=True, **_INLINE)
+def corner_gradient(grad, base, stride, radius, y, x, y0, x0, fx, fy, one, zero):
+    """Σ, in a fixed order, over the offsets (dx, dy) of one query with a bilinear corner on pixel (y, x) of its
+    map of grad[base + ((dx + r)·L + dy + r)·stride] · corner weight (≤ 4 terms); (x0, y0, fx, fy) is the
+    query's position (`position`).  Pixel (y, x) relative to the window's corner is (y, x) with y0 = x0 = r."""
+    L = 2 * radius + 1
+    acc = zero
+    for a in range(2):                          # (y, x) as corner row a of offset dy ...
+        dy = y - y0 - a
+        if -radius <= dy <= radius:
+            wy = fy if a else one - fy
+            for e in range(2):                  # ... and corner column e of offset dx
+                dx = x - x0 - e
+                if -radius <= dx <= radius:
+                    wx = fx if e else one - fx
+                    acc += load(grad, base + ((dx + radius) * L + dy + radius) * stride) * (wy * wx)
+    return acc
+
+
+@cuda.jit(device=True, **_INLINE)
 def _pixel(src, off, Hl, Wl, y, x, zero):
     if 0 <= y < Hl and 0 <= x < Wl:
         return load(src, off + y * Wl + x)
@@ -841,16 +860,8 @@ def _window_gd(grad, work, gd_off, coords, N, H1, W1, levels, radius, csn, csh, 
         px = p - py * side
         goff = (n * levels + level) * LL * Q + q
         acc = zero
-        if valid:
-            for a in range(2):             # p as corner row a of output row ky
-                ky = py - a
-                if 0 <= ky < L:
-                    wy = fy if a else one - fy
-                    for e in range(2):     # and corner column e of output column kx
-                        kx = px - e
-                        if 0 <= kx < L:
-                            wx = fx if e else one - fx
-                            acc += load(grad, goff + (kx * L + ky) * Q) * (wy * wx)
+        if valid:                          # p relative to the window's corner
+            acc = corner_gradient(grad, goff, Q, radius, py, px, radius, radius, fx, fy, one, zero)
         work[gd_off + i] = acc * scale
 
 
